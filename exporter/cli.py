@@ -1,0 +1,267 @@
+"""The ``hubedge`` command line: ``models``, ``export`` and ``predict``.
+
+Every user error is one line on stderr and a non-zero exit; progress goes to stderr, results to stdout
+(``--json`` makes stdout machine-readable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
+
+from exporter import __version__, catalog  # noqa: E402
+from exporter.formats import FORMATS  # noqa: E402
+from runtimes.errors import HubedgeError  # noqa: E402
+
+SEEDED_NOTE = "note: seeded weights: the scores show the pipeline works, not what the photos show"
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up log (CUDA probes, oneDNN notes) kept off the user's terminal.
+
+    TF_CPP_MIN_LOG_LEVEL does not reach those lines, so stderr is pointed at /dev/null for the import alone.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+        import tensorflow_hub  # noqa: F401
+    except ImportError as error:
+        missing = error
+    else:
+        missing = None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    if missing is not None:
+        raise HubedgeError(f"{missing.name or 'tensorflow'} is not installed; exporting and the TF reference need "
+                           "pip install 'hubedge[export]'")
+
+
+# -- models ----------------------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    specs = catalog.list_models(args.filter)
+    if args.json:
+        rows = [
+            {**spec.info().to_dict(), "family": spec.family, "architecture": spec.architecture.label,
+             "url": spec.url, "description": spec.description}
+            for spec in specs
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not specs:
+        say(f"no catalog model matches {args.filter!r}")
+        return 1
+    header = ("name", "task", "outputs", "activation", "input", "arch", "handle")
+    rows = [
+        (s.name, s.task, str(s.num_outputs), s.activation, str(s.input_size), s.architecture.label, s.handle)
+        for s in specs
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"\n{len(specs)} model(s)")
+    return 0
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+
+def _load(model: str, weights: str):
+    from exporter.sources import load_model
+
+    started = time.perf_counter()
+    say(f"loading {model} (weights: {weights}) …")
+    import_tensorflow_quietly()
+    loaded = load_model(model, weights)
+    say(f"  {loaded.info.name}: {loaded.info.task}, {loaded.info.num_outputs} outputs, "
+        f"weights from {loaded.weights['source']} ({time.perf_counter() - started:.1f}s)")
+    return loaded
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from exporter.formats import parse_precisions, plan
+
+    names = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+    pairs = plan(names, parse_precisions(args.quantize))  # refuses bad pairs before any work
+    output = Path(args.output)
+    from exporter.fsutil import ensure_writable_dir
+
+    ensure_writable_dir(output)
+    loaded = _load(args.model, args.weights)
+    if loaded.seeded:
+        say(SEEDED_NOTE)
+
+    from exporter.export import export_one, verification_images
+
+    reference = None
+    if not args.no_verify:
+        say("computing the FP32 reference on the held-apart photos …")
+        reference = loaded.reference().predict(verification_images(loaded.info.input_size))
+    results, failed = [], []
+    for fmt, precision in pairs:
+        say(f"exporting {fmt.name} {precision} …")
+        try:
+            results.append(export_one(loaded, fmt, precision, output, not args.no_verify, reference))
+        except HubedgeError as error:
+            say(f"hubedge: error: {error}")
+            failed.append(f"{fmt.name} {precision}")
+    _print_export_table(results)
+    if failed:
+        say(f"{len(failed)} export(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def _print_export_table(results: list) -> None:
+    print(f"{'artifact':60} {'MB':>8} {'s':>7}  verification")
+    for r in results:
+        v = r.verification
+        if "skipped" in v:
+            check = "skipped (--no-verify)"
+        else:
+            check = "ok" if v["passed"] else "FAILED"
+            check += f"  cosine_min {v['cosine_min']:.6f}"
+            if "top1" in v:
+                check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
+        print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f}  {check}")
+
+
+# -- predict ---------------------------------------------------------------------------------------------
+
+
+def _predictor(args: argparse.Namespace):
+    import runtimes
+    from runtimes.manifest import has_manifest, read_manifest
+
+    path = Path(args.model)
+    if has_manifest(path):
+        if args.weights != "hub":
+            raise HubedgeError(f"--weights applies to models, not to the exported artifact {path}")
+        seeded = read_manifest(path).get("weights", {}).get("source") == "seeded"
+        if read_manifest(path).get("runtime") == "tf":
+            import_tensorflow_quietly()
+        return runtimes.load(path, device=args.device, threads=args.threads), seeded
+    if args.device != "cpu":
+        raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it to use {args.device}")
+    loaded = _load(args.model, args.weights)
+    return loaded.reference(threads=args.threads), loaded.seeded
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from runtimes.preprocess import load_image
+
+    for image in args.images:  # decode errors surface before any model is loaded
+        load_image(image)
+    predictor, seeded = _predictor(args)
+    outputs = predictor.predict(list(args.images))
+    info = predictor.info
+    records = []
+    if info.task == "classification":
+        from runtimes.base import top_k_from_outputs
+
+        for image, best in zip(args.images, top_k_from_outputs(outputs, info, args.top)):
+            records.append({"image": image, "top_k": [
+                {"index": p.index, "label": p.label, "score": p.score, "wordnet_id": p.wordnet_id} for p in best]})
+    else:
+        import numpy as np
+
+        for image, row in zip(args.images, outputs):
+            records.append({"image": image, "dim": int(row.shape[0]), "norm": float(np.linalg.norm(row))})
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if seeded:
+        say(SEEDED_NOTE)
+    score_name = {"sigmoid": "sigmoid", "softmax": "softmax"}.get(info.activation, "")
+    for record in records:
+        if "top_k" in record:
+            print(f"{record['image']}  ({info.name}, {predictor.runtime}, {score_name} scores)")
+            for rank, p in enumerate(record["top_k"], 1):
+                print(f"  {rank}. {p['score']:.4f}  {p['label']}  ({p['wordnet_id'] or p['index']})")
+        else:
+            print(f"{record['image']}  ({info.name}, {predictor.runtime}): "
+                  f"feature vector, dim {record['dim']}, norm {record['norm']:.4f}")
+    return 0
+
+
+# -- wiring ----------------------------------------------------------------------------------------------
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False) -> None:
+    what = "catalog name, hub handle, tfhub.dev/Kaggle URL, local SavedModel directory"
+    parser.add_argument("--model", required=True, help=what + (", or an exported artifact" if artifact else ""))
+    parser.add_argument("--weights", default="hub",
+                        help="hub (download or hub cache; default), seeded (offline deterministic weights), "
+                             "or a BiT .npz checkpoint path")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubedge", description="Export TF Hub image models to verified edge "
+                                     "artifacts (TFLite, ONNX, OpenVINO) and run them.")
+    parser.add_argument("--version", action="version", version=f"hubedge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the model catalog")
+    models.add_argument("filter", nargs="?", help="glob or substring on name, handle, family, task or arch")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(run=cmd_models)
+
+    export = commands.add_parser("export", help="export a model to edge formats, verified against FP32")
+    _add_model_arguments(export)
+    export.add_argument("--format", required=True,
+                        help=f"one of {', '.join(FORMATS)}, a comma list, or all")
+    export.add_argument("--quantize", default="none",
+                        help="none (fp32), fp16, dynamic, int8, or a comma list (default: none)")
+    export.add_argument("--output", default="artifacts", help="output folder (default: artifacts/)")
+    export.add_argument("--no-verify", action="store_true",
+                        help="skip the check against the FP32 reference (recorded in the manifest)")
+    export.set_defaults(run=cmd_export)
+
+    predict = commands.add_parser("predict", help="top-5 labels (or embedding size) for images")
+    _add_model_arguments(predict, artifact=True)
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, …)")
+    predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    predict.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu"))
+    predict.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    predict.set_defaults(run=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except HubedgeError as error:
+        say(f"hubedge: error: {error}")
+        return error.exit_code
+    except BrokenPipeError:  # `hubedge models | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        say("hubedge: interrupted; nothing half-written was left behind")
+        return 130
+
+
+def export_main() -> int:
+    """``python -m exporter ARGS`` is ``hubedge export ARGS``."""
+    return main(["export", *sys.argv[1:]])

@@ -1,0 +1,119 @@
+"""The formats table: one row per export format, driving the CLI's choices, the dispatch and the checks.
+
+Adding a format is one row here and one module beside this file with
+``export(loaded, precision, target, options) -> FormatResult``. Each row declares the precisions it
+supports and the agreement floor each must meet against the FP32 reference, so validation is part of export
+and tolerances live beside the format they govern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+from typing import Any
+
+from runtimes.errors import UnsupportedError
+
+PRECISION_NAMES = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Floor:
+    """The least agreement with the FP32 reference an artifact must reach to be called good."""
+
+    cosine: float
+    top1: float = 0.0
+    top5: float = 0.0
+    max_abs_diff: float | None = None
+
+    def failures(self, figures: dict[str, float]) -> list[str]:
+        """What falls short, as readable phrases; empty when the floor is met."""
+        short = []
+        if figures["cosine_min"] < self.cosine:
+            short.append(f"cosine_min {figures['cosine_min']:.6f} < {self.cosine}")
+        for key in ("top1", "top5"):
+            if key in figures and figures[key] < getattr(self, key):
+                short.append(f"{key} {figures[key]:.3f} < {getattr(self, key)}")
+        if self.max_abs_diff is not None and figures["max_abs_diff"] > self.max_abs_diff:
+            short.append(f"max_abs_diff {figures['max_abs_diff']:.3g} > {self.max_abs_diff}")
+        return short
+
+
+@dataclasses.dataclass(frozen=True)
+class FormatResult:
+    """What a format module reports about the artifact it wrote."""
+
+    input_shape: list[int | None]
+    recipe: dict[str, Any]
+    tools: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """One export format."""
+
+    name: str
+    suffix: str
+    is_directory: bool
+    floors: dict[str, Floor]
+    module: str
+    runtime: str
+    devices: tuple[str, ...]
+    description: str
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.floors)
+
+    def artifact_name(self, model: str, precision: str) -> str:
+        return f"{model}.{self.name}.{precision}{self.suffix}"
+
+    def exporter(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+FORMATS: dict[str, Format] = {
+    "savedmodel": Format(
+        name="savedmodel",
+        suffix=".savedmodel",
+        is_directory=True,
+        floors={"fp32": Floor(cosine=0.999999, top1=1.0, top5=1.0, max_abs_diff=1e-5)},
+        module="exporter.formats.savedmodel",
+        runtime="tf",
+        devices=("cpu",),
+        description="TF2 SavedModel in TF Hub's form: the FP32 reference artifact",
+    ),
+}
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise UnsupportedError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def parse_precisions(text: str) -> list[str]:
+    """``--quantize none,int8`` → ``["fp32", "int8"]``."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in PRECISION_NAMES]
+    if unknown or not names:
+        raise UnsupportedError(
+            f"unknown --quantize {','.join(unknown) or text!r}; choose from none (fp32), fp16, dynamic, int8"
+        )
+    return list(dict.fromkeys(PRECISION_NAMES[n] for n in names))
+
+
+def plan(format_names: list[str], precisions: list[str]) -> list[tuple[Format, str]]:
+    """Every (format, precision) pair to export, refusing unsupported pairs before any work starts."""
+    pairs, refused = [], []
+    for name in format_names:
+        fmt = get_format(name)
+        for precision in precisions:
+            if precision in fmt.floors:
+                pairs.append((fmt, precision))
+            else:
+                refused.append(f"{name} {precision} (it offers {', '.join(fmt.precisions)})")
+    if refused:
+        raise UnsupportedError(f"unsupported format/precision: {'; '.join(refused)}")
+    return pairs

@@ -1,0 +1,75 @@
+"""File-system helpers: atomic writes and content hashes.
+
+Artifacts are written under a hidden temporary name beside their destination and renamed only when
+complete, so an interrupted or failed export never leaves anything that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from runtimes.errors import HubedgeError
+
+TEMP_PREFIX = ".hubedge-tmp-"
+
+
+def ensure_writable_dir(directory: Path) -> Path:
+    """Creates ``directory`` if needed and checks that files can be written there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HubedgeError(f"cannot create the output folder {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise HubedgeError(f"the output folder {directory} is not writable; choose another with --output")
+    return directory
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, directory: bool = False) -> Iterator[Path]:
+    """Yields a temporary path beside ``final``; on success it replaces ``final``, on any error it vanishes."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=final.parent))
+    target = temp / final.name
+    try:
+        if directory:
+            target.mkdir()
+        yield target
+        if final.exists():
+            _remove(final)
+        os.replace(target, final)
+    finally:
+        _remove(temp)
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's relative file names and contents in sorted order."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file is not path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    """Bytes of a file, or of all files under a directory."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

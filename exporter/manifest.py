@@ -1,0 +1,76 @@
+"""Writing the manifest beside each artifact: everything a runtime and an auditor need to trust it.
+
+Schema ``hubedge.manifest/1`` (read by ``runtimes.manifest``): what the model is and where its weights came
+from (with a hash; seeded weights said plainly), the format and precision, the input and output contracts,
+the quantization recipe, the verification against the FP32 reference, tool versions and the file's sha256.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from exporter import __version__
+from exporter.formats import Format, FormatResult
+from exporter.fsutil import sha256_of, size_of
+from exporter.sources import LoadedModel
+from runtimes.manifest import SCHEMA
+
+BASE_TOOLS = ("numpy", "pillow")
+
+
+def tool_versions(names: tuple[str, ...]) -> dict[str, str]:
+    versions = {"hubedge": __version__, "python": platform.python_version()}
+    for name in (*BASE_TOOLS, *names):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def build_manifest(
+    loaded: LoadedModel,
+    fmt: Format,
+    precision: str,
+    artifact: Path,
+    result: FormatResult,
+    seconds: float,
+) -> dict[str, Any]:
+    info = loaded.info
+    return {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "artifact": {"file": artifact.name, "sha256": sha256_of(artifact), "size_bytes": size_of(artifact)},
+        "format": fmt.name,
+        "precision": precision,
+        "runtime": fmt.runtime,
+        "model": info.to_dict(),
+        "weights": loaded.weights_record(),
+        "input": {
+            "shape": result.input_shape,
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NHWC",
+            "color": "RGB",
+            "preprocessing": f"centre square crop, bilinear resize to {info.input_size}, /255",
+        },
+        "output": {
+            "task": info.task,
+            "num_outputs": info.num_outputs,
+            "meaning": "logits" if info.task == "classification" else "features",
+            "activation": info.activation,
+            "labels": info.labels,
+        },
+        "quantization": result.recipe,
+        "export_seconds": round(seconds, 2),
+        "tools": tool_versions(result.tools),
+    }
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    path.write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n", encoding="utf-8")

@@ -1,0 +1,249 @@
+"""Where a model's weights come from: TF Hub (handles, URLs, caches), a local SavedModel, a BiT ``.npz``
+checkpoint, or deterministic seeds.
+
+Whatever the source, the result is a :class:`LoadedModel`: a hub-form SavedModel directory on disk (what
+every converter reads) plus its :class:`ModelInfo` and a record of the weights. Hub loading goes through
+``tensorflow_hub``, so ``TFHUB_CACHE_DIR`` and hub caches work as they do for any TF user; a failed download
+says so in one line and names the offline choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import socket
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from exporter import catalog
+from exporter.catalog import ModelSpec
+from exporter.fsutil import sha256_of
+from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
+from runtimes.modelinfo import ModelInfo
+
+TWIN_VERSION = 2  # bump when the builder or the seeding recipe changes, to invalidate cached twins
+DEFAULT_SEED = 0
+CENTRING_PHOTOS = 8
+NETWORK_TIMEOUT_S = 30.0
+KAGGLE_MODELS = re.compile(r"^https?://(www\.)?kaggle\.com/models/(?P<path>[^?#]+)")
+OFFLINE_CHOICES = (
+    "offline, use --weights seeded (deterministic weights, same architecture), a local SavedModel "
+    "directory as --model, or an official BiT checkpoint as --weights BiT-M-R50x1.npz"
+)
+
+
+def cache_dir() -> Path:
+    """Where built twins are kept: ``$HUBEDGE_CACHE_DIR``, else ``~/.cache/hubedge``."""
+    return Path(os.environ.get("HUBEDGE_CACHE_DIR") or Path.home() / ".cache" / "hubedge")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready for export: its hub-form SavedModel on disk, what it is, and where its weights came from."""
+
+    info: ModelInfo
+    savedmodel_dir: Path
+    weights: dict[str, Any]
+    spec: ModelSpec | None = None
+    _module: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def seeded(self) -> bool:
+        return self.weights.get("source") == "seeded"
+
+    def module(self) -> Any:
+        """The loaded hub module (kept alive: functions of a loaded SavedModel die with it)."""
+        if self._module is None:
+            import tensorflow_hub as hub
+
+            self._module = _load_savedmodel(self.savedmodel_dir, hub.load)
+        return self._module
+
+    def reference(self, threads: int | None = None):  # -> runtimes.tf_reference.TFReferencePredictor
+        """The FP32 TensorFlow reference predictor for this model."""
+        from runtimes.tf_reference import TFReferencePredictor
+
+        return TFReferencePredictor(self.module(), self.info, threads=threads)
+
+    def weights_record(self) -> dict[str, Any]:
+        """The weight record with a content hash of the variables (computed on first use)."""
+        if "sha256" not in self.weights:
+            variables = self.savedmodel_dir / "variables"
+            self.weights["sha256"] = sha256_of(variables if variables.is_dir() else self.savedmodel_dir)
+        return self.weights
+
+
+# -- resolving what the user named ----------------------------------------------------------------------
+
+
+def _spec_for_kaggle(path: str) -> ModelSpec | None:
+    """Matches ``owner/model/framework/variation/version`` of a Kaggle Models URL against the catalog."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) < 5:
+        return None
+    owner, model, variation, version = parts[0], parts[1], parts[3], parts[4]
+    wanted = re.sub(r"[^a-z0-9]", "", f"{owner}{model}{variation}{version}".lower())
+    for spec in catalog.all_models():
+        if re.sub(r"[^a-z0-9]", "", spec.handle.lower()) == wanted:
+            return spec
+    return None
+
+
+def _hub_url(model: str) -> tuple[str, ModelSpec | None]:
+    """The URL ``tensorflow_hub`` should resolve for ``model`` and its catalog entry, if any."""
+    kaggle = KAGGLE_MODELS.match(model)
+    if kaggle:
+        return model, _spec_for_kaggle(kaggle.group("path"))
+    if model.startswith(("http://", "https://", "gs://")):
+        return model, catalog.find(model)
+    spec = catalog.get(model)
+    return spec.url, spec
+
+
+def _describe_network_error(error: BaseException) -> str:
+    reason = getattr(error, "reason", None) or error
+    return str(reason).strip().splitlines()[0][:200] if str(reason).strip() else type(error).__name__
+
+
+def resolve_hub(url: str) -> Path:
+    """Downloads (or finds in the hub cache) the SavedModel at ``url`` and returns its directory."""
+    import tensorflow_hub as hub
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(NETWORK_TIMEOUT_S)
+    try:
+        return Path(hub.resolve(url))
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise ModelNotFoundError(f"{url} does not exist on TF Hub / Kaggle (HTTP 404); check the handle") from None
+        raise SourceUnavailableError(f"TF Hub answered HTTP {error.code} for {url}; {OFFLINE_CHOICES}") from None
+    except (urllib.error.URLError, OSError, ConnectionError, TimeoutError) as error:
+        raise SourceUnavailableError(
+            f"cannot download {url} ({_describe_network_error(error)}); {OFFLINE_CHOICES}"
+        ) from None
+    except ValueError as error:  # hub's resolvers say "unexpected response" this way
+        raise SourceUnavailableError(f"TF Hub gave no model for {url} ({error}); {OFFLINE_CHOICES}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_savedmodel(directory: Path, loader: Any) -> Any:
+    if not (directory / "saved_model.pb").is_file():
+        raise CorruptModelError(f"{directory} is not a SavedModel directory (no saved_model.pb in it)")
+    try:
+        return loader(str(directory))
+    except Exception as error:  # TF raises many types for damaged files; all mean the same to the user
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise CorruptModelError(f"cannot load the SavedModel at {directory}: {text}") from None
+
+
+def infer_info(module: Any, name: str, handle: str) -> ModelInfo:
+    """A ModelInfo for a SavedModel from elsewhere, from what it outputs for one grey image.
+
+    21843 outputs are the ImageNet-21k multi-label head, 1000 the ILSVRC-2012 softmax head; anything else is
+    taken as a feature vector.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        output = module(tf.constant(np.full((1, 224, 224, 3), 0.5, np.float32)))
+        width = int(np.asarray(output).reshape(1, -1).shape[1])
+    except Exception as error:
+        raise CorruptModelError(
+            f"{handle} does not map float32 [batch, h, w, 3] images to one output ({type(error).__name__}); "
+            "hubedge exports image classifiers and feature vectors"
+        ) from None
+    if width == 21843:
+        return ModelInfo(name, "classification", width, "sigmoid", "imagenet21k", 224, handle)
+    if width == 1000:
+        return ModelInfo(name, "classification", width, "softmax", "ilsvrc2012", 224, handle)
+    return ModelInfo(name, "feature_vector", width, "none", None, 224, handle)
+
+
+def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, source: str) -> LoadedModel:
+    from exporter.savedmodel import read_module_info
+
+    record = read_module_info(directory)
+    weights: dict[str, Any] = {"source": source, "location": handle}
+    if record is not None:
+        loaded = LoadedModel(ModelInfo.from_dict(record["model"]), directory,
+                             {**record.get("weights", {}), "location": handle}, spec)
+    elif spec is not None:
+        loaded = LoadedModel(spec.info(), directory, weights, spec)
+    else:
+        loaded = LoadedModel(ModelInfo("?", "feature_vector", 1, "none", None), directory, weights)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(handle.rstrip("/")).name or "model").strip("-")
+        loaded.info = infer_info(loaded.module(), name, handle)
+        weights["inferred_info"] = True
+    loaded.module()  # a damaged SavedModel fails here, before any export work starts
+    return loaded
+
+
+# -- building twins --------------------------------------------------------------------------------------
+
+
+def _centring_batches(size: int) -> Iterator:
+    import calibration_data
+    from runtimes.preprocess import preprocess
+
+    photos = calibration_data.calibration_photos()[:CENTRING_PHOTOS]
+    for start in range(0, len(photos), 4):
+        yield preprocess(photos[start : start + 4], size)
+
+
+def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> LoadedModel:
+    """Builds ``spec``'s BiT architecture with seeded (``weights="seeded"``) or ``.npz`` weights and saves it
+    as a hub-form SavedModel, cached by model, weights and builder version."""
+    if weights == "seeded":
+        key, npz = f"seeded-{DEFAULT_SEED}", None
+    else:
+        npz = Path(weights)
+        if not npz.is_file():
+            raise ModelNotFoundError(f"checkpoint not found: {npz} (--weights takes hub, seeded or a path to a .npz)")
+        key = "npz-" + hashlib.sha256(npz.read_bytes()).hexdigest()[:16]
+    directory = directory or cache_dir() / "twins" / f"v{TWIN_VERSION}" / spec.name / key
+    if (directory / "saved_model.pb").is_file():
+        return _from_savedmodel_dir(directory, spec.handle, spec, "seeded" if npz is None else "npz")
+
+    from exporter.bit import BitTwin
+    from exporter.savedmodel import save_hub_module
+
+    twin = BitTwin(spec.architecture, spec.num_outputs if spec.task == "classification" else None)
+    if npz is None:
+        description = twin.seed(DEFAULT_SEED, centre_on=lambda: _centring_batches(spec.input_size))
+        record = {"source": "seeded", "seed": DEFAULT_SEED, "description": description}
+    else:
+        twin.load_npz(npz)
+        record = {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
+    record["twin_version"] = TWIN_VERSION
+    save_hub_module(twin.model, spec.info(), directory, record)
+    return _from_savedmodel_dir(directory, spec.handle, spec, record["source"])
+
+
+# -- the entry point -------------------------------------------------------------------------------------
+
+
+def load_model(model: str, weights: str = "hub") -> LoadedModel:
+    """Resolves ``--model`` (short name, handle, tfhub.dev/Kaggle URL or local SavedModel directory) with
+    ``--weights`` (``hub``, ``seeded`` or a ``.npz`` path) to a LoadedModel."""
+    local = Path(model).expanduser()
+    if local.exists() or model.startswith((".", "/", "~")):
+        if weights != "hub":
+            raise HubedgeError(f"--weights {weights} applies to catalog models; {model} brings its own weights")
+        if not local.is_dir():
+            raise ModelNotFoundError(f"{model} is neither a catalog model nor a SavedModel directory")
+        return _from_savedmodel_dir(local.resolve(), str(local.resolve()), None, "savedmodel")
+    url, spec = _hub_url(model)
+    if weights == "hub":
+        return _from_savedmodel_dir(resolve_hub(url), url, spec, "hub")
+    if spec is None:
+        raise ModelNotFoundError(
+            f"{model} is not in the catalog, so hubedge cannot build it with --weights {weights}; "
+            "'hubedge models' lists what it can build"
+        )
+    return build_twin(spec, weights)

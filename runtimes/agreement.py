@@ -1,0 +1,65 @@
+"""How closely an artifact's outputs follow the FP32 reference on the same preprocessed images.
+
+Pure numpy, shared by export verification and the benchmarks. Each function takes ``reference`` and
+``output`` as ``[images, values]`` arrays (logits or features).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pair(reference: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+    if ref.shape != out.shape or ref.ndim != 2:
+        raise ValueError(f"reference {ref.shape} and output {out.shape} must be equal [images, values] arrays")
+    return ref, out
+
+
+def top1_match(reference: np.ndarray, output: np.ndarray) -> float:
+    """Share of images whose best class is the same."""
+    ref, out = _pair(reference, output)
+    return float(np.mean(ref.argmax(axis=1) == out.argmax(axis=1)))
+
+
+def topk_overlap(reference: np.ndarray, output: np.ndarray, k: int = 5) -> float:
+    """Mean of |top-k(ref) ∩ top-k(out)| / k over images."""
+    ref, out = _pair(reference, output)
+    k = min(k, ref.shape[1])
+    best_ref = np.argsort(-ref, axis=1, kind="stable")[:, :k]
+    best_out = np.argsort(-out, axis=1, kind="stable")[:, :k]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(best_ref, best_out)]))
+
+
+def cosines(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each image's output with its reference (1.0 where both are zero)."""
+    ref, out = _pair(reference, output)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    dots = np.sum(ref * out, axis=1)
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
+
+
+def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio 10·log10(‖ref‖² / ‖ref − out‖²) in dB; inf when identical."""
+    ref, out = _pair(reference, output)
+    noise = float(np.sum((ref - out) ** 2))
+    signal = float(np.sum(ref**2))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def summarize(reference: np.ndarray, output: np.ndarray, task: str) -> dict[str, float]:
+    """The agreement figures for one task: classification adds top-1 and top-5 to the shared ones."""
+    ref, out = _pair(reference, output)
+    cos = cosines(ref, out)
+    figures = {
+        "images": int(ref.shape[0]),
+        "cosine": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "sqnr_db": sqnr_db(ref, out),
+        "max_abs_diff": float(np.max(np.abs(ref - out))),
+    }
+    if task == "classification":
+        figures = {"top1": top1_match(ref, out), "top5": topk_overlap(ref, out, 5), **figures}
+    return figures

@@ -1,0 +1,68 @@
+"""Reading artifact manifests: the JSON file beside every artifact that tells a runtime what it holds.
+
+The exporter writes manifests (``exporter.manifest``); runtimes only read them, so the schema's name and the
+rule that pairs an artifact with its manifest live here, on the edge side.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import CorruptModelError, ModelNotFoundError
+from runtimes.modelinfo import ModelInfo
+
+SCHEMA = "hubedge.manifest/1"
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    """The manifest beside an artifact: its last suffix replaced by ``.json``.
+
+    ``m.onnx.int8.onnx`` → ``m.onnx.int8.json``; ``m.savedmodel.fp32.savedmodel/`` → ``m.savedmodel.fp32.json``.
+    The rule depends on the name alone, never on what exists yet, so writers and readers always agree.
+    """
+    path = Path(artifact)
+    if not path.suffix:
+        raise ModelNotFoundError(f"{path} is not an artifact name (<model>.<format>.<precision>.<suffix>)")
+    return path.with_suffix(".json")
+
+
+def has_manifest(artifact: str | Path) -> bool:
+    """Whether ``artifact`` exists and is named like an artifact with its manifest beside it."""
+    path = Path(artifact)
+    return path.exists() and bool(path.suffix) and manifest_path(path).is_file()
+
+
+def read_manifest(artifact: str | Path) -> dict[str, Any]:
+    """The manifest of ``artifact``, checked for the schema this version understands."""
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise ModelNotFoundError(f"artifact not found: {artifact}")
+    path = manifest_path(artifact)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{artifact} has no manifest ({path.name} beside it); export it with 'hubedge export' to get one"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptModelError(f"cannot read the manifest {path}: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CorruptModelError(f"{path} is not a hubedge manifest of schema {SCHEMA} (found {found!r})")
+    return manifest
+
+
+def model_info(manifest: dict[str, Any]) -> ModelInfo:
+    """The ModelInfo recorded in a manifest."""
+    try:
+        return ModelInfo.from_dict(manifest["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptModelError(f"the manifest's model section is damaged: {error}") from None
+
+
+def fixed_input_size(manifest: dict[str, Any]) -> int | None:
+    """The square side of a fixed-size artifact, or None when its spatial dimensions are free."""
+    shape = manifest.get("input", {}).get("shape", [None, None, None, 3])
+    return shape[1] if isinstance(shape[1], int) and shape[1] == shape[2] else None

@@ -1,0 +1,61 @@
+"""The full BiT-M R50x1 geometry: the 21k classifier and the conveyance expert, as hub modules (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exporter.sources import load_model
+from runtimes.preprocess import preprocess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def in21k():
+    return load_model("bit-m-r50x1-in21k", "seeded")
+
+
+@pytest.fixture(scope="module")
+def images(photos):
+    return preprocess(photos, 224)
+
+
+def test_in21k_twin_is_a_hub_module_with_21843_logits(in21k, images):
+    import tensorflow_hub as hub
+    import tf_keras as keras
+
+    from exporter.bit import BitTwin
+    from exporter.sources import _centring_batches
+
+    assert in21k.weights["source"] == "seeded" and in21k.info.activation == "sigmoid"
+    via_load = hub.load(str(in21k.savedmodel_dir))(images[:2]).numpy()
+    assert via_load.shape == (2, 21843)
+    layer = keras.Sequential([keras.Input((None, None, 3)), hub.KerasLayer(str(in21k.savedmodel_dir))])
+    np.testing.assert_allclose(layer(images[:2]).numpy(), via_load, atol=1e-5)
+    twin = BitTwin(in21k.spec.architecture, 21843)  # the Keras model, rebuilt from the same recipe
+    twin.seed(0, centre_on=lambda: _centring_batches(224))
+    np.testing.assert_allclose(twin.model(images[:2]).numpy(), via_load, atol=1e-5)
+    backbone = twin.model.count_params() - (2048 * 21843 + 21843)
+    assert backbone == 23_500_352  # BiT R50x1: 25.5 M with a 1000-class head
+
+
+def test_seeded_in21k_twin_ranks_photos_differently(in21k, images):
+    """Seeded logits must be photo-specific, or every agreement figure computed on them is meaningless."""
+    logits = in21k.reference().predict(images)
+    assert len(set(logits.argmax(axis=1))) >= len(images) - 1
+    unit = logits / np.linalg.norm(logits, axis=1, keepdims=True)
+    pairwise = (unit @ unit.T)[np.triu_indices(len(images), 1)]
+    assert pairwise.mean() < 0.5
+    noise = np.random.default_rng(0).normal(0.0, 0.01, images.shape).astype(np.float32)
+    noisy = in21k.reference().predict(np.clip(images + noise, 0.0, 1.0))
+    assert np.mean(noisy.argmax(axis=1) == logits.argmax(axis=1)) >= 0.85
+    cos = np.sum(noisy * logits, axis=1) / np.linalg.norm(noisy, axis=1) / np.linalg.norm(logits, axis=1)
+    assert cos.min() > 0.995
+
+
+def test_conveyance_expert_twin_gives_2048_features(images):
+    expert = load_model("google/experts/bit/r50x1/in21k/conveyance/1", "seeded")
+    features = expert.reference().predict(images[:3])
+    assert expert.info.name == "expert-conveyance" and features.shape == (3, 2048)
+    assert np.all(np.linalg.norm(features, axis=1) > 0)
