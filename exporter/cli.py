@@ -98,32 +98,50 @@ def _load(model: str, weights: str):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import functools
+    import tempfile
+
+    from exporter.calibration import build_calibration_set, check_calibration_folder
+    from exporter.export import export_one, verification_images
     from exporter.formats import parse_precisions, plan
+    from exporter.fsutil import ensure_writable_dir
 
     names = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     pairs = plan(names, parse_precisions(args.quantize))  # refuses bad pairs before any work
-    output = Path(args.output)
-    from exporter.fsutil import ensure_writable_dir
-
-    ensure_writable_dir(output)
+    int8_pairs = [fmt.name for fmt, precision in pairs if precision == "int8"]
+    if args.int8_io and "tflite" not in int8_pairs:
+        raise HubedgeError("--int8-io applies to tflite int8 exports; add --format tflite --quantize int8")
+    if int8_pairs:
+        check_calibration_folder(args.calibration_data)
+    elif args.calibration_data or args.calibration_size:
+        say("note: --calibration-data/--calibration-size only matter for int8 exports; ignored")
+    output = ensure_writable_dir(Path(args.output))
     loaded = _load(args.model, args.weights)
     if loaded.seeded:
         say(SEEDED_NOTE)
 
-    from exporter.export import export_one, verification_images
+    @functools.cache
+    def calibration():
+        say(f"preparing the calibration set at {loaded.info.input_size}px …")
+        return build_calibration_set(args.calibration_data, loaded.info.input_size, args.calibration_size)
 
     reference = None
     if not args.no_verify:
         say("computing the FP32 reference on the held-apart photos …")
         reference = loaded.reference().predict(verification_images(loaded.info.input_size))
     results, failed = [], []
-    for fmt, precision in pairs:
-        say(f"exporting {fmt.name} {precision} …")
-        try:
-            results.append(export_one(loaded, fmt, precision, output, not args.no_verify, reference))
-        except HubedgeError as error:
-            say(f"hubedge: error: {error}")
-            failed.append(f"{fmt.name} {precision}")
+    with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=output) as scratch:
+        options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch}
+        for step, (fmt, precision) in enumerate(pairs, 1):
+            say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
+            try:
+                result = export_one(loaded, fmt, precision, output, not args.no_verify, reference, options)
+            except HubedgeError as error:
+                say(f"hubedge: error: {error}")
+                failed.append(f"{fmt.name} {precision}")
+                continue
+            results.append(result)
+            say(f"[{step}/{len(pairs)}] {result.artifact.name} written in {result.seconds:.0f}s")
     _print_export_table(results)
     if failed:
         say(f"{len(failed)} export(s) failed: {', '.join(failed)}")
@@ -132,7 +150,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _print_export_table(results: list) -> None:
-    print(f"{'artifact':60} {'MB':>8} {'s':>7}  verification")
+    print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:
         v = r.verification
         if "skipped" in v:
@@ -142,7 +160,7 @@ def _print_export_table(results: list) -> None:
             check += f"  cosine_min {v['cosine_min']:.6f}"
             if "top1" in v:
                 check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
-        print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f}  {check}")
+        print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
 
 
 # -- predict ---------------------------------------------------------------------------------------------
@@ -214,6 +232,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False
                              "or a BiT .npz checkpoint path")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubedge", description="Export TF Hub image models to verified edge "
                                      "artifacts (TFLite, ONNX, OpenVINO) and run them.")
@@ -232,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", default="none",
                         help="none (fp32), fp16, dynamic, int8, or a comma list (default: none)")
     export.add_argument("--output", default="artifacts", help="output folder (default: artifacts/)")
+    export.add_argument("--calibration-data", default=None, metavar="DIR",
+                        help="folder of images that calibrate int8 (default: the bundled calibration_data/)")
+    export.add_argument("--calibration-size", type=_positive_int, default=None, metavar="N",
+                        help="calibration samples; beyond the photos, deterministic crops and flips (default: "
+                             "one per photo, at least 64)")
+    export.add_argument("--int8-io", action="store_true",
+                        help="tflite int8: integer input/output tensors (scale and zero point in the manifest)")
     export.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     export.set_defaults(run=cmd_export)
@@ -242,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     predict.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu"))
-    predict.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    predict.add_argument("--threads", type=_positive_int, default=None,
+                         help="runtime threads (default: the runtime's)")
     predict.set_defaults(run=cmd_predict)
     return parser
 

@@ -19,6 +19,7 @@ import runtimes
 from exporter.formats import Format
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
+from exporter.memory import PeakMemory
 from exporter.sources import LoadedModel
 from runtimes.agreement import summarize
 from runtimes.errors import HubedgeError
@@ -37,6 +38,7 @@ class ExportResult:
     precision: str
     size_bytes: int
     seconds: float
+    peak_rss_mb: int
     verification: dict[str, Any]
 
 
@@ -54,19 +56,25 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     floor = fmt.floors[precision]
     failures = floor.failures(figures)
     return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,
-            "images": "held-apart bundled photos", **figures}
+            "image_set": "held-apart bundled photos", **figures}
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
-               reference_outputs: np.ndarray | None = None) -> ExportResult:
-    """Exports ``loaded`` to one format and precision under ``output_dir``."""
+               reference_outputs: np.ndarray | None = None, options: dict[str, Any] | None = None) -> ExportResult:
+    """Exports ``loaded`` to one format and precision under ``output_dir``.
+
+    ``options``: ``calibration`` (a callable returning the CalibrationSet) and ``int8_io`` for the formats
+    that use them.
+    """
     ensure_writable_dir(output_dir)
     final = output_dir / fmt.artifact_name(loaded.info.name, precision)
     started = time.perf_counter()
-    with atomic_path(final, directory=fmt.is_directory) as temp:
-        result = fmt.exporter().export(loaded, precision, temp)
+    with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions) as temp:
+        with PeakMemory() as peak:
+            result = fmt.exporter().export(loaded, precision, temp, options or {})
         seconds = time.perf_counter() - started
         manifest = build_manifest(loaded, fmt, precision, temp, result, seconds)
+        manifest["export_peak_rss_mb"] = round(max(peak.bytes, result.child_peak_rss_bytes) / 2**20)
         manifest["verification"] = {"skipped": "--no-verify"}
         write_manifest(manifest_path(temp), manifest)
         if verify_output:
@@ -85,4 +93,5 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     with atomic_path(final_manifest) as temp_file:
         write_manifest(temp_file, manifest)
     return ExportResult(final, fmt.name, precision, manifest["artifact"]["size_bytes"], seconds,
+                        manifest["export_peak_rss_mb"],
                         manifest["verification"])

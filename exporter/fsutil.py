@@ -39,8 +39,12 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path, directory: bool = False) -> Iterator[Path]:
-    """Yields a temporary path beside ``final``; on success it replaces ``final``, on any error it vanishes."""
+def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yields a temporary path beside ``final``; on success it replaces ``final``, on any error it vanishes.
+
+    ``companions`` are suffixes of files written beside the temporary path (OpenVINO's ``.bin``); they are
+    moved first, so the main file never appears before the files it needs.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=final.parent))
     target = temp / final.name
@@ -50,6 +54,8 @@ def atomic_path(final: Path, directory: bool = False) -> Iterator[Path]:
         yield target
         if final.exists():
             _remove(final)
+        for suffix in companions:
+            os.replace(target.with_suffix(suffix), final.with_suffix(suffix))
         os.replace(target, final)
     finally:
         _remove(temp)

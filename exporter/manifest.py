@@ -42,10 +42,16 @@ def build_manifest(
     seconds: float,
 ) -> dict[str, Any]:
     info = loaded.info
+    files = [artifact, *(artifact.with_suffix(suffix) for suffix in fmt.companions)]
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "artifact": {"file": artifact.name, "sha256": sha256_of(artifact), "size_bytes": size_of(artifact)},
+        "artifact": {
+            "file": artifact.name,
+            "sha256": sha256_of(artifact),
+            "size_bytes": sum(size_of(p) for p in files),
+            "companions": {p.name: sha256_of(p) for p in files[1:]},
+        },
         "format": fmt.name,
         "precision": precision,
         "runtime": fmt.runtime,
@@ -58,6 +64,7 @@ def build_manifest(
             "layout": "NHWC",
             "color": "RGB",
             "preprocessing": f"centre square crop, bilinear resize to {info.input_size}, /255",
+            **({"quantization": result.io["input"]} if "input" in result.io else {}),
         },
         "output": {
             "task": info.task,
@@ -65,6 +72,7 @@ def build_manifest(
             "meaning": "logits" if info.task == "classification" else "features",
             "activation": info.activation,
             "labels": info.labels,
+            **({"quantization": result.io["output"]} if "output" in result.io else {}),
         },
         "quantization": result.recipe,
         "export_seconds": round(seconds, 2),

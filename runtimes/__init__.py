@@ -9,10 +9,11 @@ Importing this package never imports TensorFlow; each adapter imports its own ru
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
-from runtimes.errors import HubedgeError, InvalidInputError
+from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
 from runtimes.manifest import fixed_input_size, model_info, read_manifest
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, preprocess
@@ -33,6 +34,15 @@ __all__ = [
 DEVICES = ("cpu", "gpu", "npu")
 
 
+# runtime name (as manifests record it) → (module, factory taking path, info, device, threads)
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "tf": ("runtimes.tf_reference", "TFReferencePredictor.from_savedmodel"),
+    "litert": ("runtimes.litert", "LiteRTPredictor"),
+    "onnxruntime": ("runtimes.onnx_runtime", "OnnxRuntimePredictor"),
+    "openvino": ("runtimes.openvino_runtime", "OpenVINOPredictor"),
+}
+
+
 def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
     """Loads an exported artifact with the adapter its manifest names.
 
@@ -40,11 +50,21 @@ def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> P
     """
     if device not in DEVICES:
         raise InvalidInputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"threads must be at least 1; got {threads}")
     manifest = read_manifest(path)
     info = model_info(manifest)
     runtime = manifest.get("runtime")
-    if runtime == "tf":
-        from runtimes.tf_reference import TFReferencePredictor
-
-        return TFReferencePredictor.from_savedmodel(path, info, device, threads)
-    raise HubedgeError(f"{path}: no runtime adapter for {runtime!r} in this version of hubedge")
+    if runtime not in ADAPTERS:
+        raise HubedgeError(f"{path}: no runtime adapter for {runtime!r} in this version of hubedge")
+    module_name, factory_name = ADAPTERS[runtime]
+    factory = importlib.import_module(module_name)
+    for attribute in factory_name.split("."):
+        factory = getattr(factory, attribute)
+    predictor = factory(path, info, device, threads)
+    expected = fixed_input_size(manifest)
+    if predictor.fixed_input_size not in (None, expected):
+        raise CorruptModelError(
+            f"{path} takes {predictor.fixed_input_size}px images but its manifest says {expected}px; re-export it"
+        )
+    return predictor

@@ -81,11 +81,20 @@ def test_export_writes_a_verified_artifact_and_manifest_that_predict_runs(capsys
      "unsupported format/precision: savedmodel int8"),
     (["export", "--model", "bit-m-r50x1-in21k", "--format", "zip"], "unknown format 'zip'"),
     (["export", "--model", "bit-m-r50x1-in21k", "--format", "savedmodel", "--quantize", "int4"], "unknown --quantize"),
+    (["export", "--model", "bit-m-r50x1-in21k", "--format", "onnx,openvino", "--quantize", "dynamic"],
+     "unsupported format/precision: onnx dynamic (it offers fp32, fp16, int8); openvino dynamic"),
+    (["export", "--model", "bit-m-r50x1-in21k", "--format", "tflite", "--quantize", "int8", "--calibration-data",
+      "EMPTY_DIR"], "no calibration images in"),
+    (["export", "--model", "bit-m-r50x1-in21k", "--format", "tflite", "--quantize", "int8", "--calibration-data",
+      "MISSING_DIR"], "image folder not found"),
+    (["export", "--model", "bit-m-r50x1-in21k", "--format", "onnx", "--quantize", "int8", "--int8-io"],
+     "--int8-io applies to tflite int8"),
 ])
 def test_bad_input_gets_one_line_and_a_non_zero_exit(capsys, tmp_path, photos, argv, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.jpg").write_text("not a picture")
     replace = {"IMG": str(photos[0]), "EMPTY_DIR": str(tmp_path / "empty"), "MISSING.jpg": str(tmp_path / "no.jpg"),
+               "MISSING_DIR": str(tmp_path / "nowhere"),
                "NOT_AN_IMAGE.jpg": str(tmp_path / "notes.jpg")}
     code, out, err = run(capsys, *[replace.get(a, a) for a in argv])
     lines = [line for line in err.splitlines() if line.startswith("hubedge: error:")]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from exporter.formats import FormatResult
 from exporter.savedmodel import write_module_info
 from exporter.sources import LoadedModel
 
 
-def export(loaded: LoadedModel, precision: str, target: Path) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
     if precision != "fp32":
         raise ValueError(f"savedmodel has no {precision}")  # the formats table refuses this earlier
     shutil.copytree(loaded.savedmodel_dir, target, dirs_exist_ok=True)

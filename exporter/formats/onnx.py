@@ -1,0 +1,129 @@
+"""The ``onnx`` format: ONNX (tf2onnx) at fp32, fp16 and int8 static QDQ (onnxruntime.quantization).
+
+tf2onnx runs in a child process: it needs ~10 GB for BiT-M R50x1 (PITFALLS.md), which a child returns to the
+system when it exits, and whose peak RSS the manifest records. The graph has a dynamic batch and a fixed
+spatial size. fp16 converts weights and arithmetic with onnxruntime's float16 tool, keeping float32 I/O.
+int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only
+the ops that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less
+accurate than float there (PITFALLS.md). Labels and preprocessing go into ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.formats import FormatResult
+from exporter.sources import LoadedModel
+from runtimes.errors import HubedgeError
+
+OPSET = 18  # tf2onnx 1.17's newest
+INPUT_NAME = "images"
+OUTPUT_NAME = "outputs"
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
+    """Converts in a child process; returns its peak RSS in bytes."""
+    command = [
+        sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel), "--signature_def",
+        "serving_default", "--opset", str(OPSET), "--inputs", f"{INPUT_NAME}:0[-1,{size},{size},3]",
+        "--rename-inputs", INPUT_NAME, "--rename-outputs", OUTPUT_NAME, "--output", str(output),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    with open(output.with_suffix(".log"), "w+") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # Ctrl-C or an error here must not leave a 10 GB converter running
+            process.kill()
+            process.wait()
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0 or not output.is_file():
+            log.seek(0)
+            lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+            detail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+            raise HubedgeError(f"tf2onnx failed (exit {process.returncode}): {detail[:300]}")
+    return usage.ru_maxrss * 1024
+
+
+def _add_metadata(model, loaded: LoadedModel, precision: str) -> None:
+    import onnx
+
+    info = loaded.info
+    entries = {
+        "hubedge.model": json.dumps(info.to_dict()),
+        "hubedge.precision": precision,
+        "hubedge.preprocessing": f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
+        "hubedge.weights": loaded.weights.get("source", ""),
+    }
+    if info.labels:
+        from runtimes.labels import load_labels
+
+        entries["hubedge.labels"] = "\n".join(load_labels(info.labels).lemmas)
+    onnx.helper.set_model_props(model, entries)
+
+
+class _CalibrationReader:
+    """Feeds the calibration set to onnxruntime's calibrator one image at a time."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._images = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._images, None)
+        return None if image is None else {INPUT_NAME: image[None]}
+
+
+def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+    import onnx
+
+    size = loaded.info.input_size
+    work = target.parent
+    # tf2onnx is the slow, memory-hungry step: one conversion serves every precision of a run.
+    memo = options.setdefault("memo", {})
+    key = ("tf2onnx", str(loaded.savedmodel_dir), size)
+    child_peak = 0
+    if key not in memo or not memo[key][0].is_file():
+        scratch = Path(options.get("scratch") or work)
+        fp32_path = scratch / f"{loaded.info.name}.{size}.tf2onnx.onnx"
+        child_peak = _run_tf2onnx(loaded.savedmodel_dir, fp32_path, size)
+        memo[key] = (fp32_path, child_peak)
+    fp32, peak_rss = memo[key]
+    recipe: dict[str, Any] = {"method": f"tf2onnx opset {OPSET}", "tf2onnx_peak_rss_mb": round(peak_rss / 2**20)}
+    if precision == "fp32":
+        model = onnx.load(str(fp32))
+    elif precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        recipe["method"] += "; fp16 weights and arithmetic (onnxruntime float16 tool), float32 I/O"
+    else:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+        calibration = options["calibration"]()
+        prepared = work / "model.prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantized = work / "model.int8.onnx"
+        quantize_static(
+            str(prepared), str(quantized), _CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        )
+        model = onnx.load(str(quantized))
+        recipe.update({
+            "method": recipe["method"] + "; static QDQ (onnxruntime.quantization)",
+            "weights": "int8 per-channel (symmetric)", "activations": "uint8 per-tensor (MinMax)",
+            "ops": QUANTIZED_OPS, "calibration": calibration.record,
+        })
+    _add_metadata(model, loaded, precision)
+    onnx.save(model, str(target))
+    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("tf2onnx", "onnx", "onnxruntime"),
+                        child_peak_rss_bytes=child_peak)

@@ -1,0 +1,67 @@
+"""The ``openvino`` format: OpenVINO IR (``.xml`` + ``.bin``) at fp32, fp16 and int8 (NNCF).
+
+Converted with ``ov.convert_model`` straight from the hub-form SavedModel (NNCF on an IR converted from the
+SavedModel is more accurate than on one converted from ONNX, PITFALLS.md), with a dynamic batch and a fixed
+spatial size. fp32 is saved with ``compress_to_fp16=False`` (``ov.save_model`` compresses to fp16 by
+default); fp16 compresses the weights. int8 is NNCF post-training quantization on the calibration set.
+Labels and preprocessing go into the IR's ``rt_info``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from exporter.formats import FormatResult
+from exporter.sources import LoadedModel
+
+
+# NNCF would otherwise put FakeQuantize on GroupNorm's per-channel statistics (ReduceMean → Reshape), whose
+# per-tensor int8 ranges wreck small-variance channels: cosine 0.77 vs 0.99 on the tiny twin.
+FLOAT_OPS = ("Multiply", "Add", "Subtract", "Power", "ReduceMean", "Reshape", "Pad", "MaxPool", "Sqrt", "Divide")
+
+
+def _add_rt_info(model, loaded: LoadedModel, precision: str) -> None:
+    info = loaded.info
+    model.set_rt_info(json.dumps(info.to_dict()), ["hubedge", "model"])
+    model.set_rt_info(precision, ["hubedge", "precision"])
+    model.set_rt_info(f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
+                      ["hubedge", "preprocessing"])
+    model.set_rt_info(loaded.weights.get("source", ""), ["hubedge", "weights"])
+    if info.labels:
+        from runtimes.labels import load_labels
+
+        model.set_rt_info("\n".join(load_labels(info.labels).lemmas), ["hubedge", "labels"])
+
+
+def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+    import openvino as ov
+
+    size = loaded.info.input_size
+    model = ov.convert_model(str(loaded.savedmodel_dir), input=[-1, size, size, 3])
+    recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
+    compress = False
+    if precision == "fp16":
+        compress = True
+        recipe = {"method": "ov.convert_model from the SavedModel; weights compressed to fp16"}
+    elif precision == "int8":
+        import nncf
+
+        nncf.set_log_level(logging.WARNING)  # its INFO lists every op left in float: hundreds of lines
+        calibration = options["calibration"]()
+        dataset = nncf.Dataset(list(calibration.images), lambda image: image[None])
+        kept_float = nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False)
+        model = nncf.quantize(model, dataset, subset_size=len(calibration.images),
+                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=kept_float)
+        recipe = {
+            "method": "NNCF post-training quantization (nncf.quantize) of the IR converted from the SavedModel",
+            "preset": "performance (symmetric int8: per-channel weights, per-tensor activations)",
+            "quantized_ops": ["Convolution", "MatMul"],
+            "kept_float": "GroupNorm arithmetic and its statistics (" + ", ".join(FLOAT_OPS) + ")",
+            "calibration": calibration.record,
+        }
+    _add_rt_info(model, loaded, precision)
+    ov.save_model(model, str(target), compress_to_fp16=compress)
+    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("openvino", "nncf"))

@@ -1,0 +1,45 @@
+"""The OpenVINO adapter: runs IR artifacts (``.xml`` + ``.bin``) with OpenVINO on the CPU.
+
+The inference precision is set explicitly to f32: on CPUs with AVX512_BF16, OpenVINO's default runs fp32
+IRs in bf16, which silently changes results (PITFALLS.md). Latency hint; threads through
+``INFERENCE_NUM_THREADS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtimes.base import Predictor
+from runtimes.errors import CorruptModelError, HubedgeError
+from runtimes.modelinfo import ModelInfo
+
+
+class OpenVINOPredictor(Predictor):
+    runtime = "openvino"
+
+    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
+        if device != "cpu":
+            raise HubedgeError(f"the OpenVINO adapter runs on the CPU in this version; got --device {device}")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise HubedgeError("openvino is not installed: pip install 'hubedge[openvino]'") from None
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            model = core.read_model(str(path))
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses with long texts
+            raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+        self._request = self._compiled.create_infer_request()
+        shape = model.input(0).get_partial_shape()
+        side = shape[1].get_length() if shape[1].is_static else None
+        super().__init__(info, device, fixed_input_size=side)
+        self.threads = threads
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._request.infer({0: batch})[self._compiled.output(0)])

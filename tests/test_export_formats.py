@@ -1,0 +1,101 @@
+"""Every format × precision on tiny twins: exported, verified against the FP32 reference, described."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+import runtimes
+from exporter.calibration import build_calibration_set
+from exporter.export import export_one, verification_images
+from exporter.formats import FORMATS
+from runtimes.agreement import summarize
+from runtimes.manifest import read_manifest
+
+PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
+
+
+def _export_all(loaded, output, pairs, int8_io=False):
+    calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
+    reference = loaded.reference().predict(verification_images(loaded.info.input_size))
+    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output)}
+    return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
+            for name, precision in pairs}
+
+
+@pytest.fixture(scope="module")
+def classifier_exports(tiny_classifier, tmp_path_factory):
+    return _export_all(tiny_classifier, tmp_path_factory.mktemp("exports"), PAIRS)
+
+
+@pytest.mark.parametrize("name, precision", PAIRS)
+def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
+        classifier_exports, tiny_classifier, name, precision):
+    result = classifier_exports[(name, precision)]
+    assert result.artifact.exists() and result.artifact.name == f"tiny-bit-ilsvrc.{name}.{precision}{FORMATS[name].suffix}"
+    manifest = read_manifest(result.artifact)
+    assert manifest["format"] == name and manifest["precision"] == precision
+    assert manifest["verification"]["passed"] and manifest["verification"]["image_set"] == "held-apart bundled photos"
+    assert manifest["export_peak_rss_mb"] > 0 and manifest["artifact"]["size_bytes"] == result.size_bytes
+    # an independent check of the published file, not the temporary one verification saw
+    images = verification_images(64)
+    figures = summarize(tiny_classifier.reference().predict(images), runtimes.load(result.artifact).predict(images),
+                        "classification")
+    assert not FORMATS[name].floors[precision].failures(figures)
+    if precision == "int8":
+        assert manifest["quantization"]["calibration"]["samples"] == 64  # 29 photos + augmentations
+    if precision == "fp32":
+        assert figures["cosine_min"] > 0.99999
+
+
+def test_quantized_artifacts_are_smaller(classifier_exports):
+    for name in ("tflite", "onnx", "openvino"):
+        fp32 = classifier_exports[(name, "fp32")].size_bytes
+        assert classifier_exports[(name, "fp16")].size_bytes < 0.6 * fp32
+        assert classifier_exports[(name, "int8")].size_bytes < 0.35 * fp32
+
+
+def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier_exports):
+    import onnx
+    import openvino as ov
+
+    from exporter.formats.tflite import read_metadata
+
+    tflite = read_metadata(classifier_exports[("tflite", "int8")].artifact)
+    assert tflite["hubedge.labels"].decode().splitlines()[281].startswith("tabby")
+    assert json.loads(tflite["hubedge.model"])["precision"] == "int8"
+
+    props = {p.key: p.value for p in onnx.load(str(classifier_exports[("onnx", "int8")].artifact)).metadata_props}
+    assert props["hubedge.labels"].splitlines()[281].startswith("tabby")
+    assert json.loads(props["hubedge.model"])["activation"] == "softmax"
+    model = ov.Core().read_model(str(classifier_exports[("openvino", "fp32")].artifact))
+    assert model.get_rt_info(["hubedge", "labels"]).astype(str).splitlines()[281].startswith("tabby")
+    assert "resize to 64" in model.get_rt_info(["hubedge", "preprocessing"]).astype(str)
+
+
+def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
+    pairs = [("tflite", "int8"), ("onnx", "int8"), ("openvino", "int8")]
+    for result in _export_all(tiny_features, tmp_path, pairs).values():
+        verification = result.verification
+        assert verification["passed"] and "top1" not in verification and verification["cosine_min"] > 0.9
+
+
+def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    (result,) = _export_all(tiny_classifier, tmp_path, [("tflite", "int8")], int8_io=True).values()
+    manifest = read_manifest(result.artifact)
+    in_q, out_q = manifest["input"]["quantization"], manifest["output"]["quantization"]
+    assert in_q["dtype"] == out_q["dtype"] == "int8" and manifest["quantization"]["io"] == "int8"
+    image = verification_images(64)[:1]
+    interpreter = Interpreter(model_path=str(result.artifact))
+    interpreter.allocate_tensors()
+    q = np.clip(np.round(image / in_q["scale"]) + in_q["zero_point"], -128, 127).astype(np.int8)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], q)
+    interpreter.invoke()
+    raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    by_hand = (raw.astype(np.float32) - out_q["zero_point"]) * out_q["scale"]
+    np.testing.assert_array_equal(runtimes.load(result.artifact).predict(image), by_hand)

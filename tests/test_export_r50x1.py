@@ -1,0 +1,42 @@
+"""The full BiT-M R50x1 21k twin to every format at fp32 and int8, through the CLI (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_full_geometry_exports_to_every_format_at_fp32_and_int8(capsys, tmp_path):
+    code = main(["export", "--model", "bit-m-r50x1-in21k", "--weights", "seeded", "--format", "tflite,onnx,openvino",
+                 "--quantize", "none,int8", "--output", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for name, suffix in (("tflite", ".tflite"), ("onnx", ".onnx"), ("openvino", ".xml")):
+        for precision in ("fp32", "int8"):
+            artifact = tmp_path / f"bit-m-r50x1-in21k.{name}.{precision}{suffix}"
+            manifest = json.loads(artifact.with_suffix(".json").read_text())
+            verification = manifest["verification"]
+            assert artifact.is_file() and verification["passed"], (name, precision, verification)
+            assert manifest["model"]["num_outputs"] == 21843 and manifest["weights"]["source"] == "seeded"
+            assert manifest["input"]["shape"][1:] == [224, 224, 3]
+            if precision == "fp32":
+                assert verification["top1"] == 1.0 and verification["cosine_min"] > 0.99999
+            else:
+                assert manifest["quantization"]["calibration"]["samples"] == 64
+    assert (tmp_path / "bit-m-r50x1-in21k.openvino.int8.bin").is_file()
+    onnx_manifest = json.loads((tmp_path / "bit-m-r50x1-in21k.onnx.fp32.json").read_text())
+    assert onnx_manifest["quantization"]["tf2onnx_peak_rss_mb"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]
+
+
+def test_conveyance_expert_exports_its_features(capsys, tmp_path):
+    code = main(["export", "--model", "expert-conveyance", "--weights", "seeded", "--format", "openvino",
+                 "--quantize", "none,int8", "--output", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "expert-conveyance.openvino.int8.json").read_text())
+    assert manifest["model"]["task"] == "feature_vector" and manifest["verification"]["cosine_min"] > 0.9
