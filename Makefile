@@ -1,5 +1,6 @@
 # The two commands of the README. Both create (or reuse) .venv/ at the repo root first.
-#   make demo   install, then the main job: export the seeded BiT-M R50x1 ImageNet-21k twin and predict a photo
+#   make demo   install, then the main job: export the seeded BiT-M R50x1 ImageNet-21k twin to TFLite fp32 and
+#               int8 (each verified against the FP32 reference) and predict a photo with the int8 artifact
 #   make test   install, then the whole test suite (fast unit tests and the slow full-geometry ones)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -22,8 +23,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/hubedge export --model bit-m-r50x1-in21k --weights seeded --format savedmodel --output artifacts
-	$(VENV)/bin/hubedge predict --model artifacts/bit-m-r50x1-in21k.savedmodel.fp32.savedmodel \
+	$(VENV)/bin/hubedge export --model bit-m-r50x1-in21k --weights seeded --format tflite --quantize none,int8 \
+		--output artifacts
+	$(VENV)/bin/hubedge predict --model artifacts/bit-m-r50x1-in21k.tflite.int8.tflite \
 		calibration_data/skimage-chelsea-cat.jpg
 
 test: $(STAMP)

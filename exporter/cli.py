@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,15 @@ from exporter.formats import FORMATS  # noqa: E402
 from runtimes.errors import HubedgeError  # noqa: E402
 
 SEEDED_NOTE = "note: seeded weights: the scores show the pipeline works, not what the photos show"
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: remember it, because converters may turn the KeyboardInterrupt into an error of their own."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
 
 
 def say(message: str) -> None:
@@ -137,6 +148,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             try:
                 result = export_one(loaded, fmt, precision, output, not args.no_verify, reference, options)
             except HubedgeError as error:
+                if _INTERRUPTED.is_set():
+                    raise KeyboardInterrupt from None
                 say(f"hubedge: error: {error}")
                 failed.append(f"{fmt.name} {precision}")
                 continue
@@ -177,9 +190,10 @@ def _predictor(args: argparse.Namespace):
         seeded = read_manifest(path).get("weights", {}).get("source") == "seeded"
         if read_manifest(path).get("runtime") == "tf":
             import_tensorflow_quietly()
-        return runtimes.load(path, device=args.device, threads=args.threads), seeded
+        return runtimes.load(path, device=args.device, threads=args.threads, strict=args.strict_device), seeded
     if args.device != "cpu":
-        raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it to use {args.device}")
+        raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it and pass the "
+                           f"artifact to run on the {args.device}")
     loaded = _load(args.model, args.weights)
     return loaded.reference(threads=args.threads), loaded.seeded
 
@@ -189,7 +203,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     for image in args.images:  # decode errors surface before any model is loaded
         load_image(image)
-    predictor, seeded = _predictor(args)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor, seeded = _predictor(args)
+    for warning in caught:
+        say(f"warning: {warning.message}")
+    status = predictor.device_status
+    if status is not None and status.note:
+        say(f"note: {predictor.runtime} on {predictor.device}: {status.note}")
     outputs = predictor.predict(list(args.images))
     info = predictor.info
     records = []
@@ -218,6 +241,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             print(f"{record['image']}  ({info.name}, {predictor.runtime}): "
                   f"feature vector, dim {record['dim']}, norm {record['norm']:.4f}")
+    return 0
+
+
+# -- devices ---------------------------------------------------------------------------------------------
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from runtimes.devices import discover
+
+    rows = discover()
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+        return 0
+    print(f"{'runtime':12} {'device':6} {'status':10} detail")
+    for row in rows:
+        if row.available:
+            detail = row.backend + (f"  ({row.note})" if row.note else "")
+            print(f"{row.runtime:12} {row.device:6} {'available':10} {detail}")
+        else:
+            print(f"{row.runtime:12} {row.device:6} {'absent':10} not available here: {row.reason}")
     return 0
 
 
@@ -271,12 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     export.set_defaults(run=cmd_export)
 
+    devices = commands.add_parser("devices", help="which runtime runs on which device here, and why not")
+    devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    devices.set_defaults(run=cmd_devices)
+
     predict = commands.add_parser("predict", help="top-5 labels (or embedding size) for images")
     _add_model_arguments(predict, artifact=True)
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, …)")
     predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
-    predict.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu"))
+    predict.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu"),
+                         help="where the artifact runs; 'hubedge devices' lists what is here (default: cpu)")
+    predict.add_argument("--strict-device", action="store_true",
+                         help="refuse to run if part of the graph would fall back to the CPU")
     predict.add_argument("--threads", type=_positive_int, default=None,
                          help="runtime threads (default: the runtime's)")
     predict.set_defaults(run=cmd_predict)
@@ -285,17 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _INTERRUPTED.clear()
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is \
+            signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         return args.run(args)
-    except HubedgeError as error:
-        say(f"hubedge: error: {error}")
-        return error.exit_code
     except BrokenPipeError:  # `hubedge models | head`: the reader left, which is no error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as error:
+        if _INTERRUPTED.is_set():  # an interrupt that a library re-raised as its own error
+            say("hubedge: interrupted; nothing half-written was left behind")
+            return 130
+        if isinstance(error, HubedgeError):
+            say(f"hubedge: error: {error}")
+            return error.exit_code
+        raise
     except KeyboardInterrupt:
         say("hubedge: interrupted; nothing half-written was left behind")
         return 130
+    finally:
+        if signal.getsignal(signal.SIGINT) is _on_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def export_main() -> int:

@@ -47,16 +47,26 @@ def verification_images(size: int) -> np.ndarray:
     return preprocess(calibration_data.evaluation_photos(), size)
 
 
+def verification_device(fmt: Format) -> str:
+    """The first of the format's devices present here: a qnn artifact is judged on the NPU's arithmetic."""
+    from runtimes.devices import status
+
+    return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
+
+
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: np.ndarray,
            task: str) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime and compares with the reference outputs on the same images."""
-    predictor = runtimes.load(artifact)
+    device = verification_device(fmt)
+    predictor = runtimes.load(artifact, device=device, strict=True)
     outputs = predictor.predict(images)
     figures = summarize(reference_outputs, outputs, task)
     floor = fmt.floors[precision]
     failures = floor.failures(figures)
+    note = predictor.device_status.note if predictor.device_status else ""
     return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,
-            "image_set": "held-apart bundled photos", **figures}
+            "image_set": "held-apart bundled photos", "runtime": fmt.runtime, "device": device,
+            **({"device_note": note} if note else {}), **figures}
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,

@@ -13,12 +13,14 @@ import importlib
 from pathlib import Path
 
 from runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
+from runtimes.devices import DEVICES, DeviceUnavailableError
 from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
 from runtimes.manifest import fixed_input_size, model_info, read_manifest
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, preprocess
 
 __all__ = [
+    "DeviceUnavailableError",
     "HubedgeError",
     "InvalidInputError",
     "ModelInfo",
@@ -31,10 +33,7 @@ __all__ = [
     "top_k_from_outputs",
 ]
 
-DEVICES = ("cpu", "gpu", "npu")
-
-
-# runtime name (as manifests record it) → (module, factory taking path, info, device, threads)
+# runtime name (as manifests record it) → (module, factory taking path, info, device, threads, strict)
 ADAPTERS: dict[str, tuple[str, str]] = {
     "tf": ("runtimes.tf_reference", "TFReferencePredictor.from_savedmodel"),
     "litert": ("runtimes.litert", "LiteRTPredictor"),
@@ -43,10 +42,13 @@ ADAPTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """Loads an exported artifact with the adapter its manifest names.
+def load(path: str | Path, device: str = "cpu", threads: int | None = None, strict: bool = False) -> Predictor:
+    """Loads an exported artifact with the adapter its manifest names, on ``device`` (cpu, gpu or npu).
 
     ``threads`` pins the runtime's intra-op threads where the runtime allows it (None: the runtime's default).
+    A device that is not present raises DeviceUnavailableError with the reason. Where a runtime would run
+    part of the graph on the CPU instead (ONNX Runtime on GPU/NPU), ``strict`` refuses that; otherwise the
+    predictor's ``placement`` says how much ran where.
     """
     if device not in DEVICES:
         raise InvalidInputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
@@ -61,7 +63,7 @@ def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> P
     factory = importlib.import_module(module_name)
     for attribute in factory_name.split("."):
         factory = getattr(factory, attribute)
-    predictor = factory(path, info, device, threads)
+    predictor = factory(path, info, device, threads, strict)
     expected = fixed_input_size(manifest)
     if predictor.fixed_input_size not in (None, expected):
         raise CorruptModelError(

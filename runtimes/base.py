@@ -77,6 +77,7 @@ class Predictor(abc.ABC):
     """
 
     runtime: str = ""
+    device_status = None  # runtimes.devices.DeviceStatus of the device it runs on, set by adapters
 
     def __init__(self, info: ModelInfo, device: str = "cpu", fixed_input_size: int | None = None) -> None:
         self.info = info

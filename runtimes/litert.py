@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
+from runtimes.devices import require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
@@ -28,9 +29,9 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class LiteRTPredictor(Predictor):
     runtime = "litert"
 
-    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
-        if device != "cpu":
-            raise HubedgeError(f"the LiteRT adapter runs on the CPU (XNNPACK) in this version; got --device {device}")
+    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
+                 strict: bool = False) -> None:
+        self.device_status = require(self.runtime, device)  # the CPU (XNNPACK) is the only device here
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:

@@ -1,44 +1,114 @@
-"""The ONNX Runtime adapter: runs ``.onnx`` artifacts on the CPU execution provider.
+"""The ONNX Runtime adapter: CPU execution provider, CUDA/TensorRT on GPUs, the QNN HTP on NPUs.
 
-Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL). The artifact's
-batch dimension is dynamic, so a batch runs in one call.
+Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL). On a GPU or
+NPU, ONNX Runtime silently runs what the accelerator cannot take on the CPU, and ``get_providers()`` lists
+the accelerator either way (PITFALLS.md). So this adapter either forbids that fallback (``strict``: the
+session fails instead) or measures it with one profiled run and reports it in ``placement``.
+The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to 1 there.
 """
 
 from __future__ import annotations
 
+import collections
+import json
+import os
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from runtimes.base import Predictor
+from runtimes.devices import QNN_EP, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
+
+BATCH_DIM = "batch"  # the exporter names the dynamic batch dimension so runtimes can pin it
+
+
+BOUNDARY_OPS = ("QuantizeLinear", "DequantizeLinear")  # float I/O ⇄ the accelerator's integer graph
+
+
+def _profile_placement(session, feed: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """The op of every kernel of one profiled run, by execution provider (a fused partition is one kernel)."""
+    session.run(None, feed)
+    path = session.end_profiling()
+    try:
+        events = json.loads(Path(path).read_text())
+    finally:
+        Path(path).unlink(missing_ok=True)
+    kernels: dict[str, dict[str, str]] = collections.defaultdict(dict)
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and args.get("provider"):
+            kernels[args["provider"]][event["name"]] = args.get("op_name", "?")
+    return {provider: list(ops.values()) for provider, ops in kernels.items()}
 
 
 class OnnxRuntimePredictor(Predictor):
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
-        if device != "cpu":
-            raise HubedgeError(f"the ONNX Runtime adapter runs on the CPU in this version; got --device {device}")
+    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
+                 strict: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise HubedgeError("onnxruntime is not installed: pip install 'hubedge[onnx]'") from None
+        self.device_status = require(self.runtime, device)
+        ort.set_default_logger_severity(3)  # plugin EPs log warnings about features of other platforms
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        providers: list[str] | None = ["CPUExecutionProvider"]
+        self.pinned_batch = device == "npu"
+        if device == "gpu":
+            providers = [self.device_status.backend, "CPUExecutionProvider"]
+        elif device == "npu":
+            providers = None
+            options.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == QNN_EP],
+                                             {"backend_type": "htp"})
+            options.add_free_dimension_override_by_name(BATCH_DIM, 1)
+        profile = device != "cpu" and not strict
+        if device != "cpu" and strict:
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"hubedge-ort-{os.getpid()}")
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # ORT raises its own exception types for unreadable models
-            raise CorruptModelError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # ORT raises its own exception types for unreadable or unplaceable models
+            text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            if device != "cpu" and strict:
+                raise HubedgeError(f"{path} cannot run wholly on the {device} ({self.device_status.backend}) "
+                                   f"and --strict-device forbids a CPU fallback: {text}") from None
+            if device != "cpu":
+                hint = "; export --format qnn for the QNN HTP" if device == "npu" else ""
+                raise HubedgeError(f"the {device} ({self.device_status.backend}) cannot run {path}: {text}{hint}") \
+                    from None
+            raise CorruptModelError(f"ONNX Runtime cannot load {path}: {text}") from None
         self._input = self._session.get_inputs()[0]
         shape = self._input.shape
         super().__init__(info, device, fixed_input_size=shape[1] if isinstance(shape[1], int) else None)
         self.threads = threads
+        self.placement: dict[str, int] = {}
+        self.cpu_fallback: list[str] = []
+        if profile:
+            side = self.input_size
+            ops = _profile_placement(self._session, {self._input.name: np.zeros((1, side, side, 3), np.float32)})
+            self.placement = {provider: len(names) for provider, names in ops.items()}
+            cpu_ops = ops.get("CPUExecutionProvider", [])
+            # quantizing the float input and dequantizing the output stay on the CPU by design of the QNN EP
+            self.cpu_fallback = [op for op in cpu_ops if op not in BOUNDARY_OPS or device != "npu"]
+            if self.cpu_fallback:
+                warnings.warn(f"{Path(path).name} on {device}: {len(self.cpu_fallback)} of "
+                              f"{sum(self.placement.values())} kernels run on the CPU, not the "
+                              f"{self.device_status.backend} ({', '.join(sorted(set(self.cpu_fallback)))}); "
+                              "--strict-device refuses such a split", stacklevel=2)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.pinned_batch or (isinstance(self._input.shape[0], int) and self._input.shape[0] == 1):
+            return np.concatenate([self._session.run(None, {self._input.name: image[None]})[0] for image in batch])
         return self._session.run(None, {self._input.name: batch})[0]

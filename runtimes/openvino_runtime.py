@@ -1,8 +1,9 @@
-"""The OpenVINO adapter: runs IR artifacts (``.xml`` + ``.bin``) with OpenVINO on the CPU.
+"""The OpenVINO adapter: runs IR artifacts (``.xml`` + ``.bin``) with OpenVINO on its CPU, GPU or NPU plugin.
 
-The inference precision is set explicitly to f32: on CPUs with AVX512_BF16, OpenVINO's default runs fp32
-IRs in bf16, which silently changes results (PITFALLS.md). Latency hint; threads through
-``INFERENCE_NUM_THREADS``.
+The inference precision is set explicitly to f32 on CPU and GPU: on CPUs with AVX512_BF16, OpenVINO's
+default runs fp32 IRs in bf16, which silently changes results (PITFALLS.md). Latency hint; threads through
+``INFERENCE_NUM_THREADS``. A model is compiled for the named device alone (no AUTO/HETERO), so it either
+runs there wholly or fails to load.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
+from runtimes.devices import require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
@@ -19,20 +21,22 @@ from runtimes.modelinfo import ModelInfo
 class OpenVINOPredictor(Predictor):
     runtime = "openvino"
 
-    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
-        if device != "cpu":
-            raise HubedgeError(f"the OpenVINO adapter runs on the CPU in this version; got --device {device}")
+    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
+                 strict: bool = False) -> None:
         try:
             import openvino as ov
         except ImportError:
             raise HubedgeError("openvino is not installed: pip install 'hubedge[openvino]'") from None
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
+        self.device_status = require(self.runtime, device)  # compiled on that device alone: no silent fallback
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device in ("cpu", "gpu"):
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads and device == "cpu":
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             core = ov.Core()
             model = core.read_model(str(path))
-            self._compiled = core.compile_model(model, "CPU", config)
+            self._compiled = core.compile_model(model, self.device_status.backend, config)
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with long texts
             raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
         self._request = self._compiled.create_infer_request()

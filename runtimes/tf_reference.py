@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
+from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
@@ -60,14 +61,15 @@ class TFReferencePredictor(Predictor):
 
     def __init__(self, module: Callable, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
         if device != "cpu":
-            raise HubedgeError(f"the TF reference runs on the CPU only; got --device {device}")
+            raise DeviceUnavailableError(f"tf on {device}: not available here: the TF reference runs on the CPU by "
+                                         "design (it is the FP32 yardstick)")
         super().__init__(info, device)
         self.threads = set_threads(threads)
         self._module = module  # kept alive: functions of a loaded SavedModel die with it
 
     @classmethod
     def from_savedmodel(
-        cls, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None
+        cls, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None, strict: bool = False
     ) -> TFReferencePredictor:
         return cls(load_savedmodel(path), info, device, threads)
 

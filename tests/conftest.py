@@ -80,3 +80,27 @@ def tiny_features(tmp_path_factory: pytest.TempPathFactory):
 
     return build_twin(tiny_spec("feature_vector", name="tiny-bit-features"), "seeded",
                       tmp_path_factory.mktemp("tiny") / "features")
+
+
+def export_all(loaded, output: Path, pairs, int8_io: bool = False) -> dict:
+    """Exports ``loaded`` to every (format, precision) in ``pairs``, verified, sharing one calibration set."""
+    import functools
+
+    from exporter.calibration import build_calibration_set
+    from exporter.export import export_one, verification_images
+    from exporter.formats import FORMATS
+
+    calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
+    reference = loaded.reference().predict(verification_images(loaded.info.input_size))
+    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output)}
+    return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
+            for name, precision in pairs}
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_classifier, tmp_path_factory) -> dict:
+    """The tiny classifier exported to every format × precision of the formats table."""
+    from exporter.formats import FORMATS
+
+    pairs = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
+    return export_all(tiny_classifier, tmp_path_factory.mktemp("exports"), pairs)

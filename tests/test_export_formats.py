@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
 import pytest
 
 import runtimes
-from exporter.calibration import build_calibration_set
-from exporter.export import export_one, verification_images
+from exporter.export import verification_images
 from exporter.formats import FORMATS
 from runtimes.agreement import summarize
 from runtimes.manifest import read_manifest
+from tests.conftest import export_all
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
 
 
-def _export_all(loaded, output, pairs, int8_io=False):
-    calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
-    reference = loaded.reference().predict(verification_images(loaded.info.input_size))
-    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output)}
-    return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
-            for name, precision in pairs}
-
-
 @pytest.fixture(scope="module")
-def classifier_exports(tiny_classifier, tmp_path_factory):
-    return _export_all(tiny_classifier, tmp_path_factory.mktemp("exports"), PAIRS)
+def classifier_exports(tiny_exports):
+    return tiny_exports
 
 
 @pytest.mark.parametrize("name, precision", PAIRS)
@@ -42,8 +33,9 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
     assert manifest["export_peak_rss_mb"] > 0 and manifest["artifact"]["size_bytes"] == result.size_bytes
     # an independent check of the published file, not the temporary one verification saw
     images = verification_images(64)
-    figures = summarize(tiny_classifier.reference().predict(images), runtimes.load(result.artifact).predict(images),
-                        "classification")
+    device = manifest["verification"]["device"]
+    figures = summarize(tiny_classifier.reference().predict(images),
+                        runtimes.load(result.artifact, device=device).predict(images), "classification")
     assert not FORMATS[name].floors[precision].failures(figures)
     if precision == "int8":
         assert manifest["quantization"]["calibration"]["samples"] == 64  # 29 photos + augmentations
@@ -78,7 +70,7 @@ def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier
 
 def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
     pairs = [("tflite", "int8"), ("onnx", "int8"), ("openvino", "int8")]
-    for result in _export_all(tiny_features, tmp_path, pairs).values():
+    for result in export_all(tiny_features, tmp_path, pairs).values():
         verification = result.verification
         assert verification["passed"] and "top1" not in verification and verification["cosine_min"] > 0.9
 
@@ -86,7 +78,7 @@ def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
 def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    (result,) = _export_all(tiny_classifier, tmp_path, [("tflite", "int8")], int8_io=True).values()
+    (result,) = export_all(tiny_classifier, tmp_path, [("tflite", "int8")], int8_io=True).values()
     manifest = read_manifest(result.artifact)
     in_q, out_q = manifest["input"]["quantization"], manifest["output"]["quantization"]
     assert in_q["dtype"] == out_q["dtype"] == "int8" and manifest["quantization"]["io"] == "int8"

@@ -15,9 +15,11 @@ HUBEDGE = str(Path(sys.executable).with_name("hubedge"))
 
 
 def _start(model_dir: Path, output: Path) -> subprocess.Popen:
+    # A program started in the background by a shell inherits SIGINT ignored; a user's terminal does not.
     return subprocess.Popen([HUBEDGE, "export", "--model", str(model_dir), "--format", "tflite",
                              "--quantize", "none,fp16,int8", "--output", str(output)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_temp(output: Path, process: subprocess.Popen, timeout: float = 180.0) -> None:

@@ -134,6 +134,17 @@ FORMATS: dict[str, Format] = {
         devices=("cpu",),
         description="OpenVINO IR (.xml + .bin), dynamic batch, run by OpenVINO",
     ),
+    "qnn": Format(
+        name="qnn",
+        suffix=".onnx",
+        is_directory=False,
+        companions=(),
+        floors={"int8": INT8},
+        module="exporter.formats.qnn",
+        runtime="onnxruntime",
+        devices=("npu", "cpu"),
+        description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
+    ),
 }
 
 

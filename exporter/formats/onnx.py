@@ -26,6 +26,7 @@ from runtimes.errors import HubedgeError
 OPSET = 18  # tf2onnx 1.17's newest
 INPUT_NAME = "images"
 OUTPUT_NAME = "outputs"
+BATCH_DIM = "batch"
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
@@ -54,7 +55,31 @@ def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
     return usage.ru_maxrss * 1024
 
 
-def _add_metadata(model, loaded: LoadedModel, precision: str) -> None:
+def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tuple[Path, int, int]:
+    """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``), converted once per run and reused.
+
+    Returns its path, the peak RSS of the conversion that made it, and that peak again only if the conversion
+    ran in this call (0 when it was reused), so each export reports the memory it really used.
+    """
+    import onnx
+
+    size = loaded.info.input_size
+    memo = options.setdefault("memo", {})
+    key = ("tf2onnx", str(loaded.savedmodel_dir), size)
+    if key in memo and memo[key][0].is_file():
+        return memo[key][0], memo[key][1], 0
+    scratch = Path(options.get("scratch") or work)
+    path = scratch / f"{loaded.info.name}.{size}.tf2onnx.onnx"
+    peak = _run_tf2onnx(loaded.savedmodel_dir, path, size)
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
+    onnx.save(model, str(path))
+    memo[key] = (path, peak)
+    return path, peak, peak
+
+
+def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
     import onnx
 
     info = loaded.info
@@ -71,7 +96,7 @@ def _add_metadata(model, loaded: LoadedModel, precision: str) -> None:
     onnx.helper.set_model_props(model, entries)
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """Feeds the calibration set to onnxruntime's calibrator one image at a time."""
 
     def __init__(self, images: np.ndarray) -> None:
@@ -86,17 +111,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     import onnx
 
     size = loaded.info.input_size
-    work = target.parent
-    # tf2onnx is the slow, memory-hungry step: one conversion serves every precision of a run.
-    memo = options.setdefault("memo", {})
-    key = ("tf2onnx", str(loaded.savedmodel_dir), size)
-    child_peak = 0
-    if key not in memo or not memo[key][0].is_file():
-        scratch = Path(options.get("scratch") or work)
-        fp32_path = scratch / f"{loaded.info.name}.{size}.tf2onnx.onnx"
-        child_peak = _run_tf2onnx(loaded.savedmodel_dir, fp32_path, size)
-        memo[key] = (fp32_path, child_peak)
-    fp32, peak_rss = memo[key]
+    fp32, peak_rss, child_peak = convert_fp32(loaded, options, target.parent)
     recipe: dict[str, Any] = {"method": f"tf2onnx opset {OPSET}", "tf2onnx_peak_rss_mb": round(peak_rss / 2**20)}
     if precision == "fp32":
         model = onnx.load(str(fp32))
@@ -109,11 +124,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
         calibration = options["calibration"]()
-        prepared = work / "model.prepared.onnx"
+        prepared = target.parent / "model.prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantized = work / "model.int8.onnx"
+        quantized = target.parent / "model.int8.onnx"
         quantize_static(
-            str(prepared), str(quantized), _CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
+            str(prepared), str(quantized), CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
@@ -123,7 +138,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
             "weights": "int8 per-channel (symmetric)", "activations": "uint8 per-tensor (MinMax)",
             "ops": QUANTIZED_OPS, "calibration": calibration.record,
         })
-    _add_metadata(model, loaded, precision)
+    add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
     return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("tf2onnx", "onnx", "onnxruntime"),
                         child_peak_rss_bytes=child_peak)

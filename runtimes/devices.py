@@ -1,0 +1,147 @@
+"""Which runtime can run on which device here, and why not where it cannot.
+
+Discovery asks each runtime itself (ONNX Runtime's providers and plugin EP devices, OpenVINO's
+``available_devices``, the libraries LiteRT can load) and imports nothing that is not installed. A device
+that is absent is reported with its reason, never silently replaced by the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+
+from runtimes.errors import HubedgeError
+
+DEVICES = ("cpu", "gpu", "npu")
+QNN_EP = "QNNExecutionProvider"
+GPU_EPS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class DeviceUnavailableError(HubedgeError):
+    """The asked-for device is not present for this runtime here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceStatus:
+    """One (runtime, device) pair: available or not, through what, and any caveat."""
+
+    runtime: str
+    device: str
+    available: bool
+    backend: str = ""
+    reason: str = ""  # why not, when unavailable
+    note: str = ""  # a caveat that travels with every figure measured on it
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _not_installed(runtime: str, package: str, extra: str) -> list[DeviceStatus]:
+    why = f"{package} is not installed (pip install 'hubedge[{extra}]')"
+    return [DeviceStatus(runtime, device, False, reason=why) for device in DEVICES]
+
+
+@functools.cache
+def register_qnn() -> bool:
+    """Registers ``onnxruntime-qnn``'s plugin EP with ONNX Runtime once; False when the package is absent."""
+    if not _installed("onnxruntime_qnn"):
+        return False
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    ort.register_execution_provider_library(QNN_EP, onnxruntime_qnn.get_library_path())
+    return True
+
+
+def _onnxruntime() -> list[DeviceStatus]:
+    name = "onnxruntime"
+    if not _installed("onnxruntime"):
+        return _not_installed(name, "onnxruntime", "onnx")
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    rows = [DeviceStatus(name, "cpu", True, "CPUExecutionProvider")]
+    gpu = next((ep for ep in GPU_EPS if ep in providers), None)
+    if gpu:
+        rows.append(DeviceStatus(name, "gpu", True, gpu))
+    else:
+        rows.append(DeviceStatus(name, "gpu", False, reason="no CUDA/TensorRT execution provider (install "
+                                 "onnxruntime-gpu on a machine with an NVIDIA GPU)"))
+    if register_qnn() and any(d.ep_name == QNN_EP for d in ort.get_ep_devices()):
+        import platform
+
+        simulated = platform.machine().lower() in ("x86_64", "amd64")
+        rows.append(DeviceStatus(
+            name, "npu", True, "QNNExecutionProvider (HTP)",
+            note="HTP simulator on x86-64: the NPU's numerics, not its speed" if simulated else "",
+        ))
+    else:
+        rows.append(DeviceStatus(name, "npu", False, reason="onnxruntime-qnn is not installed (pip install "
+                                 "'hubedge[npu]') or registered no QNN device"))
+    return rows
+
+
+def _openvino() -> list[DeviceStatus]:
+    name = "openvino"
+    if not _installed("openvino"):
+        return _not_installed(name, "openvino", "openvino")
+    import openvino as ov
+
+    present = ov.Core().available_devices
+    rows = []
+    for device in DEVICES:
+        matches = [d for d in present if d.split(".")[0] == device.upper()]
+        if matches:
+            rows.append(DeviceStatus(name, device, True, matches[0]))
+        else:
+            rows.append(DeviceStatus(name, device, False, reason=f"OpenVINO sees no {device.upper()} here "
+                                     f"(available: {', '.join(present) or 'none'})"))
+    return rows
+
+
+def _litert() -> list[DeviceStatus]:
+    name = "litert"
+    if not _installed("ai_edge_litert"):
+        return _not_installed(name, "ai-edge-litert", "tflite")
+    return [
+        DeviceStatus(name, "cpu", True, "XNNPACK"),
+        DeviceStatus(name, "gpu", False, reason="hubedge runs LiteRT through its Interpreter API, for which "
+                     "ai-edge-litert ships no GPU delegate (the GPU delegate comes with Android/iOS builds)"),
+        DeviceStatus(name, "npu", False, reason="LiteRT reaches NPUs through NNAPI or vendor dispatch "
+                     "libraries on Android devices; none here"),
+    ]
+
+
+def _tf() -> list[DeviceStatus]:
+    available = _installed("tensorflow")
+    cpu = DeviceStatus("tf", "cpu", available, "TensorFlow (FP32 reference)",
+                       reason="" if available else "tensorflow is not installed (pip install 'hubedge[export]')")
+    why = "the TF reference runs on the CPU by design: it is the FP32 yardstick"
+    return [cpu, DeviceStatus("tf", "gpu", False, reason=why), DeviceStatus("tf", "npu", False, reason=why)]
+
+
+DISCOVERERS = {"tf": _tf, "litert": _litert, "onnxruntime": _onnxruntime, "openvino": _openvino}
+
+
+def discover() -> list[DeviceStatus]:
+    """Every runtime × device, available or with its reason."""
+    return [row for find in DISCOVERERS.values() for row in find()]
+
+
+def status(runtime: str, device: str) -> DeviceStatus:
+    if device not in DEVICES:
+        raise HubedgeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    return next(row for row in DISCOVERERS[runtime]() if row.device == device)
+
+
+def require(runtime: str, device: str) -> DeviceStatus:
+    """The status of an available device, or DeviceUnavailableError naming why it is not here."""
+    found = status(runtime, device)
+    if not found.available:
+        raise DeviceUnavailableError(f"{runtime} on {device}: not available here: {found.reason}")
+    return found

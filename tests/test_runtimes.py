@@ -1,0 +1,139 @@
+"""The runtime adapters behind one predict(): devices, input checks, damaged files, the NPU path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import runtimes
+from exporter.cli import main
+from exporter.export import verification_images
+from runtimes.agreement import summarize
+from runtimes.devices import DEVICES, DeviceUnavailableError, discover, status
+from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
+
+CPU_ARTIFACTS = [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"),
+                 ("openvino", "fp32")]
+
+
+def test_discovery_names_every_runtime_and_device_with_a_reason_when_absent(capsys):
+    rows = discover()
+    assert {(r.runtime, r.device) for r in rows} == {
+        (rt, d) for rt in ("tf", "litert", "onnxruntime", "openvino") for d in DEVICES}
+    assert all(r.available or r.reason for r in rows)
+    assert all(r.available for r in rows if r.device == "cpu")
+    assert main(["devices", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [r.as_dict() for r in rows]
+
+
+@pytest.mark.parametrize("name, precision", CPU_ARTIFACTS)
+def test_missing_devices_are_refused_with_their_reason(tiny_exports, name, precision):
+    artifact = tiny_exports[(name, precision)].artifact
+    runtime = runtimes.read_manifest(artifact)["runtime"]
+    for device in ("gpu", "npu"):
+        if status(runtime, device).available:
+            continue
+        with pytest.raises(DeviceUnavailableError, match=f"{runtime} on {device}: not available here: "):
+            runtimes.load(artifact, device=device)
+
+
+@pytest.mark.parametrize("name, precision", CPU_ARTIFACTS)
+def test_every_input_kind_gives_the_same_outputs(tiny_exports, photos, name, precision):
+    threads = None if name == "savedmodel" else 1  # TF fixes its thread pools once per process
+    predictor = runtimes.load(tiny_exports[(name, precision)].artifact, threads=threads)
+    from_paths = predictor.predict(photos[:2])
+    assert from_paths.shape == (2, 1000) and from_paths.dtype == np.float32
+    batch = runtimes.preprocess(photos[:2], predictor.input_size)
+    np.testing.assert_array_equal(predictor.predict(batch), from_paths)
+    uint8 = [np.asarray(runtimes.load_image(p)) for p in photos[:2]]
+    np.testing.assert_array_equal(predictor.predict(uint8), from_paths)
+    best = predictor.top_k(photos[:1], k=3)[0]
+    assert len(best) == 3 and best[0].score >= best[1].score >= best[2].score and best[0].label
+
+
+@pytest.mark.parametrize("name, precision", CPU_ARTIFACTS)
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((64, 64, 3), np.float32), "rank 4"),
+    (np.zeros((1, 64, 64, 1), np.float32), "3 channels"),
+    (np.zeros((1, 64, 64, 3), np.float16), "float32"),
+    (np.full((1, 64, 64, 3), np.nan, np.float32), "NaN"),
+    (np.full((1, 64, 64, 3), 2.0, np.float32), r"\[0, 1\]"),
+    (np.zeros((0, 64, 64, 3), np.float32), "empty"),
+])
+def test_bad_batches_get_one_clear_error_on_every_runtime(tiny_exports, name, precision, bad, message):
+    with pytest.raises(InvalidInputError, match=message):
+        runtimes.load(tiny_exports[(name, precision)].artifact).predict(bad)
+
+
+def test_fixed_size_artifacts_refuse_other_sizes_of_float_input(tiny_exports):
+    with pytest.raises(InvalidInputError, match="takes 64x64 images"):
+        runtimes.load(tiny_exports[("tflite", "fp32")].artifact).predict(np.zeros((1, 32, 32, 3), np.float32))
+
+
+@pytest.fixture(scope="module")
+def litert_fp32(tiny_exports):
+    return runtimes.load(tiny_exports[("tflite", "fp32")].artifact)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(array=hnp.arrays(dtype=st.sampled_from([np.uint8, np.float32, np.float64, np.int16]),
+                        shape=hnp.array_shapes(min_dims=2, max_dims=5, min_side=0, max_side=70)))
+def test_predict_on_any_array_gives_outputs_or_an_invalid_input_error(litert_fp32, array):
+    try:
+        outputs = litert_fp32.predict(array)
+    except InvalidInputError:
+        return
+    assert outputs.dtype == np.float32 and outputs.ndim == 2 and outputs.shape[1] == 1000
+    assert np.isfinite(outputs).all()
+
+
+@pytest.mark.parametrize("name, precision", [("tflite", "fp32"), ("onnx", "fp32"), ("openvino", "fp32")])
+def test_truncated_artifacts_are_reported_as_damaged(tiny_exports, tmp_path, name, precision):
+    source = tiny_exports[(name, precision)].artifact
+    target = tmp_path / source.name
+    shutil.copy(source, target)
+    shutil.copy(runtimes.manifest.manifest_path(source), runtimes.manifest.manifest_path(target))
+    if name == "openvino":
+        shutil.copy(source.with_suffix(".bin"), target.with_suffix(".bin"))
+        target = target.with_suffix(".bin")  # the weights file, truncated
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptModelError, match="cannot load"):
+        runtimes.load(tmp_path / source.name).predict(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_a_missing_manifest_or_artifact_is_a_clear_error(tiny_exports, tmp_path):
+    source = tiny_exports[("tflite", "fp32")].artifact
+    shutil.copy(source, tmp_path / source.name)
+    with pytest.raises(HubedgeError, match="has no manifest"):
+        runtimes.load(tmp_path / source.name)
+    with pytest.raises(HubedgeError, match="artifact not found"):
+        runtimes.load(tmp_path / "nothing.tflite.fp32.tflite")
+
+
+NPU = status("onnxruntime", "npu")
+
+
+@pytest.mark.skipif(not NPU.available, reason=f"QNN HTP path: {NPU.reason}")
+def test_qnn_artifact_runs_wholly_on_the_htp_simulator_and_agrees_with_fp32(tiny_exports, tiny_classifier):
+    result = tiny_exports[("qnn", "int8")]
+    assert result.verification["device"] == "npu" and "simulator" in result.verification["device_note"]
+    predictor = runtimes.load(result.artifact, device="npu", strict=True)
+    assert predictor.device_status.backend.startswith("QNNExecutionProvider")
+    images = verification_images(64)
+    figures = summarize(tiny_classifier.reference().predict(images), predictor.predict(images), "classification")
+    assert figures["cosine_min"] > 0.9
+    profiled = runtimes.load(result.artifact, device="npu")
+    assert profiled.placement.get("QNNExecutionProvider") == 1 and profiled.cpu_fallback == []
+
+
+@pytest.mark.skipif(not NPU.available, reason=f"QNN HTP path: {NPU.reason}")
+def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports):
+    with pytest.raises(HubedgeError, match="export --format qnn"):
+        runtimes.load(tiny_exports[("onnx", "int8")].artifact, device="npu")
