@@ -96,12 +96,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- export ----------------------------------------------------------------------------------------------
 
 
-def _load(model: str, weights: str):
+def _load(model: str, weights: str, threads: int | None = None):
+    """Loads a model for export or the TF reference; ``threads`` must be set before TF runs its first op."""
     from exporter.sources import load_model
 
     started = time.perf_counter()
     say(f"loading {model} (weights: {weights}) …")
     import_tensorflow_quietly()
+    from runtimes.tf_reference import set_threads
+
+    set_threads(threads)
     loaded = load_model(model, weights)
     say(f"  {loaded.info.name}: {loaded.info.task}, {loaded.info.num_outputs} outputs, "
         f"weights from {loaded.weights['source']} ({time.perf_counter() - started:.1f}s)")
@@ -194,7 +198,7 @@ def _predictor(args: argparse.Namespace):
     if args.device != "cpu":
         raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it and pass the "
                            f"artifact to run on the {args.device}")
-    loaded = _load(args.model, args.weights)
+    loaded = _load(args.model, args.weights, args.threads)
     return loaded.reference(threads=args.threads), loaded.seeded
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 import socket
 import urllib.error
@@ -22,6 +21,7 @@ from typing import Any
 from exporter import catalog
 from exporter.catalog import ModelSpec
 from exporter.fsutil import sha256_of
+from runtimes.cache import cache_dir
 from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
 from runtimes.modelinfo import ModelInfo
 
@@ -34,11 +34,6 @@ OFFLINE_CHOICES = (
     "offline, use --weights seeded (deterministic weights, same architecture), a local SavedModel "
     "directory as --model, or an official BiT checkpoint as --weights BiT-M-R50x1.npz"
 )
-
-
-def cache_dir() -> Path:
-    """Where built twins are kept: ``$HUBEDGE_CACHE_DIR``, else ``~/.cache/hubedge``."""
-    return Path(os.environ.get("HUBEDGE_CACHE_DIR") or Path.home() / ".cache" / "hubedge")
 
 
 @dataclasses.dataclass

@@ -1,6 +1,7 @@
 """The ONNX Runtime adapter: CPU execution provider, CUDA/TensorRT on GPUs, the QNN HTP on NPUs.
 
-Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL). On a GPU or
+Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL) and, on the CPU,
+the optimized graph is cached (``$HUBEDGE_CACHE_DIR/ort-optimized``) so later loads skip the optimizer. On a GPU or
 NPU, ONNX Runtime silently runs what the accelerator cannot take on the CPU, and ``get_providers()`` lists
 the accelerator either way (PITFALLS.md). So this adapter either forbids that fallback (``strict``: the
 session fails instead) or measures it with one profiled run and reports it in ``placement``.
@@ -10,8 +11,10 @@ The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
+import platform
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,11 +22,35 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
+from runtimes.cache import cache_dir
 from runtimes.devices import QNN_EP, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
 BATCH_DIM = "batch"  # the exporter names the dynamic batch dimension so runtimes can pin it
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+def optimized_model_path(path: Path, version: str) -> Path | None:
+    """Where the CPU-optimized graph of an artifact is cached, keyed by its content, ONNX Runtime and the CPU.
+
+    ORT_ENABLE_ALL rewrites layouts for the CPU it runs on, so a saved optimized graph is only valid for the
+    same processor and ONNX Runtime version (ONNX Runtime's documentation on offline optimization).
+    """
+    try:
+        with open(path, "rb") as artifact:  # the file itself, not its manifest: a changed file misses the cache
+            digest = hashlib.file_digest(artifact, "sha256").hexdigest()
+    except OSError:
+        return None
+    machine = hashlib.sha256(f"{platform.machine()}|{_cpu_model()}".encode()).hexdigest()[:8]
+    return cache_dir() / "ort-optimized" / f"{digest[:24]}-ort{version}-{machine}.onnx"
 
 
 BOUNDARY_OPS = ("QuantizeLinear", "DequantizeLinear")  # float I/O ⇄ the accelerator's integer graph
@@ -77,8 +104,21 @@ class OnnxRuntimePredictor(Predictor):
         if profile:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"hubedge-ort-{os.getpid()}")
+        source, cached, fresh = str(path), None, None
+        if device == "cpu":
+            cached = optimized_model_path(Path(path), ort.__version__)
+        if cached is not None and cached.is_file():
+            source = str(cached)  # already optimized for this CPU: skip the optimizer at load
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        elif cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fresh = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            options.optimized_model_filepath = str(fresh)
+        self.optimized_cache = source if source != str(path) else None
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self._session = ort.InferenceSession(source, options, providers=providers)
+            if fresh is not None and fresh.is_file():
+                os.replace(fresh, cached)
         except Exception as error:  # ORT raises its own exception types for unreadable or unplaceable models
             text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
             if device != "cpu" and strict:
@@ -89,6 +129,9 @@ class OnnxRuntimePredictor(Predictor):
                 raise HubedgeError(f"the {device} ({self.device_status.backend}) cannot run {path}: {text}{hint}") \
                     from None
             raise CorruptModelError(f"ONNX Runtime cannot load {path}: {text}") from None
+        finally:
+            if fresh is not None:
+                fresh.unlink(missing_ok=True)
         self._input = self._session.get_inputs()[0]
         shape = self._input.shape
         super().__init__(info, device, fixed_input_size=shape[1] if isinstance(shape[1], int) else None)

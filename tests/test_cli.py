@@ -117,6 +117,15 @@ def _offline_env() -> dict[str, str]:
             "no_proxy": "", "NO_PROXY": ""}
 
 
+def test_predict_pins_the_reference_threads_before_tensorflow_starts(tiny_classifier, photos):
+    hubedge = Path(sys.executable).with_name("hubedge")
+    result = subprocess.run([str(hubedge), "predict", "--threads", "1", "--json", "--model",
+                             str(tiny_classifier.savedmodel_dir), str(photos[0])],
+                            capture_output=True, text=True, env=_offline_env(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)[0]["top_k"]) == 5
+
+
 def test_console_script_and_module_entry_points(photos):
     hubedge = Path(sys.executable).with_name("hubedge")
     result = subprocess.run([str(hubedge), "predict", "--model", "expert-conveyance", str(photos[0])],

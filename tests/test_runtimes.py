@@ -137,3 +137,11 @@ def test_qnn_artifact_runs_wholly_on_the_htp_simulator_and_agrees_with_fp32(tiny
 def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports):
     with pytest.raises(HubedgeError, match="export --format qnn"):
         runtimes.load(tiny_exports[("onnx", "int8")].artifact, device="npu")
+
+
+def test_onnx_runtime_caches_the_cpu_optimized_graph(tiny_exports, photos):
+    artifact = tiny_exports[("onnx", "fp32")].artifact
+    first = runtimes.load(artifact)
+    second = runtimes.load(artifact)
+    assert second.optimized_cache is not None and "ort-optimized" in second.optimized_cache
+    np.testing.assert_array_equal(first.predict(photos[:2]), second.predict(photos[:2]))
