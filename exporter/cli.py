@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,8 +192,9 @@ def _predictor(args: argparse.Namespace):
     if has_manifest(path):
         if args.weights != "hub":
             raise HubedgeError(f"--weights applies to models, not to the exported artifact {path}")
-        seeded = read_manifest(path).get("weights", {}).get("source") == "seeded"
-        if read_manifest(path).get("runtime") == "tf":
+        manifest = read_manifest(path)
+        seeded = manifest.get("weights", {}).get("source") == "seeded"
+        if manifest.get("runtime") == "tf":
             import_tensorflow_quietly()
         return runtimes.load(path, device=args.device, threads=args.threads, strict=args.strict_device), seeded
     if args.device != "cpu":
@@ -207,8 +209,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     for image in args.images:  # decode errors surface before any model is loaded
         load_image(image)
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor, seeded = _predictor(args)
@@ -236,10 +236,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     if seeded:
         say(SEEDED_NOTE)
-    score_name = {"sigmoid": "sigmoid", "softmax": "softmax"}.get(info.activation, "")
     for record in records:
         if "top_k" in record:
-            print(f"{record['image']}  ({info.name}, {predictor.runtime}, {score_name} scores)")
+            print(f"{record['image']}  ({info.name}, {predictor.runtime}, {info.activation} scores)")
             for rank, p in enumerate(record["top_k"], 1):
                 print(f"  {rank}. {p['score']:.4f}  {p['label']}  ({p['wordnet_id'] or p['index']})")
         else:
@@ -266,6 +265,38 @@ def cmd_devices(args: argparse.Namespace) -> int:
         else:
             print(f"{row.runtime:12} {row.device:6} {'absent':10} not available here: {row.reason}")
     return 0
+
+
+# -- bench -----------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import bench, report
+    from runtimes.devices import DEVICES
+
+    import_tensorflow_quietly()  # the reference rows run TensorFlow
+    devices = DEVICES if args.device == "all" else (args.device,)
+    options = bench.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
+                                 runs=args.runs, warmup=args.warmup)
+    result = report.with_ratios(bench.run(args.artifacts, options, progress=say))
+    report.write(result, args.json, args.markdown, args.csv)
+    print(report.markdown(result), end="")
+    failed = [row for row in result["rows"] if row["status"] == "failed" and row["targeted"]]
+    for row in result["rows"]:
+        if row["status"] == "failed" and not row["targeted"]:
+            say(f"note: {Path(row['artifact']).name} is not made for the {row['device']} (its manifest targets "
+                f"{', '.join(row['targets'])}); its failure there is reported, not counted")
+    return 1 if failed else 0
 
 
 # -- wiring ----------------------------------------------------------------------------------------------
@@ -317,6 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     export.set_defaults(run=cmd_export)
+
+    bench = commands.add_parser("bench", help="latency and agreement with the FP32 reference, per artifact and device")
+    bench.add_argument("artifacts", nargs="+", metavar="ARTIFACT_OR_DIR", help="artifacts, or folders of them")
+    bench.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu", "all"),
+                       help="device(s) to run on; absent ones are reported as not available (default: cpu)")
+    bench.add_argument("--images", default=None, metavar="DIR",
+                       help="evaluation images (default: the held-apart bundled photos, never calibration ones)")
+    bench.add_argument("--batch", type=_int_list, default=(1,), help="batch sizes for throughput (default: 1)")
+    bench.add_argument("--threads", type=_positive_int, default=os.cpu_count(),
+                       help="threads for every runtime, recorded in the report (default: all cores)")
+    bench.add_argument("--runs", type=_positive_int, default=20, help="timed calls per row (default: 20)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
+    bench.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    bench.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
+    bench.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    bench.set_defaults(run=cmd_bench)
 
     devices = commands.add_parser("devices", help="which runtime runs on which device here, and why not")
     devices.add_argument("--json", action="store_true", help="print JSON instead of a table")

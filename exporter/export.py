@@ -19,11 +19,12 @@ import runtimes
 from exporter.formats import Format
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
-from exporter.memory import PeakMemory
+from runtimes.memory import PeakMemory
 from exporter.sources import LoadedModel
 from runtimes.agreement import summarize
 from runtimes.errors import HubedgeError
 from runtimes.manifest import manifest_path
+from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import preprocess
 
 
@@ -55,12 +56,12 @@ def verification_device(fmt: Format) -> str:
 
 
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: np.ndarray,
-           task: str) -> dict[str, Any]:
+           info: ModelInfo) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime and compares with the reference outputs on the same images."""
     device = verification_device(fmt)
     predictor = runtimes.load(artifact, device=device, strict=True)
     outputs = predictor.predict(images)
-    figures = summarize(reference_outputs, outputs, task)
+    figures = summarize(reference_outputs, outputs, info.task, info.activation)
     floor = fmt.floors[precision]
     failures = floor.failures(figures)
     note = predictor.device_status.note if predictor.device_status else ""
@@ -91,7 +92,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             images = verification_images(loaded.info.input_size)
             if reference_outputs is None:
                 reference_outputs = loaded.reference().predict(images)
-            verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info.task)
+            verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info)
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(

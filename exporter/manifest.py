@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.formats import Format, FormatResult
 from exporter.fsutil import sha256_of, size_of
 from exporter.sources import LoadedModel
-from runtimes.manifest import SCHEMA
+from runtimes.manifest import SCHEMA, jsonable
 
 BASE_TOOLS = ("numpy", "pillow")
 
@@ -55,6 +55,7 @@ def build_manifest(
         "format": fmt.name,
         "precision": precision,
         "runtime": fmt.runtime,
+        "devices": list(fmt.devices),
         "model": info.to_dict(),
         "weights": loaded.weights_record(),
         "input": {
@@ -81,4 +82,4 @@ def build_manifest(
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(jsonable(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -175,6 +175,7 @@ def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, s
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(handle.rstrip("/")).name or "model").strip("-")
         loaded.info = infer_info(loaded.module(), name, handle)
         weights["inferred_info"] = True
+    loaded.weights["savedmodel"] = str(directory)  # where these exact weights can be loaded again
     loaded.module()  # a damaged SavedModel fails here, before any export work starts
     return loaded
 

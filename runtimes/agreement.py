@@ -49,8 +49,9 @@ def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
-def summarize(reference: np.ndarray, output: np.ndarray, task: str) -> dict[str, float]:
-    """The agreement figures for one task: classification adds top-1 and top-5 to the shared ones."""
+def summarize(reference: np.ndarray, output: np.ndarray, task: str, activation: str = "none") -> dict[str, float]:
+    """The agreement figures for one task: classification adds top-1 and top-5 (and, for sigmoid heads, the
+    F1 of the above-threshold label sets); feature vectors add k-nearest-neighbour agreement."""
     ref, out = _pair(reference, output)
     cos = cosines(ref, out)
     figures = {
@@ -62,4 +63,38 @@ def summarize(reference: np.ndarray, output: np.ndarray, task: str) -> dict[str,
     }
     if task == "classification":
         figures = {"top1": top1_match(ref, out), "top5": topk_overlap(ref, out, 5), **figures}
+        if activation == "sigmoid":
+            figures["label_f1"] = label_set_f1(ref, out)
+    elif ref.shape[0] > 1:
+        figures["knn3"] = knn_agreement(ref, out, 3)
     return figures
+
+
+def label_set_f1(reference: np.ndarray, output: np.ndarray, threshold: float = 0.5) -> float:
+    """Mean F1 between the label sets scoring above ``threshold`` after a sigmoid (multi-label heads).
+
+    An image where neither side has a label above the threshold counts as full agreement.
+    """
+    ref, out = _pair(reference, output)
+    logit = np.log(threshold / (1.0 - threshold))  # sigmoid(x) > t  ⇔  x > logit(t)
+    scores = []
+    for r, o in zip(ref > logit, out > logit):
+        both, either = int(np.sum(r & o)), int(np.sum(r)) + int(np.sum(o))
+        scores.append(1.0 if either == 0 else 2.0 * both / either)
+    return float(np.mean(scores))
+
+
+def knn_agreement(reference: np.ndarray, output: np.ndarray, k: int = 3) -> float:
+    """Mean overlap of each embedding's k nearest neighbours (cosine) within the set, reference vs output."""
+    ref, out = _pair(reference, output)
+    k = min(k, ref.shape[0] - 1)
+    if k < 1:
+        raise ValueError("k-nearest-neighbour agreement needs at least two embeddings")
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(neighbours(ref), neighbours(out))]))

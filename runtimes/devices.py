@@ -104,14 +104,36 @@ def _openvino() -> list[DeviceStatus]:
     return rows
 
 
+LITERT_GPU_DELEGATE = "libtensorflowlite_gpu_delegate.so"
+
+
+@functools.cache
+def litert_gpu_delegate():
+    """LiteRT's GPU delegate, loaded once, where its library is on the loader path; else None."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(LITERT_GPU_DELEGATE)  # probe first: a failed load_delegate leaves a noisy half-made object
+    except OSError:
+        return None
+    from ai_edge_litert.interpreter import load_delegate
+
+    try:
+        return load_delegate(LITERT_GPU_DELEGATE)
+    except (ValueError, OSError, RuntimeError):
+        return None
+
+
 def _litert() -> list[DeviceStatus]:
     name = "litert"
     if not _installed("ai_edge_litert"):
         return _not_installed(name, "ai-edge-litert", "tflite")
+    gpu = litert_gpu_delegate()
     return [
         DeviceStatus(name, "cpu", True, "XNNPACK"),
-        DeviceStatus(name, "gpu", False, reason="hubedge runs LiteRT through its Interpreter API, for which "
-                     "ai-edge-litert ships no GPU delegate (the GPU delegate comes with Android/iOS builds)"),
+        DeviceStatus(name, "gpu", True, f"GPU delegate ({LITERT_GPU_DELEGATE})") if gpu else
+        DeviceStatus(name, "gpu", False, reason=f"no loadable {LITERT_GPU_DELEGATE} (ai-edge-litert's wheel ships "
+                     "none; the GPU delegate comes with Android/iOS builds or a TFLite build of your own)"),
         DeviceStatus(name, "npu", False, reason="LiteRT reaches NPUs through NNAPI or vendor dispatch "
                      "libraries on Android devices; none here"),
     ]

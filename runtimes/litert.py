@@ -1,4 +1,5 @@
-"""The LiteRT adapter: runs ``.tflite`` artifacts with ``ai-edge-litert``'s interpreter (XNNPACK on CPU).
+"""The LiteRT adapter: runs ``.tflite`` artifacts with ``ai-edge-litert``'s interpreter (XNNPACK on CPU, the
+GPU delegate where its library can be loaded).
 
 Fixed-batch artifacts (batch 1, the mobile norm) are run image by image; int8 input and output tensors are
 quantized and dequantized here with the scale and zero point the model declares, so callers always pass
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
-from runtimes.devices import require
+from runtimes.devices import litert_gpu_delegate, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
@@ -31,13 +32,14 @@ class LiteRTPredictor(Predictor):
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
                  strict: bool = False) -> None:
-        self.device_status = require(self.runtime, device)  # the CPU (XNNPACK) is the only device here
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise HubedgeError("ai-edge-litert is not installed: pip install 'hubedge[tflite]'") from None
+        self.device_status = require(self.runtime, device)
+        delegates = [litert_gpu_delegate()] if device == "gpu" else None
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self._interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise CorruptModelError(f"LiteRT cannot load {path}: {str(error).splitlines()[0][:200]}") from None

@@ -7,6 +7,7 @@ rule that pairs an artifact with its manifest live here, on the edge side.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,17 @@ from runtimes.errors import CorruptModelError, ModelNotFoundError
 from runtimes.modelinfo import ModelInfo
 
 SCHEMA = "hubedge.manifest/1"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats (an SQNR of identical outputs is +inf) as null: strict JSON for any parser."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    return value
 
 
 def manifest_path(artifact: str | Path) -> Path:

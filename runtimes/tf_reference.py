@@ -31,11 +31,12 @@ def load_savedmodel(path: str | Path) -> Callable:
         raise CorruptModelError(f"cannot load the SavedModel at {directory}: {first_line[:300]}") from None
 
 
-def set_threads(threads: int | None) -> int | None:
+def set_threads(threads: int | None, strict: bool = True) -> int | None:
     """Pins TensorFlow's intra-op threads (inter-op to 1); returns what is in force, None for TF's default.
 
     TF fixes its thread pools when it first runs an op, so a later, different request cannot be honoured:
-    it raises rather than silently timing with other settings than asked for.
+    with ``strict`` it raises rather than silently running with other settings than asked for; without,
+    it returns what is really in force, for the caller to record.
     """
     import tensorflow as tf
 
@@ -46,6 +47,8 @@ def set_threads(threads: int | None) -> int | None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads and not strict:
+            return current or None
         if current != threads:
             raise HubedgeError(
                 f"TensorFlow already runs with {current or 'default'} threads in this process; "

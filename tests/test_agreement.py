@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from runtimes.agreement import cosines, sqnr_db, summarize, top1_match, topk_overlap
+from runtimes.agreement import (
+    cosines,
+    knn_agreement,
+    label_set_f1,
+    sqnr_db,
+    summarize,
+    top1_match,
+    topk_overlap,
+)
 
 
 def test_known_answers():
@@ -32,3 +40,21 @@ def test_summary_per_task():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError):
         top1_match(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+def test_label_set_f1_known_answers():
+    ref = np.array([[2.0, 2.0, -2.0], [-1.0, -1.0, -1.0]])
+    out = np.array([[2.0, -2.0, -2.0], [-1.0, -1.0, -1.0]])
+    # image 0: {0,1} vs {0} → F1 = 2·1/3; image 1: nothing above 0.5 on either side → 1
+    assert label_set_f1(ref, out) == pytest.approx((2 / 3 + 1) / 2)
+    assert label_set_f1(ref, out, threshold=0.99) == 1.0
+
+
+def test_knn_agreement_known_answers():
+    ref = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert knn_agreement(ref, ref, 1) == 1.0
+    swapped = ref[[2, 3, 0, 1]]  # a permutation that keeps the pairs as pairs
+    assert knn_agreement(ref, swapped, 1) == 1.0
+    broken = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # pairs torn apart
+    assert knn_agreement(ref, broken, 1) == 0.0
+    assert "knn3" in summarize(ref, ref, "feature_vector")

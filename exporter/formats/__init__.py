@@ -63,7 +63,7 @@ class Format:
     floors: dict[str, Floor]
     module: str
     runtime: str
-    devices: tuple[str, ...]
+    devices: tuple[str, ...]  # where its artifacts are meant to run; the first present one verifies them
     description: str
 
     @property
@@ -120,7 +120,7 @@ FORMATS: dict[str, Format] = {
         floors={"fp32": FP32, "fp16": FP16, "int8": INT8},
         module="exporter.formats.onnx",
         runtime="onnxruntime",
-        devices=("cpu",),
+        devices=("cpu", "gpu"),
         description="ONNX (tf2onnx), dynamic batch, run by ONNX Runtime",
     ),
     "openvino": Format(
@@ -131,7 +131,7 @@ FORMATS: dict[str, Format] = {
         floors={"fp32": FP32, "fp16": FP16, "int8": INT8},
         module="exporter.formats.openvino",
         runtime="openvino",
-        devices=("cpu",),
+        devices=("cpu", "gpu", "npu"),
         description="OpenVINO IR (.xml + .bin), dynamic batch, run by OpenVINO",
     ),
     "qnn": Format(

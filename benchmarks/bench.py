@@ -1,0 +1,185 @@
+"""One benchmark run: every artifact × device here, plus the TF reference row of each model.
+
+Artifacts are grouped by model and weights; each group's FP32 TF reference is rebuilt from what the
+manifests record (catalog name and weight source) and measured in the same run, so latency ratios and
+agreement are always against a reference from this machine and these images. A device that is not here,
+or an artifact that fails to load, is a row that says so, never a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import calibration_data
+import runtimes
+from benchmarks.latency import measure
+from runtimes.agreement import summarize
+from runtimes.devices import DEVICES, status
+from runtimes.errors import HubedgeError, InvalidInputError
+from runtimes.manifest import read_manifest
+from runtimes.memory import PeakMemory
+from runtimes.preprocess import list_images, preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    devices: tuple[str, ...] = ("cpu",)
+    images: str | None = None  # folder; default: the held-apart bundled photos (never calibration ones)
+    batches: tuple[int, ...] = (1,)
+    threads: int | None = None
+    runs: int = 20
+    warmup: int = 3
+
+
+def find_artifacts(paths: list[str]) -> list[Path]:
+    """Artifacts named directly, or every artifact with a manifest inside the given folders."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir() and not path.suffix:
+            for manifest in sorted(path.glob("*.json")):
+                artifact = next((p for p in manifest.parent.glob(manifest.stem + ".*") if p.suffix not in
+                                 (".json", ".bin", ".log")), None)
+                if artifact is not None:
+                    found.append(artifact)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InvalidInputError(f"no artifact or folder at {path}")
+    if not found:
+        raise InvalidInputError(f"no artifacts with manifests in {', '.join(paths)}; export some with 'hubedge export'")
+    return found
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    import importlib.metadata
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = {}
+    for package in ("hubedge", "tensorflow", "ai-edge-litert", "onnxruntime", "onnxruntime-qnn", "openvino", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "threads": threads, "versions": versions}
+
+
+def _reference(manifest: dict[str, Any]):
+    """The FP32 TF reference for the model an artifact was exported from, loaded as its manifest records."""
+    from exporter.sources import load_model
+    weights = manifest.get("weights", {})
+    saved = weights.get("savedmodel", "")
+    if saved and Path(saved).is_dir():  # the very SavedModel the artifact was exported from
+        loaded = load_model(saved, "hub")
+    else:
+        source = weights.get("source")
+        model = manifest["model"]["name"] if source in ("seeded", "npz") else weights.get("location")
+        choice = {"seeded": "seeded", "npz": weights.get("checkpoint"), "hub": "hub", "savedmodel": "hub"}.get(source)
+        if not model or not choice:
+            raise HubedgeError(f"the manifest does not say how to rebuild its reference (weights: {weights})")
+        loaded = load_model(model, choice)
+    expected, found = weights.get("sha256"), loaded.weights_record().get("sha256")
+    if expected and found != expected:
+        raise HubedgeError(f"the reference weights for {manifest['model']['name']} differ from those the artifact "
+                           "was exported from (sha256 mismatch); re-export the artifact")
+    return loaded
+
+
+def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "artifact": str(artifact), "model": manifest["model"]["name"],
+        "weights": manifest.get("weights", {}).get("source", ""), "format": manifest.get("format", ""),
+        "precision": manifest.get("precision", ""), "runtime": runtime, "device": device, **extra,
+    }
+
+
+def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, task: str, activation: str,
+                 options: BenchOptions) -> dict[str, Any]:
+    with PeakMemory() as peak:
+        started = time.perf_counter()
+        predictor = predictor_factory()
+        load_s = time.perf_counter() - started
+        latency = measure(predictor, images, options.runs, options.warmup, list(options.batches))
+        outputs = predictor.predict(images)
+    agreement = summarize(reference, outputs, task, activation)
+    note = predictor.device_status.note if predictor.device_status else ""
+    return {
+        "status": "ok", "reason": "", "note": note, "load_s": round(load_s, 3),
+        "first_call_ms": latency.first_call_ms, "latency_ms": latency.latency_ms(),
+        "throughput": {str(k): v for k, v in latency.throughput.items()}, "runs": latency.runs,
+        "peak_rss_mb": round(peak.bytes / 2**20), "threads": options.threads,
+        "agreement": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in agreement.items()},
+        "placement": getattr(predictor, "placement", {}) or {},
+    }
+
+
+def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, Any]:
+    """Benchmarks the artifacts under ``paths``; returns ``{"machine": …, "rows": […]}``."""
+    for device in options.devices:
+        if device not in DEVICES:
+            raise InvalidInputError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} or all")
+    artifacts = find_artifacts(paths)
+    groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}
+    for artifact in artifacts:
+        manifest = read_manifest(artifact)
+        key = (manifest["model"]["name"], manifest.get("weights", {}).get("sha256", ""))
+        groups.setdefault(key, []).append((artifact, manifest))
+    photos = list_images(options.images) if options.images else calibration_data.evaluation_photos()
+    if not photos:
+        raise InvalidInputError(f"no images in {options.images}")
+    rows = []
+    for (model, _), members in groups.items():
+        first = members[0][1]
+        info = runtimes.model_info(first)
+        images = preprocess(photos, info.input_size)
+        progress(f"{model}: FP32 TF reference …")
+        from runtimes.tf_reference import set_threads
+
+        tf_threads = set_threads(options.threads, strict=False)  # TF pins its pools once per process
+        loaded = _reference(first)
+        reference_outputs = loaded.reference().predict(images)
+        row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32",
+                   reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir),
+                   **_measure_row(loaded.reference, images, reference_outputs, info.task, info.activation, options))
+        row["threads"] = tf_threads
+        rows.append(row)
+        for artifact, manifest in members:
+            for device in options.devices:
+                runtime = manifest["runtime"]
+                found = status(runtime, device)
+                targets = manifest.get("devices", ["cpu"])
+                base = _row(artifact, manifest, runtime, device, reference=False, size_mb=_size_mb(artifact),
+                            targets=targets, targeted=device in targets)
+                if not found.available:
+                    rows.append({**base, "status": "not available", "reason": f"not available here: {found.reason}"})
+                    continue
+                progress(f"{artifact.name} on {device} …")
+                try:
+                    rows.append({**base, **_measure_row(
+                        lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
+                        images, reference_outputs, info.task, info.activation, options)})
+                except HubedgeError as error:
+                    rows.append({**base, "status": "failed", "reason": str(error)})
+    return {"machine": machine_info(options.threads), "images": len(photos),
+            "image_set": options.images or "held-apart bundled photos", "rows": rows}
+
+
+def _size_mb(path: Path | str) -> float:
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    return round(sum(p.stat().st_size for p in files if p.exists()) / 1e6, 2)

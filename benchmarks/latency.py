@@ -1,0 +1,65 @@
+"""Latency of a predictor: first call, then percentiles over timed calls after a warm-up.
+
+Calls go through ``Predictor.predict`` on an already preprocessed float32 batch, which is what an app that
+preprocesses once pays per inference; decoding and resizing are not timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+from runtimes.base import Predictor
+
+
+@dataclasses.dataclass
+class LatencyStats:
+    """Milliseconds per call at batch 1, and images per second at each batch size."""
+
+    first_call_ms: float
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    runs: int
+    throughput: dict[int, float]
+
+    def latency_ms(self) -> dict[str, float]:
+        return {key: round(getattr(self, key), 3) for key in ("p50", "p90", "p99", "mean", "std")}
+
+
+def _timed(predictor: Predictor, batch: np.ndarray, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predictor.predict(batch)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def measure(predictor: Predictor, images: np.ndarray, runs: int, warmup: int, batches: list[int]) -> LatencyStats:
+    """Times ``predictor`` on batches cut from ``images`` (cycled when a batch is larger than the set)."""
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    one = images[:1]
+    started = time.perf_counter()
+    predictor.predict(one)
+    first = (time.perf_counter() - started) * 1000.0
+    _timed(predictor, one, warmup)
+    times = _timed(predictor, one, runs)
+    throughput = {}
+    for size in batches:
+        batch = images[np.arange(size) % len(images)]
+        _timed(predictor, batch, 1)  # warm the batch shape
+        per_call = statistics.median(_timed(predictor, batch, max(3, runs // size)))
+        throughput[size] = round(size / (per_call / 1000.0), 2)
+    percentiles = np.percentile(times, [50, 90, 99])
+    return LatencyStats(
+        first_call_ms=round(first, 3), p50=float(percentiles[0]), p90=float(percentiles[1]),
+        p99=float(percentiles[2]), mean=float(np.mean(times)), std=float(np.std(times)), runs=runs,
+        throughput=throughput,
+    )

@@ -1,0 +1,82 @@
+"""Benchmark reports: a Markdown table for people, JSON and CSV for machines.
+
+Every latency is shown beside its ratio to the TF reference row of the same model and run, the figure that
+stays comparable across machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from runtimes.manifest import jsonable
+
+
+def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
+    """Adds ``speedup_vs_reference`` (reference p50 / row p50) to every measured row."""
+    reference = {row["model"]: row for row in report["rows"] if row.get("reference") and row["status"] == "ok"}
+    for row in report["rows"]:
+        ref = reference.get(row["model"])
+        if row["status"] == "ok" and ref:
+            row["speedup_vs_reference"] = round(ref["latency_ms"]["p50"] / row["latency_ms"]["p50"], 3)
+    return report
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+COLUMNS = ("artifact", "weights", "format", "precision", "runtime", "device", "status", "p50 ms", "p90 ms",
+           "× ref", "MB", "top1", "top5", "cosine min", "SQNR dB")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    name = Path(row["artifact"]).name if not row.get("reference") else "TF reference (SavedModel)"
+    weights = {"seeded": "seeded weights", "hub": "hub weights"}.get(row["weights"], row["weights"])
+    if row["status"] != "ok":
+        state = row["reason"] if row["status"] == "not available" else f"{row['status']}: {row['reason']}"
+        return [name, weights, row["format"], row["precision"], row["runtime"], row["device"], state] + [""] * 8
+    agreement, latency = row["agreement"], row["latency_ms"]
+    return [name, weights, row["format"], row["precision"], row["runtime"], row["device"],
+            "ok" + (f" ({row['note']})" if row.get("note") else ""), _fmt(latency["p50"], 1), _fmt(latency["p90"], 1),
+            _fmt(row.get("speedup_vs_reference"), 2), _fmt(row["size_mb"], 1), _fmt(agreement.get("top1")),
+            _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5), _fmt(agreement.get("sqnr_db"), 1)]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"Machine: {machine['cpu']} ({machine['cores']} cores), threads {machine['threads'] or 'runtime default'}; "
+        f"{report['images']} images ({report['image_set']}); batch-1 latency over the timed runs.",
+        "Agreement is with the FP32 TF reference on the same images. On seeded weights it is a numerical stress "
+        "test, not accuracy.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(" --- " for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for row in report["rows"]:
+        writer.writerow(_cells(row))
+    return buffer.getvalue()
+
+
+def write(report: dict[str, Any], json_path: str | None, markdown_path: str | None, csv_path: str | None) -> None:
+    for path, text in ((json_path, lambda: json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n"),
+                       (markdown_path, lambda: markdown(report)), (csv_path, lambda: to_csv(report))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text(), encoding="utf-8")

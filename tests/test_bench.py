@@ -1,0 +1,66 @@
+"""hubedge bench end to end on tiny-twin artifacts: rows for every artifact × device, and the reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from exporter.cli import main
+from runtimes.devices import status
+
+
+def _strict(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def bench_report(tiny_exports, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    artifacts = [str(tiny_exports[pair].artifact) for pair in
+                 (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "int8"), ("openvino", "int8"), ("qnn", "int8"))]
+    code = main(["bench", *artifacts, "--device", "all", "--runs", "3", "--warmup", "1", "--batch", "1,4",
+                 "--threads", "2", "--json", str(out / "r.json"), "--markdown", str(out / "r.md"),
+                 "--csv", str(out / "r.csv")])
+    return code, out, artifacts
+
+
+def test_bench_reports_every_artifact_and_device_beside_the_reference(bench_report):
+    code, out, artifacts = bench_report
+    report = _strict((out / "r.json").read_text())
+    rows = report["rows"]
+    assert code == 0 and report["machine"]["threads"] == 2 and report["machine"]["cores"] >= 1
+    reference = rows[0]
+    assert reference["reference"] and reference["runtime"] == "tf" and reference["status"] == "ok"
+    assert reference["agreement"]["top1"] == 1.0 and reference["speedup_vs_reference"] == 1.0
+    assert {(r["artifact"], r["device"]) for r in rows[1:]} == {(a, d) for a in artifacts for d in ("cpu", "gpu", "npu")}
+    for row in rows[1:]:
+        available = status(row["runtime"], row["device"]).available
+        if not available:
+            assert row["status"] == "not available" and row["reason"].startswith("not available here: ")
+            assert "latency_ms" not in row and "agreement" not in row
+        elif row["status"] == "ok":
+            assert set(row["latency_ms"]) == {"p50", "p90", "p99", "mean", "std"} and row["latency_ms"]["p50"] > 0
+            assert set(row["throughput"]) == {"1", "4"} and row["load_s"] >= 0 and row["peak_rss_mb"] > 0
+            assert {"top1", "top5", "cosine", "sqnr_db"} <= set(row["agreement"]) and row["speedup_vs_reference"] > 0
+        else:
+            assert row["status"] == "failed" and not row["targeted"] and row["reason"]
+    cpu_rows = [r for r in rows[1:] if r["device"] == "cpu"]
+    assert all(r["status"] == "ok" for r in cpu_rows)
+
+
+def test_bench_writes_markdown_and_csv_tables(bench_report):
+    _, out, artifacts = bench_report
+    markdown = (out / "r.md").read_text()
+    assert "| artifact |" in markdown and "TF reference (SavedModel)" in markdown and "not available here" in markdown
+    table = list(csv.reader((out / "r.csv").open()))
+    assert table[0][:3] == ["artifact", "weights", "format"] and len(table) == 1 + 1 + 3 * len(artifacts)
+
+
+def test_bench_refuses_an_empty_folder(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    assert "no artifacts with manifests" in capsys.readouterr().err
