@@ -288,15 +288,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     devices = DEVICES if args.device == "all" else (args.device,)
     options = bench.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
                                  runs=args.runs, warmup=args.warmup)
+    baseline = _read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
     result = report.with_ratios(bench.run(args.artifacts, options, progress=say))
     report.write(result, args.json, args.markdown, args.csv)
+    report.write(result, args.save_baseline, None, None)
     print(report.markdown(result), end="")
+    regressions = []
+    if baseline is not None:
+        from benchmarks.gate import GateOptions, compare
+
+        regressions = compare(result, baseline, GateOptions(args.max_slowdown, args.min_top1, args.min_cosine))
+        for problem in regressions:
+            say(f"REGRESSION: {problem}")
+        say(f"baseline {args.baseline}: {'FAILED, ' + str(len(regressions)) + ' regression(s)' if regressions else 'passed'}")
     failed = [row for row in result["rows"] if row["status"] == "failed" and row["targeted"]]
     for row in result["rows"]:
         if row["status"] == "failed" and not row["targeted"]:
             say(f"note: {Path(row['artifact']).name} is not made for the {row['device']} (its manifest targets "
                 f"{', '.join(row['targets'])}); its failure there is reported, not counted")
-    return 1 if failed else 0
+    return 1 if failed or regressions else 0
+
+
+def _read_baseline(path: str) -> dict:
+    try:
+        baseline = json.loads(Path(path).read_text(encoding="utf-8"))
+        baseline["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise HubedgeError(f"cannot read the baseline {path} ({error}); save one with --save-baseline") from None
+    return baseline
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a slowdown such as 10% or 0.1, got {text!r}")
+    return value
 
 
 # -- wiring ----------------------------------------------------------------------------------------------
@@ -363,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="write the report as JSON")
     bench.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
     bench.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    bench.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline for later runs")
+    bench.add_argument("--baseline", metavar="FILE", help="compare with a saved run; regressions exit non-zero")
+    bench.add_argument("--max-slowdown", type=_percent, default=0.10,
+                       help="allowed growth of a row's latency relative to its TF reference (default: 10%%)")
+    bench.add_argument("--min-top1", type=float, default=None, help="fail rows whose top-1 agreement is lower")
+    bench.add_argument("--min-cosine", type=float, default=None, help="fail rows whose minimum cosine is lower")
     bench.set_defaults(run=cmd_bench)
 
     devices = commands.add_parser("devices", help="which runtime runs on which device here, and why not")

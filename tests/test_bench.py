@@ -64,3 +64,20 @@ def test_bench_writes_markdown_and_csv_tables(bench_report):
 def test_bench_refuses_an_empty_folder(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     assert "no artifacts with manifests" in capsys.readouterr().err
+
+
+def test_the_gate_fails_on_a_doctored_baseline_and_passes_on_its_own(tiny_exports, tmp_path, capsys):
+    artifact = str(tiny_exports[("tflite", "fp32")].artifact)
+    common = ["bench", artifact, "--runs", "3", "--warmup", "1"]
+    assert main([*common, "--save-baseline", str(tmp_path / "base.json")]) == 0
+    baseline = _strict((tmp_path / "base.json").read_text())
+    for row in baseline["rows"]:
+        if not row["reference"]:
+            row["latency_ms"]["p50"] /= 10.0  # the baseline claims the artifact was ten times faster
+    (tmp_path / "doctored.json").write_text(json.dumps(baseline))
+    capsys.readouterr()
+    assert main([*common, "--baseline", str(tmp_path / "doctored.json")]) == 1
+    err = capsys.readouterr().err
+    assert "REGRESSION: tiny-bit-ilsvrc tflite fp32 on litert/cpu:" in err and "slower relative to the TF" in err
+    assert main([*common, "--baseline", str(tmp_path / "base.json"), "--max-slowdown", "1000%"]) == 0
+    assert "passed" in capsys.readouterr().err

@@ -1,0 +1,42 @@
+"""The CI gate compares by ratios to each run's own reference row."""
+
+from __future__ import annotations
+
+import copy
+
+from benchmarks.gate import GateOptions, compare
+
+
+def _report(reference_ms: float, tflite_ms: float, top1: float = 1.0) -> dict:
+    def row(fmt, ms, reference=False):
+        return {"model": "m", "format": fmt, "precision": "fp32" if reference else "int8", "runtime": "x",
+                "device": "cpu", "status": "ok", "reference": reference, "latency_ms": {"p50": ms},
+                "agreement": {"top1": top1, "cosine_min": 0.99}}
+
+    return {"rows": [row("tf-reference", reference_ms, True), row("tflite", tflite_ms)]}
+
+
+def test_an_equal_run_passes():
+    baseline = _report(100.0, 25.0)
+    assert compare(copy.deepcopy(baseline), baseline, GateOptions()) == []
+
+
+def test_a_slower_machine_that_keeps_the_ratios_passes():
+    assert compare(_report(200.0, 50.0), _report(100.0, 25.0), GateOptions()) == []
+
+
+def test_a_relative_slowdown_fails_with_a_readable_message():
+    problems = compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.10))
+    assert len(problems) == 1
+    assert "m tflite int8 on x/cpu: 20% slower relative to the TF reference" in problems[0]
+    assert compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.25)) == []
+
+
+def test_rows_that_stopped_running_or_agree_less_fail():
+    broken = _report(100.0, 25.0)
+    broken["rows"][1].update(status="failed", reason="cannot load")
+    assert "now failed: cannot load" in compare(broken, _report(100.0, 25.0), GateOptions())[0]
+    missing = {"rows": _report(100.0, 25.0)["rows"][:1]}
+    assert "missing from this run" in compare(missing, _report(100.0, 25.0), GateOptions())[0]
+    drifted = compare(_report(100.0, 25.0, top1=0.9), _report(100.0, 25.0), GateOptions(min_top1=0.99))
+    assert drifted == ["m tflite int8 on x/cpu: top-1 agreement 0.900 < 0.99"]
