@@ -122,8 +122,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from exporter.formats import parse_precisions, plan
     from exporter.fsutil import ensure_writable_dir
 
-    names = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
-    pairs = plan(names, parse_precisions(args.quantize))  # refuses bad pairs before any work
+    precisions = parse_precisions(args.quantize)
+    if args.format == "all":  # every format, at each requested precision it offers
+        pairs = [(fmt, p) for fmt in FORMATS.values() for p in precisions if p in fmt.floors]
+        skipped = [f"{fmt.name} {p}" for fmt in FORMATS.values() for p in precisions if p not in fmt.floors]
+        if not pairs:
+            raise HubedgeError(f"no format offers {args.quantize}")
+        if skipped:
+            say(f"note: --format all skips what a format does not offer: {', '.join(skipped)}")
+    else:  # named formats: an unsupported pair is refused before any work
+        pairs = plan([f.strip() for f in args.format.split(",") if f.strip()], precisions)
     int8_pairs = [fmt.name for fmt, precision in pairs if precision == "int8"]
     if args.int8_io and "tflite" not in int8_pairs:
         raise HubedgeError("--int8-io applies to tflite int8 exports; add --format tflite --quantize int8")

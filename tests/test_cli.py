@@ -102,6 +102,15 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(capsys, tmp_path, photos, a
     assert "Traceback" not in err and out == ""
 
 
+def test_format_all_exports_what_each_format_offers(capsys, tiny_features, tmp_path):
+    code, out, err = run(capsys, "export", "--model", str(tiny_features.savedmodel_dir), "--format", "all",
+                         "--quantize", "fp16", "--output", str(tmp_path))
+    assert code == 0, err
+    assert "skips what a format does not offer: savedmodel fp16, qnn fp16" in err
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        f"tiny-bit-features.{name}.fp16.json" for name in ("onnx", "openvino", "tflite")]
+
+
 def test_unwritable_output_folder_is_refused_before_work(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
