@@ -9,6 +9,7 @@ or an artifact that fails to load, is a row that says so, never a number.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -23,7 +24,7 @@ from benchmarks.latency import measure
 from runtimes.agreement import summarize
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
-from runtimes.manifest import read_manifest
+from runtimes.manifest import SCHEMA, read_manifest
 from runtimes.memory import PeakMemory
 from runtimes.preprocess import list_images, preprocess
 
@@ -44,10 +45,13 @@ def find_artifacts(paths: list[str]) -> list[Path]:
     for text in paths:
         path = Path(text)
         if path.is_dir() and not path.suffix:
-            for manifest in sorted(path.glob("*.json")):
-                artifact = next((p for p in manifest.parent.glob(manifest.stem + ".*") if p.suffix not in
-                                 (".json", ".bin", ".log")), None)
-                if artifact is not None:
+            for candidate in sorted(path.glob("*.json")):  # manifests name their artifact; other JSON is skipped
+                try:
+                    record = json.loads(candidate.read_text(encoding="utf-8"))
+                    artifact = candidate.parent / record["artifact"]["file"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if record.get("schema") == SCHEMA and artifact.exists():
                     found.append(artifact)
         elif path.exists():
             found.append(path)

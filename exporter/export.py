@@ -19,11 +19,11 @@ import runtimes
 from exporter.formats import Format
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
-from runtimes.memory import PeakMemory
 from exporter.sources import LoadedModel
 from runtimes.agreement import summarize
 from runtimes.errors import HubedgeError
 from runtimes.manifest import manifest_path
+from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import preprocess
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,14 @@ from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.labels import load_labels
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import ImageLike, preprocess
+
+
+def import_runtime(module: str, extra: str) -> Any:
+    """Imports an adapter's runtime on first use; a missing one names the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise HubedgeError(f"{module.split('.')[0]} is not installed: pip install 'hubedge[{extra}]'") from None
 
 
 @dataclasses.dataclass(frozen=True)

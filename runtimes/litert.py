@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Predictor
+from runtimes.base import Predictor, import_runtime
 from runtimes.devices import litert_gpu_delegate, require
-from runtimes.errors import CorruptModelError, HubedgeError
+from runtimes.errors import CorruptModelError
 from runtimes.modelinfo import ModelInfo
 
 
@@ -32,14 +32,11 @@ class LiteRTPredictor(Predictor):
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
                  strict: bool = False) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise HubedgeError("ai-edge-litert is not installed: pip install 'hubedge[tflite]'") from None
+        interpreter = import_runtime("ai_edge_litert.interpreter", "tflite")
         self.device_status = require(self.runtime, device)
         delegates = [litert_gpu_delegate()] if device == "gpu" else None
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
+            self._interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise CorruptModelError(f"LiteRT cannot load {path}: {str(error).splitlines()[0][:200]}") from None

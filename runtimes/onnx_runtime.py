@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Predictor
+from runtimes.base import Predictor, import_runtime
 from runtimes.cache import cache_dir
 from runtimes.devices import QNN_EP, require
 from runtimes.errors import CorruptModelError, HubedgeError
@@ -77,10 +77,7 @@ class OnnxRuntimePredictor(Predictor):
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
                  strict: bool = False) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise HubedgeError("onnxruntime is not installed: pip install 'hubedge[onnx]'") from None
+        ort = import_runtime("onnxruntime", "onnx")
         self.device_status = require(self.runtime, device)
         ort.set_default_logger_severity(3)  # plugin EPs log warnings about features of other platforms
         options = ort.SessionOptions()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Predictor
+from runtimes.base import Predictor, import_runtime
 from runtimes.devices import require
-from runtimes.errors import CorruptModelError, HubedgeError
+from runtimes.errors import CorruptModelError
 from runtimes.modelinfo import ModelInfo
 
 
@@ -23,10 +23,7 @@ class OpenVINOPredictor(Predictor):
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int | None = None,
                  strict: bool = False) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise HubedgeError("openvino is not installed: pip install 'hubedge[openvino]'") from None
+        ov = import_runtime("openvino", "openvino")
         self.device_status = require(self.runtime, device)  # compiled on that device alone: no silent fallback
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if device in ("cpu", "gpu"):

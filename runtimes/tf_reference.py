@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Predictor
-from runtimes.devices import DeviceUnavailableError
+from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
@@ -67,6 +67,7 @@ class TFReferencePredictor(Predictor):
             raise DeviceUnavailableError(f"tf on {device}: not available here: the TF reference runs on the CPU by "
                                          "design (it is the FP32 yardstick)")
         super().__init__(info, device)
+        self.device_status = require("tf", "cpu")
         self.threads = set_threads(threads)
         self._module = module  # kept alive: functions of a loaded SavedModel die with it
 

@@ -29,6 +29,14 @@ def bench_report(tiny_exports, tmp_path_factory):
     return code, out, artifacts
 
 
+def test_bench_finds_the_artifacts_a_folder_holds(tiny_exports):
+    from benchmarks.bench import find_artifacts
+
+    folder = tiny_exports[("tflite", "fp32")].artifact.parent
+    found = set(find_artifacts([str(folder)]))
+    assert found == {result.artifact for result in tiny_exports.values()}
+
+
 def test_bench_reports_every_artifact_and_device_beside_the_reference(bench_report):
     code, out, artifacts = bench_report
     report = _strict((out / "r.json").read_text())
@@ -61,7 +69,8 @@ def test_bench_writes_markdown_and_csv_tables(bench_report):
     assert table[0][:3] == ["artifact", "weights", "format"] and len(table) == 1 + 1 + 3 * len(artifacts)
 
 
-def test_bench_refuses_an_empty_folder(tmp_path, capsys):
+def test_bench_refuses_a_folder_without_manifests(tmp_path, capsys):
+    (tmp_path / "report.json").write_text('{"rows": []}')  # JSON that is not a manifest is not an artifact
     assert main(["bench", str(tmp_path)]) == 2
     assert "no artifacts with manifests" in capsys.readouterr().err
 
