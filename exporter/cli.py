@@ -42,25 +42,19 @@ def say(message: str) -> None:
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow with its C++ start-up log (CUDA probes, oneDNN notes) kept off the user's terminal.
 
-    TF_CPP_MIN_LOG_LEVEL does not reach those lines, so stderr is pointed at /dev/null for the import alone.
+    TF_CPP_MIN_LOG_LEVEL does not reach those lines, so they are captured for the import alone.
     """
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-        import tensorflow_hub  # noqa: F401
-    except ImportError as error:
-        missing = error
-    else:
-        missing = None
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from runtimes.native_log import captured_native_log
+
+    missing = None
+    with captured_native_log():
+        try:
+            import tensorflow  # noqa: F401
+            import tensorflow_hub  # noqa: F401
+        except ImportError as error:
+            missing = error
     if missing is not None:
         raise HubedgeError(f"{missing.name or 'tensorflow'} is not installed; exporting and the TF reference need "
                            "pip install 'hubedge[export]'")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+from pathlib import Path
 
 from runtimes.errors import HubedgeError
 
 DEVICES = ("cpu", "gpu", "npu")
 QNN_EP = "QNNExecutionProvider"
-GPU_EPS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+TENSORRT_EP = "TensorrtExecutionProvider"
+TENSORRT_LIBRARY = "libnvinfer.so.10"
+GPU_EPS = ("CUDAExecutionProvider", TENSORRT_EP)
 
 
 class DeviceUnavailableError(HubedgeError):
@@ -39,6 +42,16 @@ class DeviceStatus:
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _loadable(library: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
 
 
 def _not_installed(runtime: str, package: str, extra: str) -> list[DeviceStatus]:
@@ -66,7 +79,8 @@ def _onnxruntime() -> list[DeviceStatus]:
 
     providers = ort.get_available_providers()
     rows = [DeviceStatus(name, "cpu", True, "CPUExecutionProvider")]
-    gpu = next((ep for ep in GPU_EPS if ep in providers), None)
+    # onnxruntime-gpu lists TensorRT whether or not TensorRT itself (libnvinfer) is installed; CUDA comes first
+    gpu = next((ep for ep in GPU_EPS if ep in providers and (ep != TENSORRT_EP or _loadable(TENSORRT_LIBRARY))), None)
     if gpu:
         rows.append(DeviceStatus(name, "gpu", True, gpu))
     else:
@@ -104,38 +118,37 @@ def _openvino() -> list[DeviceStatus]:
     return rows
 
 
-LITERT_GPU_DELEGATE = "libtensorflowlite_gpu_delegate.so"
+LITERT_GPU_ACCELERATOR = "libLiteRtWebGpuAccelerator.so"  # ships in ai-edge-litert's wheel
+VULKAN_LOADER = "libvulkan.so.1"
 
 
-@functools.cache
-def litert_gpu_delegate():
-    """LiteRT's GPU delegate, loaded once, where its library is on the loader path; else None."""
-    import ctypes
+def litert_gpu_probe() -> str:
+    """Why LiteRT's GPU accelerator cannot start here, or "" when it can try.
 
-    try:
-        ctypes.CDLL(LITERT_GPU_DELEGATE)  # probe first: a failed load_delegate leaves a noisy half-made object
-    except OSError:
-        return None
-    from ai_edge_litert.interpreter import load_delegate
-
-    try:
-        return load_delegate(LITERT_GPU_DELEGATE)
-    except (ValueError, OSError, RuntimeError):
-        return None
+    The accelerator is WebGPU (Dawn) over Vulkan on Linux: without the Vulkan loader it finds no adapter.
+    Whether a GPU answers is known only when a model is compiled for it; the adapter reports that then.
+    """
+    package = Path(importlib.util.find_spec("ai_edge_litert").origin).parent
+    if not (package / LITERT_GPU_ACCELERATOR).is_file():
+        return f"this ai-edge-litert ships no {LITERT_GPU_ACCELERATOR}"
+    if not _loadable(VULKAN_LOADER):
+        return (f"no Vulkan loader ({VULKAN_LOADER}): LiteRT's GPU accelerator runs WebGPU over Vulkan "
+                "(install libvulkan1 and the GPU's Vulkan driver)")
+    return ""
 
 
 def _litert() -> list[DeviceStatus]:
     name = "litert"
     if not _installed("ai_edge_litert"):
         return _not_installed(name, "ai-edge-litert", "tflite")
-    gpu = litert_gpu_delegate()
+    gpu_problem = litert_gpu_probe()
     return [
         DeviceStatus(name, "cpu", True, "XNNPACK"),
-        DeviceStatus(name, "gpu", True, f"GPU delegate ({LITERT_GPU_DELEGATE})") if gpu else
-        DeviceStatus(name, "gpu", False, reason=f"no loadable {LITERT_GPU_DELEGATE} (ai-edge-litert's wheel ships "
-                     "none; the GPU delegate comes with Android/iOS builds or a TFLite build of your own)"),
-        DeviceStatus(name, "npu", False, reason="LiteRT reaches NPUs through NNAPI or vendor dispatch "
-                     "libraries on Android devices; none here"),
+        DeviceStatus(name, "gpu", False, reason=gpu_problem) if gpu_problem else
+        DeviceStatus(name, "gpu", True, "WebGPU accelerator (Vulkan)",
+                     note="a GPU is confirmed when a model is compiled for it"),
+        DeviceStatus(name, "npu", False, reason="LiteRT reaches NPUs through vendor dispatch libraries on "
+                     "phones (Qualcomm, MediaTek, Google Tensor); none here"),
     ]
 
 

@@ -11,7 +11,9 @@ The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -23,9 +25,10 @@ import numpy as np
 
 from runtimes.base import Predictor, import_runtime
 from runtimes.cache import cache_dir
-from runtimes.devices import QNN_EP, require
+from runtimes.devices import QNN_EP, DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
+from runtimes.native_log import captured_native_log
 
 BATCH_DIM = "batch"  # the exporter names the dynamic batch dimension so runtimes can pin it
 
@@ -72,6 +75,21 @@ def _profile_placement(session, feed: dict[str, np.ndarray]) -> dict[str, list[s
     return {provider: list(ops.values()) for provider, ops in kernels.items()}
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Loads CUDA and cuDNN from the ``nvidia-*`` pip packages, where onnxruntime-gpu's extras put them.
+
+    Those libraries are not on the loader's path; without this the CUDA EP fails to start and ONNX Runtime
+    quietly runs on the CPU. Libraries already on the path (a system CUDA) make it a no-op.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with captured_native_log(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it misses
+            try:
+                preload()
+            except (OSError, RuntimeError):
+                pass  # a missing library shows as the EP failing to start, reported below
+
+
 class OnnxRuntimePredictor(Predictor):
     runtime = "onnxruntime"
 
@@ -88,8 +106,9 @@ class OnnxRuntimePredictor(Predictor):
             options.inter_op_num_threads = 1
         providers: list[str] | None = ["CPUExecutionProvider"]
         self.pinned_batch = device == "npu"
-        if device == "gpu":
-            providers = [self.device_status.backend, "CPUExecutionProvider"]
+        if device == "gpu":  # strict: the accelerator alone (ORT refuses a CPU EP beside disabled CPU fallback)
+            providers = [self.device_status.backend] + ([] if strict else ["CPUExecutionProvider"])
+            _preload_cuda_libraries(ort)
         elif device == "npu":
             providers = None
             options.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == QNN_EP],
@@ -129,6 +148,11 @@ class OnnxRuntimePredictor(Predictor):
         finally:
             if fresh is not None:
                 fresh.unlink(missing_ok=True)
+        if device == "gpu" and self.device_status.backend not in self._session.get_providers():
+            # ONNX Runtime drops an EP that cannot start (no driver, no CUDA libraries) and runs on the CPU
+            raise DeviceUnavailableError(f"onnxruntime on gpu: not available here: {self.device_status.backend} "
+                                         "did not start (no NVIDIA driver, or CUDA/cuDNN libraries not found: "
+                                         "pip install 'onnxruntime-gpu[cuda,cudnn]')")
         self._input = self._session.get_inputs()[0]
         shape = self._input.shape
         super().__init__(info, device, fixed_input_size=shape[1] if isinstance(shape[1], int) else None)
