@@ -21,10 +21,11 @@ import numpy as np
 import calibration_data
 import runtimes
 from benchmarks.latency import measure
+from benchmarks.vendor import vendor_timing
 from runtimes.agreement import summarize
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
-from runtimes.manifest import SCHEMA, read_manifest
+from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
 from runtimes.memory import PeakMemory
 from runtimes.preprocess import list_images, preprocess
 
@@ -37,29 +38,38 @@ class BenchOptions:
     threads: int | None = None
     runs: int = 20
     warmup: int = 3
+    vendor_check: bool = False  # also time each CPU row with the runtime's own timer (benchmarks.vendor)
+
+
+def _manifested_artifact(manifest_file: Path) -> Path | None:
+    """The artifact a hubedge manifest names, or None when the JSON is something else (a saved report)."""
+    try:
+        record = json.loads(manifest_file.read_text(encoding="utf-8"))
+        artifact = manifest_file.parent / record["artifact"]["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return artifact if record.get("schema") == SCHEMA and artifact.exists() else None
 
 
 def find_artifacts(paths: list[str]) -> list[Path]:
-    """Artifacts named directly, or every artifact with a manifest inside the given folders."""
+    """Artifacts named directly or through their manifests, or every artifact with a manifest in a folder."""
     found: list[Path] = []
     for text in paths:
         path = Path(text)
         if path.is_dir() and not path.suffix:
-            for candidate in sorted(path.glob("*.json")):  # manifests name their artifact; other JSON is skipped
-                try:
-                    record = json.loads(candidate.read_text(encoding="utf-8"))
-                    artifact = candidate.parent / record["artifact"]["file"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if record.get("schema") == SCHEMA and artifact.exists():
-                    found.append(artifact)
+            found += [a for a in map(_manifested_artifact, sorted(path.glob("*.json"))) if a is not None]
+        elif path.suffix == ".json" and path.is_file():
+            artifact = _manifested_artifact(path)
+            if artifact is None:
+                raise InvalidInputError(f"{path} is not a hubedge manifest of an existing artifact")
+            found.append(artifact)
         elif path.exists():
             found.append(path)
         else:
             raise InvalidInputError(f"no artifact or folder at {path}")
     if not found:
         raise InvalidInputError(f"no artifacts with manifests in {', '.join(paths)}; export some with 'hubedge export'")
-    return found
+    return list(dict.fromkeys(found))  # named twice (a file and its folder): benched once
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -177,6 +187,11 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                         images, reference_outputs, info.task, info.activation, options)})
                 except HubedgeError as error:
                     rows.append({**base, "status": "failed", "reason": str(error)})
+                    continue
+                if options.vendor_check and device == "cpu":
+                    progress(f"{artifact.name}: the runtime's own timer …")
+                    rows[-1]["vendor"] = vendor_timing(rows[-1], options.threads or os.cpu_count() or 1,
+                                                       options.runs, options.warmup, fixed_input_size(manifest))
     return {"machine": machine_info(options.threads), "images": len(photos),
             "image_set": options.images or "held-apart bundled photos", "rows": rows}
 

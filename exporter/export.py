@@ -16,7 +16,8 @@ import numpy as np
 
 import calibration_data
 import runtimes
-from exporter.formats import Format
+from exporter.calibration import augment
+from exporter.formats import Floor, Format, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.sources import LoadedModel
@@ -25,7 +26,7 @@ from runtimes.errors import HubedgeError
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import preprocess
+from runtimes.preprocess import load_image, preprocess, resize_square
 
 
 class VerificationFailed(HubedgeError):
@@ -43,9 +44,37 @@ class ExportResult:
     verification: dict[str, Any]
 
 
-def verification_images(size: int) -> np.ndarray:
-    """The held-apart photos (never calibration photos), preprocessed at ``size``."""
-    return preprocess(calibration_data.evaluation_photos(), size)
+TRAINED_SOURCES = ("package", "hub", "npz", "savedmodel")  # weights whose top-k ranking means something
+EVALUATION_CROPS = 4  # per held-apart photo, for trained weights: more images make top-k agreement a real figure
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSet:
+    """Preprocessed images an artifact is judged on, and what they are (recorded in manifests and reports)."""
+
+    images: np.ndarray
+    description: str
+
+
+def verification_images(size: int, crops: int = 0) -> np.ndarray:
+    """The held-apart photos (never calibration photos) at ``size``, each followed by ``crops`` deterministic
+    crops and flips of it (the calibration set's augmentations, applied to photos it never sees)."""
+    if not crops:
+        return preprocess(calibration_data.evaluation_photos(), size)
+    images = []
+    for path in calibration_data.evaluation_photos():
+        photo = load_image(path)
+        images += [resize_square(augment(photo, variant), size) for variant in range(crops + 1)]
+    return np.stack(images).astype(np.float32) / np.float32(255.0)
+
+
+def evaluation_set(size: int, weights_source: str) -> EvaluationSet:
+    """Seeded weights are judged on the held-apart photos; trained ones on those photos and crops of them."""
+    crops = EVALUATION_CROPS if weights_source in TRAINED_SOURCES else 0
+    photos = len(calibration_data.evaluation_photos())
+    description = "held-apart bundled photos" + (f" and {crops} crops of each ({photos * (crops + 1)} images)"
+                                                  if crops else "")
+    return EvaluationSet(verification_images(size, crops), description)
 
 
 def verification_device(fmt: Format) -> str:
@@ -55,19 +84,21 @@ def verification_device(fmt: Format) -> str:
     return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
 
 
-def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: np.ndarray,
-           info: ModelInfo) -> dict[str, Any]:
+def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
+           info: ModelInfo, floor: Floor, target: Floor | None = None) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime and compares with the reference outputs on the same images."""
     device = verification_device(fmt)
     predictor = runtimes.load(artifact, device=device, strict=True)
-    outputs = predictor.predict(images)
+    outputs = predictor.predict(images.images)
     figures = summarize(reference_outputs, outputs, info.task, info.activation)
-    floor = fmt.floors[precision]
     failures = floor.failures(figures)
     note = predictor.device_status.note if predictor.device_status else ""
+    if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
+        target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
     return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,
-            "image_set": "held-apart bundled photos", "runtime": fmt.runtime, "device": device,
-            **({"device_note": note} if note else {}), **figures}
+            **({"target": target_record} if target is not None else {}),
+            "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,
+            "device": device, **({"device_note": note} if note else {}), **figures}
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
@@ -89,10 +120,12 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         manifest["verification"] = {"skipped": "--no-verify"}
         write_manifest(manifest_path(temp), manifest)
         if verify_output:
-            images = verification_images(loaded.info.input_size)
+            images = evaluation_set(loaded.info.input_size, loaded.weights.get("source", ""))
             if reference_outputs is None:
-                reference_outputs = loaded.reference().predict(images)
-            verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info)
+                reference_outputs = loaded.reference().predict(images.images)
+            source = loaded.weights.get("source", "")
+            verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info,
+                                  floor_for(fmt, precision, source), yardstick_target(precision, source))
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(

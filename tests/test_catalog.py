@@ -8,10 +8,13 @@ from exporter import catalog
 from runtimes.errors import ModelNotFoundError
 
 
-def test_catalog_has_all_73_bit_models_with_unique_names_and_handles():
-    specs = catalog.all_models()
+def test_catalog_has_all_73_bit_models_and_the_yardstick_with_unique_names_and_handles():
+    everything = catalog.all_models()
+    assert len({s.name for s in everything}) == len({s.handle for s in everything}) == 74
+    specs = [s for s in everything if s.family.startswith("BiT")]
     assert len(specs) == 73
-    assert len({s.name for s in specs}) == len({s.handle for s in specs}) == 73
+    (yardstick,) = [s for s in everything if not s.family.startswith("BiT")]
+    assert yardstick.name == "efficientnet-lite0" and yardstick.offline_weights == ("package",)
     by_kind = {
         "feature vectors": [s for s in specs if s.handle.startswith("google/bit/") and s.handle.count("/") == 3],
         "ilsvrc heads": [s for s in specs if "ilsvrc2012_classification" in s.handle],

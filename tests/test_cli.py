@@ -23,7 +23,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_models_table_json_and_filter(capsys):
     code, out, _ = run(capsys, "models")
-    assert code == 0 and "bit-m-r50x1-in21k" in out and "73 model(s)" in out
+    assert code == 0 and "bit-m-r50x1-in21k" in out and "74 model(s)" in out and "efficientnet-lite0" in out
     code, out, _ = run(capsys, "models", "--json", "*-in21k")
     rows = json.loads(out)
     assert code == 0 and {r["name"] for r in rows} == {f"bit-m-{v}-in21k" for v in

@@ -148,6 +148,34 @@ FORMATS: dict[str, Format] = {
 }
 
 
+# The trained-weights yardstick (EfficientNet-Lite0, weights source "package") is judged by top-k agreement
+# on the held-apart photos and 4 crops of each (45 images): (top-1, top-5) targets per precision (issue #6).
+# fp32 and fp16 meet theirs and are gated on them. The quantized routes do not yet (measured top-1 0.89 to
+# 0.93; 9 of the 45 images have an FP32 top-1/top-2 probability margin under 5 %): their targets are recorded
+# beside the figures in every manifest and report, and they stay gated on the format's cosine floor.
+YARDSTICK_SOURCE = "package"
+YARDSTICK_TOP_K = {"fp32": (1.0, 0.99), "fp16": (0.999, 0.99), "dynamic": (0.99, 0.97), "int8": (0.99, 0.97)}
+YARDSTICK_GATED = ("fp32", "fp16")
+
+
+def yardstick_target(precision: str, weights_source: str) -> Floor | None:
+    """The top-k agreement the yardstick should reach at ``precision``; None for other weights."""
+    if weights_source != YARDSTICK_SOURCE or precision not in YARDSTICK_TOP_K:
+        return None
+    top1, top5 = YARDSTICK_TOP_K[precision]
+    return Floor(cosine=0.0, top1=top1, top5=top5)
+
+
+def floor_for(fmt: Format, precision: str, weights_source: str) -> Floor:
+    """The floor an artifact must meet to be written: the format's, raised to the yardstick's top-k targets
+    where the yardstick meets them (top-k of seeded logits is a stress figure, of trained ones the answer)."""
+    floor = fmt.floors[precision]
+    target = yardstick_target(precision, weights_source)
+    if target is None or precision not in YARDSTICK_GATED:
+        return floor
+    return dataclasses.replace(floor, top1=max(floor.top1, target.top1), top5=max(floor.top5, target.top5))
+
+
 def get_format(name: str) -> Format:
     if name not in FORMATS:
         raise UnsupportedError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")

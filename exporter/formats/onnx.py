@@ -5,7 +5,10 @@ system when it exits, and whose peak RSS the manifest records. The graph has a d
 spatial size. fp16 converts weights and arithmetic with onnxruntime's float16 tool, keeping float32 I/O.
 int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only
 the ops that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less
-accurate than float there (PITFALLS.md). Labels and preprocessing go into ``metadata_props``.
+accurate than float there (PITFALLS.md) — plus the activations that follow convs (Clip for ReLU6, Relu), so
+that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range:
+on EfficientNet-Lite0 that took top-1 agreement from 0.58 to 0.91 (cosine_min 0.68 → 0.975).
+Labels and preprocessing go into ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ OPSET = 18  # tf2onnx 1.17's newest
 INPUT_NAME = "images"
 OUTPUT_NAME = "outputs"
 BATCH_DIM = "batch"
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Clip", "Relu"]
 
 
 def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:

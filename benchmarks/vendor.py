@@ -1,0 +1,66 @@
+"""The runtimes' own timers, run on the same artifact and thread count as a check on ``hubedge bench``.
+
+``benchmark_app`` ships with openvino and ``litert-benchmark`` with ai-edge-litert. If our p50 through
+``predict()`` lands far from theirs, either our timing or our runtime settings are wrong (DESIGN.md: within
+about 10 %). onnxruntime's wheel ships no timer (``onnxruntime_perf_test`` is a source build), so ONNX rows
+say so instead of a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TOOLS = {"litert": "litert-benchmark", "openvino": "benchmark_app"}
+TIMEOUT_S = 600
+
+
+def _tool(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name  # the venv's own copy, even when the venv is not activated
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def _litert(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path) -> dict:
+    result = folder / "litert.json"
+    subprocess.run([tool, "--model", str(artifact), "--num_threads", str(threads), "--num_runs", str(runs),
+                    "--warmup_runs", str(warmup), "--result_json", str(result)],
+                   check=True, capture_output=True, timeout=TIMEOUT_S)
+    latency = json.loads(result.read_text())["latency"]
+    return {"p50_ms": float(latency["median_ms"]), "mean_ms": float(latency["avg_ms"])}
+
+
+def _openvino(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path) -> dict:
+    # the adapter's settings: one synchronous request, f32 inference precision, pinned threads, batch 1
+    subprocess.run([tool, "-m", str(artifact), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nthreads",
+                    str(threads), "-api", "sync", "-niter", str(runs), "-shape", f"[1,{side},{side},3]",
+                    "-infer_precision", "f32", "-report_type", "no_counters", "-report_folder", str(folder),
+                    "-json_stats"], check=True, capture_output=True, timeout=TIMEOUT_S)
+    results = json.loads((folder / "benchmark_report.json").read_text())["execution_results"]
+    return {"p50_ms": float(results["latency (ms)"]), "mean_ms": float(results["avg latency"])}
+
+
+RUNNERS = {"litert": _litert, "openvino": _openvino}
+
+
+def vendor_timing(row: dict[str, Any], threads: int, runs: int, warmup: int, side: int) -> dict[str, Any]:
+    """The vendor timer's figures for one measured CPU row, with the gap to ours; or why there are none."""
+    runtime = row["runtime"]
+    if runtime not in TOOLS:
+        return {"tool": "", "reason": f"no timer of its own ships with {runtime}'s wheel"}
+    tool = _tool(TOOLS[runtime])
+    if tool is None:
+        return {"tool": TOOLS[runtime], "reason": f"{TOOLS[runtime]} is not on PATH"}
+    with tempfile.TemporaryDirectory(prefix="hubedge-vendor-") as folder:
+        try:
+            figures = RUNNERS[runtime](tool, Path(row["artifact"]), threads, runs, warmup, side, Path(folder))
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as error:
+            stderr = getattr(error, "stderr", b"") or b""
+            last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [str(error)]
+            return {"tool": TOOLS[runtime], "reason": f"{TOOLS[runtime]} failed: {last[0][:200]}"}
+    ours = row["latency_ms"]["p50"]
+    return {"tool": TOOLS[runtime], **figures, "gap": round(ours / figures["p50_ms"] - 1.0, 3)}
