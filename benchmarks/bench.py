@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-import calibration_data
 import runtimes
 from benchmarks.latency import measure
 from benchmarks.vendor import vendor_timing
@@ -151,14 +150,21 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         manifest = read_manifest(artifact)
         key = (manifest["model"]["name"], manifest.get("weights", {}).get("sha256", ""))
         groups.setdefault(key, []).append((artifact, manifest))
-    photos = list_images(options.images) if options.images else calibration_data.evaluation_photos()
-    if not photos:
+    photos = list_images(options.images) if options.images else None
+    if photos == []:
         raise InvalidInputError(f"no images in {options.images}")
-    rows = []
+    rows, image_sets = [], []
     for (model, _), members in groups.items():
         first = members[0][1]
         info = runtimes.model_info(first)
-        images = preprocess(photos, info.input_size)
+        if photos is not None:
+            images, image_set = preprocess(photos, info.input_size), options.images
+        else:  # the set export verified on: held-apart photos, with crops of them for trained weights
+            from exporter.export import evaluation_set
+
+            chosen = evaluation_set(info.input_size, first.get("weights", {}).get("source", ""))
+            images, image_set = chosen.images, chosen.description
+        image_sets.append(f"{model}: {len(images)} images ({image_set})")
         progress(f"{model}: FP32 TF reference …")
         from runtimes.tf_reference import set_threads
 
@@ -192,8 +198,7 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                     progress(f"{artifact.name}: the runtime's own timer …")
                     rows[-1]["vendor"] = vendor_timing(rows[-1], options.threads or os.cpu_count() or 1,
                                                        options.runs, options.warmup, fixed_input_size(manifest))
-    return {"machine": machine_info(options.threads), "images": len(photos),
-            "image_set": options.images or "held-apart bundled photos", "rows": rows}
+    return {"machine": machine_info(options.threads), "image_sets": image_sets, "rows": rows}
 
 
 def _size_mb(path: Path | str) -> float:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import weights_label
 from runtimes.errors import HubedgeError
 
 POINT_COLOUR = "#1f77b4"
@@ -83,7 +84,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
                          edgecolors=FRONT_COLOUR, linewidths=2, zorder=4)
             axis.legend(loc="lower right")
         absent = [row for row in rows if row["status"] != "ok"]
-        weights = {"seeded": "seeded weights", "package": "trained weights"}.get(rows[0]["weights"], rows[0]["weights"])
+        weights = weights_label(rows[0]["weights"])
         axis.set_title(f"{model} ({weights})" + (f"\n{len(absent)} row(s) not measured: see the table" if absent else ""),
                        fontsize=10)
         axis.set_xscale("log")

@@ -25,6 +25,15 @@ def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+WEIGHTS_LABELS = {"seeded": "seeded weights", "package": "trained weights", "hub": "trained weights (hub)",
+                  "npz": "trained weights (.npz)", "savedmodel": "SavedModel weights"}
+
+
+def weights_label(source: str) -> str:
+    """Seeded figures are a numerical stress test, trained ones an accuracy figure: every table says which."""
+    return WEIGHTS_LABELS.get(source, source)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or value == "":
         return ""
@@ -39,7 +48,7 @@ COLUMNS = ("artifact", "weights", "format", "precision", "runtime", "device", "s
 
 def _cells(row: dict[str, Any]) -> list[str]:
     name = Path(row["artifact"]).name if not row.get("reference") else "TF reference (SavedModel)"
-    weights = {"seeded": "seeded weights", "hub": "hub weights"}.get(row["weights"], row["weights"])
+    weights = weights_label(row["weights"])
     if row["status"] != "ok":
         state = row["reason"] if row["status"] == "not available" else f"{row['status']}: {row['reason']}"
         return [name, weights, row["format"], row["precision"], row["runtime"], row["device"], state] + [""] * 8
@@ -54,7 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
         f"Machine: {machine['cpu']} ({machine['cores']} cores), threads {machine['threads'] or 'runtime default'}; "
-        f"{report['images']} images ({report['image_set']}); batch-1 latency over the timed runs.",
+        f"batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
         "Agreement is with the FP32 TF reference on the same images. On seeded weights it is a numerical stress "
         "test, not accuracy.",
         "",
