@@ -150,7 +150,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         reference = loaded.reference().predict(images.images)
     results, failed = [], []
     with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=output) as scratch:
-        options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch}
+        options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch,
+                   "int8_recipe": args.tflite_int8_recipe}
         for step, (fmt, precision) in enumerate(pairs, 1):
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "one per photo, at least 64)")
     export.add_argument("--int8-io", action="store_true",
                         help="tflite int8: integer input/output tensors (scale and zero point in the manifest)")
+    export.add_argument("--tflite-int8-recipe", choices=("xnnpack", "full"), default="xnnpack",
+                        help="tflite int8: xnnpack (default) keeps the normalization ops XNNPACK cannot run in int8 "
+                             "float, so the graph stays in one fast partition; full quantizes every op")
     export.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     export.set_defaults(run=cmd_export)

@@ -91,3 +91,28 @@ def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path
     raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     by_hand = (raw.astype(np.float32) - out_q["zero_point"]) * out_q["scale"]
     np.testing.assert_array_equal(runtimes.load(result.artifact).predict(image), by_hand)
+
+
+def _xnnpack_partitions(path) -> int:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+
+def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny_classifier, tmp_path):
+    """Normalization ops XNNPACK cannot run in int8 stay float; quantizing every op splits the graph."""
+    import functools
+
+    from exporter.calibration import build_calibration_set
+    from exporter.export import export_one
+    from exporter.formats import FORMATS
+
+    xnnpack = tiny_exports[("tflite", "int8")]
+    recipe = read_manifest(xnnpack.artifact)["quantization"]
+    assert recipe["float_ops"][:2] == ["SQUARED_DIFFERENCE", "RSQRT"] and "13 nodes" in recipe["float_ops"][2]
+    options = {"calibration": functools.cache(lambda: build_calibration_set(None, 64)), "int8_recipe": "full"}
+    full = export_one(tiny_classifier, FORMATS["tflite"], "int8", tmp_path, True, None, options)
+    assert _xnnpack_partitions(xnnpack.artifact) == 1 and _xnnpack_partitions(full.artifact) > 10
+    assert "float_ops" not in read_manifest(full.artifact)["quantization"]

@@ -3,8 +3,13 @@
 Converted from the hub-form SavedModel's ``__call__`` traced at a fixed ``[1, size, size, 3]`` input: mobile
 runtimes run one image at a time, and a fully static graph keeps XNNPACK in one partition (PITFALLS.md).
 The LiteRT adapter splits larger batches. Full int8 uses a representative dataset from the calibration set
-and integer kernels for every op; ``int8_io`` also makes the input and output tensors int8 (their scale and
-zero point go into the manifest, and the adapter applies them). The model's contract and labels go into the
+and integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay
+float through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no
+int8 kernel for the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a
+fully integer BiT falls apart into 148 XNNPACK partitions and runs slower than fp32 (R50x1, 2 threads: 100 ms
+against 18 ms in one partition, same agreement; ``benchmarks/records/tflite-int8-partitions.md``).
+``int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io`` also makes the input and output
+tensors int8 (their scale and zero point go into the manifest, and the adapter applies them). The model's contract and labels go into the
 flatbuffer's own metadata list (``hubedge.model``, ``hubedge.labels``), so an app needs only the one file.
 """
 
@@ -46,10 +51,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         recipe = {"method": "dynamic range: int8 weights (per-channel), activations quantized on the fly"}
     elif precision == "int8":
         calibration = options["calibration"]()
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([batch] for batch in calibration.batches(1))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        representative = lambda: ([batch] for batch in calibration.batches(1))  # noqa: E731
         int8_io = bool(options.get("int8_io"))
+        float_nodes = [] if options.get("int8_recipe") == "full" else epsilon_adds(_converter(loaded, size).convert())
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -60,9 +66,57 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
             "io": "int8" if int8_io else "float32",
             "calibration": calibration.record,
         }
+        if options.get("int8_recipe") == "full":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            content = converter.convert()
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS),
+                                                                 denylisted_nodes=float_nodes)
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                                 debug_options=deny)
+            content = debugger.get_nondebug_quantized_model()
+            if int8_io:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
+                from tensorflow.lite.python.util import modify_model_io_type
+
+                content = modify_model_io_type(content, tf.int8, tf.int8)
+            recipe["method"] = ("post-training integer quantization (TFLite converter), selective: "
+                                "normalization arithmetic XNNPACK cannot run in int8 kept float")
+            recipe["float_ops"] = [*FLOAT_OPS, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
+        target.write_bytes(with_metadata(content, metadata_entries(loaded, precision)))
+        return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
+                            tools=("tensorflow", "ai-edge-litert"), io=_io_quantization(target))
     target.write_bytes(with_metadata(converter.convert(), metadata_entries(loaded, precision)))
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
                         tools=("tensorflow", "ai-edge-litert"), io=_io_quantization(target))
+
+
+FLOAT_OPS = ("SQUARED_DIFFERENCE", "RSQRT")  # no int8 kernels in XNNPACK: each would split the graph
+EPSILON_LIMIT = 1e-3  # a scalar constant this small added to a tensor is a normalization epsilon
+
+
+def epsilon_adds(float_model: bytes) -> list[str]:
+    """Output names of the ADD ops that add a tiny scalar constant (``variance + eps``) in a float model.
+
+    Quantized, such an ADD needs an input-to-output scale ratio outside what XNNPACK's int8 ADD accepts, so
+    it would leave XNNPACK and split the graph; kept float it costs nothing.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(float_model), 0))
+    graph = model.subgraphs[0]
+    add = next((i for i, code in enumerate(model.operatorCodes)
+                if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.ADD), None)
+
+    def epsilon(index: int) -> bool:
+        tensor = graph.tensors[index]
+        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+        if data is None or tensor.type != schema.TensorType.FLOAT32 or len(data) != 4:
+            return False  # not a float32 scalar constant
+        return 0 < abs(float(np.frombuffer(bytes(data), np.float32)[0])) <= EPSILON_LIMIT
+
+    return [graph.tensors[op.outputs[0]].name.decode() for op in graph.operators
+            if op.opcodeIndex == add and any(epsilon(i) for i in op.inputs)]
 
 
 def metadata_entries(loaded: LoadedModel, precision: str) -> dict[str, bytes]:
