@@ -9,8 +9,9 @@ int8 kernel for the first two and rejects an int8 ADD of a 1e-5 constant (its sc
 fully integer BiT falls apart into 148 XNNPACK partitions and runs slower than fp32 (R50x1, 2 threads: 100 ms
 against 18 ms in one partition, same agreement; ``benchmarks/records/tflite-int8-partitions.md``).
 ``int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io`` also makes the input and output
-tensors int8 (their scale and zero point go into the manifest, and the adapter applies them). The model's contract and labels go into the
-flatbuffer's own metadata list (``hubedge.model``, ``hubedge.labels``), so an app needs only the one file.
+tensors int8 (their scale and zero point go into the manifest, and the adapter applies them). The model's
+contract and labels go into the flatbuffer's own metadata list (``hubedge.model``, ``hubedge.labels``), so an
+app needs only the one file.
 """
 
 from __future__ import annotations
@@ -49,46 +50,52 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     elif precision == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe = {"method": "dynamic range: int8 weights (per-channel), activations quantized on the fly"}
-    elif precision == "int8":
-        calibration = options["calibration"]()
-        representative = lambda: ([batch] for batch in calibration.batches(1))  # noqa: E731
-        int8_io = bool(options.get("int8_io"))
-        float_nodes = [] if options.get("int8_recipe") == "full" else epsilon_adds(_converter(loaded, size).convert())
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        recipe = {
-            "method": "full integer post-training quantization (TFLite converter)",
-            "weights": "int8 per-channel (symmetric)",
-            "activations": "int8 per-tensor (asymmetric), ranges from the representative dataset",
-            "io": "int8" if int8_io else "float32",
-            "calibration": calibration.record,
-        }
-        if options.get("int8_recipe") == "full":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            content = converter.convert()
-        else:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS),
-                                                                 denylisted_nodes=float_nodes)
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                                 debug_options=deny)
-            content = debugger.get_nondebug_quantized_model()
-            if int8_io:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
-                from tensorflow.lite.python.util import modify_model_io_type
-
-                content = modify_model_io_type(content, tf.int8, tf.int8)
-            recipe["method"] = ("post-training integer quantization (TFLite converter), selective: "
-                                "normalization arithmetic XNNPACK cannot run in int8 kept float")
-            recipe["float_ops"] = [*FLOAT_OPS, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
-        target.write_bytes(with_metadata(content, metadata_entries(loaded, precision)))
-        return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
-                            tools=("tensorflow", "ai-edge-litert"), io=_io_quantization(target))
-    target.write_bytes(with_metadata(converter.convert(), metadata_entries(loaded, precision)))
+    if precision == "int8":
+        content, recipe = _int8(converter, loaded, options)
+    else:
+        content = converter.convert()
+    target.write_bytes(with_metadata(content, metadata_entries(loaded, precision)))
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
                         tools=("tensorflow", "ai-edge-litert"), io=_io_quantization(target))
+
+
+def _int8(converter, loaded: LoadedModel, options: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Integer post-training quantization; by default selective, so XNNPACK keeps the graph in one partition."""
+    import tensorflow as tf
+
+    calibration = options["calibration"]()
+    representative = lambda: ([batch] for batch in calibration.batches(1))  # noqa: E731
+    int8_io = bool(options.get("int8_io"))
+    selective = options.get("int8_recipe") != "full"
+    float_nodes = epsilon_adds(_converter(loaded, loaded.info.input_size).convert()) if selective else []
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    recipe = {
+        "method": "full integer post-training quantization (TFLite converter)",
+        "weights": "int8 per-channel (symmetric)",
+        "activations": "int8 per-tensor (asymmetric), ranges from the representative dataset",
+        "io": "int8" if int8_io else "float32",
+        "calibration": calibration.record,
+    }
+    if not selective:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter.convert(), recipe
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=float_nodes)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                         debug_options=deny)
+    content = debugger.get_nondebug_quantized_model()
+    if int8_io:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
+        from tensorflow.lite.python.util import modify_model_io_type
+
+        content = modify_model_io_type(content, tf.int8, tf.int8)
+    recipe["method"] = ("post-training integer quantization (TFLite converter), selective: normalization "
+                        "arithmetic XNNPACK cannot run in int8 kept float")
+    recipe["float_ops"] = [*FLOAT_OPS, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
+    return content, recipe
 
 
 FLOAT_OPS = ("SQUARED_DIFFERENCE", "RSQRT")  # no int8 kernels in XNNPACK: each would split the graph
