@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 import runtimes
-from benchmarks.latency import measure
+from benchmarks.latency import measure, predict_overhead
 from benchmarks.vendor import vendor_timing
 from runtimes.agreement import summarize
 from runtimes.devices import DEVICES, status
@@ -126,6 +126,7 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         predictor = predictor_factory()
         load_s = time.perf_counter() - started
         latency = measure(predictor, images, options.runs, options.warmup, list(options.batches))
+        overhead = predict_overhead(predictor, images[:1], options.runs) if options.vendor_check else None
         outputs = predictor.predict(images)
     agreement = summarize(reference, outputs, task, activation)
     note = predictor.device_status.note if predictor.device_status else ""
@@ -136,6 +137,8 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         "peak_rss_mb": round(peak.bytes / 2**20), "threads": options.threads,
         "agreement": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in agreement.items()},
         "placement": getattr(predictor, "placement", {}) or {},
+        **({"predict_overhead": {"predict_p50_ms": round(overhead[0], 3), "direct_p50_ms": round(overhead[1], 3),
+                                 "overhead": round(overhead[0] / overhead[1] - 1.0, 4)}} if overhead else {}),
     }
 
 

@@ -27,6 +27,7 @@ class LatencyStats:
     std: float
     runs: int
     throughput: dict[int, float]
+    direct_p50: float | None = None  # the runtime's own call, timed interleaved with predict()
 
     def latency_ms(self) -> dict[str, float]:
         return {key: round(getattr(self, key), 3) for key in ("p50", "p90", "p99", "mean", "std")}
@@ -39,6 +40,22 @@ def _timed(predictor: Predictor, batch: np.ndarray, runs: int) -> list[float]:
         predictor.predict(batch)
         times.append((time.perf_counter() - started) * 1000.0)
     return times
+
+
+def predict_overhead(predictor: Predictor, one: np.ndarray, runs: int) -> tuple[float, float]:
+    """p50 of ``predict()`` and of the runtime's own call on the same image, timed alternately in one loop so
+    that drift of a busy machine falls on both alike; what ``predict()`` adds is their ratio."""
+    direct = predictor.direct_call(one)
+    direct()
+    ours, theirs = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predictor.predict(one)
+        ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        direct()
+        theirs.append(time.perf_counter() - started)
+    return statistics.median(ours) * 1000.0, statistics.median(theirs) * 1000.0
 
 
 def measure(predictor: Predictor, images: np.ndarray, runs: int, warmup: int, batches: list[int]) -> LatencyStats:

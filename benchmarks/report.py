@@ -81,9 +81,10 @@ VENDOR_TOLERANCE = 0.10  # DESIGN.md: our p50 within about 10 % of the runtime's
 def vendor_lines(report: dict[str, Any]) -> list[str]:
     """The cross-check against the runtimes' own timers, when the run asked for it."""
     checked = [row for row in report["rows"] if "vendor" in row]
+    lines = overhead_lines(report)
     if not checked:
-        return []
-    lines = ["", "Cross-check with the runtimes' own timers (same artifact and threads, batch 1):", ""]
+        return lines
+    lines += ["", "Cross-check with the runtimes' own timers (same artifact and threads, batch 1):", ""]
     for row in checked:
         vendor, name = row["vendor"], Path(row["artifact"]).name
         if "p50_ms" not in vendor:
@@ -92,6 +93,24 @@ def vendor_lines(report: dict[str, Any]) -> list[str]:
         flag = "" if abs(vendor["gap"]) <= VENDOR_TOLERANCE else f" — over {VENDOR_TOLERANCE:.0%}: check the timing"
         lines.append(f"- {name}: hubedge p50 {row['latency_ms']['p50']:.2f} ms, {vendor['tool']} median "
                      f"{vendor['p50_ms']:.2f} ms ({vendor['gap']:+.1%}){flag}")
+    return lines
+
+
+OVERHEAD_BUDGET = 0.03  # issue #7: predict() may add at most 3 % over calling the runtime directly
+
+
+def overhead_lines(report: dict[str, Any]) -> list[str]:
+    """What ``predict()`` adds over the runtime's own call, per measured row, when the run measured it."""
+    rows = [row for row in report["rows"] if "predict_overhead" in row]
+    if not rows:
+        return []
+    lines = ["", "predict() against the runtime's own call on the same prepared image (timed alternately):", ""]
+    for row in rows:
+        figures = row["predict_overhead"]
+        name = "TF reference" if row.get("reference") else Path(row["artifact"]).name
+        flag = "" if figures["overhead"] <= OVERHEAD_BUDGET else f" — over the {OVERHEAD_BUDGET:.0%} budget"
+        lines.append(f"- {name} on {row['device']}: {figures['predict_p50_ms']:.2f} ms against "
+                     f"{figures['direct_p50_ms']:.2f} ms ({figures['overhead']:+.1%}){flag}")
     return lines
 
 

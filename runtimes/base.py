@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,12 @@ class Predictor(abc.ABC):
     def top_k(self, images: ImageLike | Sequence[ImageLike], k: int = 5) -> list[list[Prediction]]:
         """The ``k`` best classes per image, scored with the model's activation (sigmoid or softmax)."""
         return top_k_from_outputs(self.predict(images), self.info, k)
+
+    def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
+        """The runtime's own call on a prepared float32 batch of one image, with nothing of hubedge around it
+        (no validation, no conversion, no copies beyond the runtime's), so a benchmark can measure exactly
+        what ``predict()`` adds on top."""
+        raise NotImplementedError(f"{type(self).__name__} offers no direct call")
 
     @abc.abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ float32 in [0, 1] and get float32 logits or features back.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +84,21 @@ class LiteRTPredictor(Predictor):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return np.stack([self._run_one(image) for image in batch])
+
+    def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
+        values = batch[:1]
+        if self._input["dtype"] != np.float32:
+            values = quantize(values, *self._input["quantization"], self._input["dtype"])
+        if self._gpu is not None:
+            return lambda: self._gpu.run(values, self._output["dtype"])
+        interpreter, source, sink = self._interpreter, self._input["index"], self._output["index"]
+
+        def call() -> np.ndarray:
+            interpreter.set_tensor(source, values)
+            interpreter.invoke()
+            return interpreter.get_tensor(sink)
+
+        return call
 
 
 class _GpuModel:

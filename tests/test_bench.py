@@ -102,8 +102,13 @@ def test_the_vendor_timers_cross_check_our_timing(tiny_exports, tmp_path, capsys
         assert vendor["tool"] == tool and vendor["p50_ms"] > 0 and vendor["mean_ms"] > 0
         assert vendor["gap"] == pytest.approx(rows[runtime]["latency_ms"]["p50"] / vendor["p50_ms"] - 1, abs=1e-3)
     assert "p50_ms" not in rows["onnxruntime"]["vendor"] and "no timer" in rows["onnxruntime"]["vendor"]["reason"]
+    for row in rows.values():  # what predict() adds over the runtime's own call, measured alongside
+        figures = row["predict_overhead"]
+        assert figures["direct_p50_ms"] > 0 and figures["predict_p50_ms"] > 0
+        assert figures["overhead"] == pytest.approx(figures["predict_p50_ms"] / figures["direct_p50_ms"] - 1, abs=1e-3)
     out = capsys.readouterr().out
     assert "litert-benchmark median" in out and "benchmark_app median" in out
+    assert "predict() against the runtime's own call" in out
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():

@@ -58,6 +58,15 @@ def test_every_input_kind_gives_the_same_outputs(tiny_exports, photos, name, pre
 
 
 @pytest.mark.parametrize("name, precision", CPU_ARTIFACTS)
+def test_the_direct_call_is_the_same_computation_as_predict(tiny_exports, name, precision):
+    """What benchmarks time as 'the runtime alone' must compute what predict() computes."""
+    predictor = runtimes.load(tiny_exports[(name, precision)].artifact)
+    image = verification_images(64)[:1]
+    direct = np.asarray(predictor.direct_call(image)()).reshape(1, -1)
+    np.testing.assert_array_equal(direct, predictor.predict(image))
+
+
+@pytest.mark.parametrize("name, precision", CPU_ARTIFACTS)
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((64, 64, 3), np.float32), "rank 4"),
     (np.zeros((1, 64, 64, 1), np.float32), "3 channels"),
