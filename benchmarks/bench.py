@@ -99,8 +99,9 @@ def _reference(manifest: dict[str, Any]):
         loaded = load_model(saved, "hub")
     else:
         source = weights.get("source")
-        model = manifest["model"]["name"] if source in ("seeded", "npz") else weights.get("location")
-        choice = {"seeded": "seeded", "npz": weights.get("checkpoint"), "hub": "hub", "savedmodel": "hub"}.get(source)
+        model = manifest["model"]["name"] if source in ("seeded", "npz", "package") else weights.get("location")
+        choice = {"seeded": "seeded", "npz": weights.get("checkpoint"), "package": "package", "hub": "hub",
+                  "savedmodel": "hub"}.get(source)
         if not model or not choice:
             raise HubedgeError(f"the manifest does not say how to rebuild its reference (weights: {weights})")
         loaded = load_model(model, choice)

