@@ -152,7 +152,9 @@ FORMATS: dict[str, Format] = {
 # on the held-apart photos and 4 crops of each (45 images): (top-1, top-5) targets per precision (issue #6).
 # fp32 and fp16 meet theirs and are gated on them. The quantized routes do not yet (measured top-1 0.89 to
 # 0.93; 9 of the 45 images have an FP32 top-1/top-2 probability margin under 5 %): their targets are recorded
-# beside the figures in every manifest and report, and they stay gated on the format's cosine floor.
+# beside the figures in every manifest and report, and they stay gated on the format's cosine floor. Int8
+# round-to-nearest weights alone (activations float) already stop at top-1 0.933 / top-5 0.920 on this set,
+# so no activation recipe reaches the int8 targets: benchmarks/records/efficientnet-lite0-int8-weight-floor.md.
 YARDSTICK_SOURCE = "package"
 YARDSTICK_TOP_K = {"fp32": (1.0, 0.99), "fp16": (0.999, 0.99), "dynamic": (0.99, 0.97), "int8": (0.99, 0.97)}
 YARDSTICK_GATED = ("fp32", "fp16")
