@@ -131,6 +131,11 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         outputs = predictor.predict(images)
     agreement = summarize(reference, outputs, task, activation)
     note = predictor.device_status.note if predictor.device_status else ""
+    layout = getattr(predictor, "cpu_layout", {}) or {}
+    if layout.get("layout", "default") != "default":  # ONNX Runtime's graph layout, timed at first load
+        trial = layout["trial_ms"]
+        chosen = f"{layout['layout']} layout ({trial[layout['layout']]} ms against {trial['default']} ms at first load)"
+        note = f"{note}; {chosen}" if note else chosen
     return {
         "status": "ok", "reason": "", "note": note, "load_s": round(load_s, 3),
         "first_call_ms": latency.first_call_ms, "latency_ms": latency.latency_ms(),
@@ -138,6 +143,7 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         "peak_rss_mb": round(peak.bytes / 2**20), "threads": options.threads,
         "agreement": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in agreement.items()},
         "placement": getattr(predictor, "placement", {}) or {},
+        **({"cpu_layout": layout} if layout else {}),
         **({"predict_overhead": {"predict_p50_ms": round(overhead[0], 3), "direct_p50_ms": round(overhead[1], 3),
                                  "overhead": round(overhead[0] / overhead[1] - 1.0, 4)}} if overhead else {}),
     }

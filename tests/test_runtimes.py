@@ -148,6 +148,35 @@ def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports
         runtimes.load(tiny_exports[("onnx", "int8")].artifact, device="npu")
 
 
+def test_a_quantized_onnx_graph_gets_the_faster_cpu_layout_once_and_both_compute_the_model(
+        tiny_exports, photos, tmp_path, monkeypatch):
+    from runtimes import onnx_runtime
+
+    artifact = tiny_exports[("onnx", "int8")].artifact
+    outputs = {}
+    for gain, layout in ((-1.0, "nchw"), (2.0, "default")):  # forced: the alternative always / never wins
+        monkeypatch.setenv("HUBEDGE_CACHE_DIR", str(tmp_path / layout))
+        monkeypatch.setattr(onnx_runtime, "LAYOUT_MIN_GAIN", gain)
+        first = runtimes.load(artifact, threads=1)
+        assert first.cpu_layout["layout"] == layout and set(first.cpu_layout["trial_ms"]) == {"default", "nchw"}
+        assert first.cpu_layout.get("disabled_optimizers", []) == (["NhwcTransformer"] if layout == "nchw" else [])
+        again = runtimes.load(artifact, threads=1)  # from the cache, with the record of the choice
+        assert again.optimized_cache == first.optimized_cache and again.cpu_layout == first.cpu_layout
+        outputs[layout] = first.predict(photos[:3])
+        np.testing.assert_array_equal(outputs[layout], again.predict(photos[:3]))
+    # the layouts differ in integer kernels only, so they agree far above the int8 floor
+    assert summarize(outputs["default"], outputs["nchw"], "classification")["cosine_min"] > 0.999
+
+
+def test_a_float_onnx_graph_has_no_layout_trial_and_the_trial_can_be_switched_off(tiny_exports, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("HUBEDGE_CACHE_DIR", str(tmp_path))
+    assert runtimes.load(tiny_exports[("onnx", "fp32")].artifact).cpu_layout == {"layout": "default"}
+    monkeypatch.setenv("HUBEDGE_ORT_LAYOUT_TRIAL", "0")
+    untried = runtimes.load(tiny_exports[("onnx", "int8")].artifact)
+    assert untried.cpu_layout == {"layout": "default"} and "default-layout" in untried.optimized_cache
+
+
 def test_onnx_runtime_caches_the_cpu_optimized_graph(tiny_exports, photos):
     artifact = tiny_exports[("onnx", "fp32")].artifact
     first = runtimes.load(artifact)
