@@ -33,6 +33,8 @@ demo: $(STAMP)
 			--format tflite --quantize none,fp16,dynamic,int8; \
 		$(VENV)/bin/hubedge export --model $$1 --weights $$2 --output $(DEMO_OUT) \
 			--format onnx,openvino --quantize none,fp16,int8; \
+		$(VENV)/bin/hubedge export --model $$1 --weights $$2 --output $(DEMO_OUT) \
+			--format openvino --quantize bf16 || echo "openvino bf16 not exported: see the line above"; \
 	done
 	$(VENV)/bin/hubedge bench $(DEMO_OUT)/{$(DEMO_MODEL),$(YARDSTICK)}.{tflite,onnx,openvino}.*.json --threads 2 \
 		--json $(DEMO_OUT)/bench.json --markdown $(DEMO_OUT)/bench.md --plot $(DEMO_OUT)/bench.png

@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True,
                         help=f"one of {', '.join(FORMATS)}, a comma list, or all")
     export.add_argument("--quantize", default="none",
-                        help="none (fp32), fp16, dynamic, int8, or a comma list (default: none)")
+                        help="none (fp32), fp16, bf16 (openvino), dynamic (tflite), int8, or a comma list "
+                             "(default: none)")
     export.add_argument("--output", default="artifacts", help="output folder (default: artifacts/)")
     export.add_argument("--calibration-data", default=None, metavar="DIR",
                         help="folder of images that calibrate int8 (default: the bundled calibration_data/)")

@@ -1,7 +1,9 @@
 """The OpenVINO adapter: runs IR artifacts (``.xml`` + ``.bin``) with OpenVINO on its CPU, GPU or NPU plugin.
 
 The inference precision is set explicitly to f32 on CPU and GPU: on CPUs with AVX512_BF16, OpenVINO's
-default runs fp32 IRs in bf16, which silently changes results (PITFALLS.md). Latency hint; threads through
+default runs fp32 IRs in bf16, which silently changes results (PITFALLS.md). bf16 runs only when the artifact
+says so (``rt_info`` hubedge/precision = bf16, exported as a precision of its own), and only on a CPU that has
+bf16 arithmetic: elsewhere OpenVINO would quietly run f32, so the load fails instead. Latency hint; threads through
 ``INFERENCE_NUM_THREADS``. A model is compiled for the named device alone (no AUTO/HETERO), so it either
 runs there wholly or fails to load.
 """
@@ -15,9 +17,29 @@ from typing import Any
 import numpy as np
 
 from runtimes.base import Predictor, import_runtime
-from runtimes.devices import require
+from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError
 from runtimes.modelinfo import ModelInfo
+
+
+def cpu_has_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX512_BF16 or AMX)."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _inference_precision(core, model, device: str, name: str) -> str | None:
+    """The precision OpenVINO must compute in: f32 unless the artifact is a bf16 one; None on the NPU."""
+    precision = model.get_rt_info(["hubedge", "precision"]).astype(str) if model.has_rt_info(
+        ["hubedge", "precision"]) else ""
+    if precision != "bf16":
+        return "f32" if device in ("cpu", "gpu") else None
+    if device != "cpu":
+        raise DeviceUnavailableError(f"{name} is a bf16 artifact, which OpenVINO runs on the CPU only; "
+                                     f"use the fp16 artifact on the {device}")
+    if not cpu_has_bf16(core):
+        raise DeviceUnavailableError(f"{name} is a bf16 artifact, and this CPU has no bf16 arithmetic (AVX512_BF16 "
+                                     "or AMX), so OpenVINO would quietly run it in f32; use the fp32 artifact")
+    return "bf16"
 
 
 class OpenVINOPredictor(Predictor):
@@ -28,15 +50,19 @@ class OpenVINOPredictor(Predictor):
         ov = import_runtime("openvino", "openvino")
         self.device_status = require(self.runtime, device)  # compiled on that device alone: no silent fallback
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
-        if device in ("cpu", "gpu"):
-            config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads and device == "cpu":
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             core = ov.Core()
             model = core.read_model(str(path))
-            self._compiled = core.compile_model(model, self.device_status.backend, config)
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with long texts
+            raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+        self.inference_precision = _inference_precision(core, model, device, Path(path).name)
+        if self.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        try:
+            self._compiled = core.compile_model(model, self.device_status.backend, config)
+        except Exception as error:
             raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
         self._request = self._compiled.create_infer_request()
         shape = model.input(0).get_partial_shape()

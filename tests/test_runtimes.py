@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 import runtimes
 from exporter.cli import main
 from exporter.export import verification_images
+from tests.conftest import cpu_has_bf16
 from runtimes.agreement import summarize
 from runtimes.devices import DEVICES, DeviceUnavailableError, discover, status
 from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
@@ -183,3 +184,34 @@ def test_onnx_runtime_caches_the_cpu_optimized_graph(tiny_exports, photos):
     second = runtimes.load(artifact)
     assert second.optimized_cache is not None and "ort-optimized" in second.optimized_cache
     np.testing.assert_array_equal(first.predict(photos[:2]), second.predict(photos[:2]))
+
+
+def test_a_bf16_openvino_artifact_computes_in_bf16_and_an_fp32_one_never_does(tiny_exports, photos):
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic (AVX512_BF16 or AMX)")
+    bf16 = runtimes.load(tiny_exports[("openvino", "bf16")].artifact)
+    fp32 = runtimes.load(tiny_exports[("openvino", "fp32")].artifact)
+    assert (bf16.inference_precision, fp32.inference_precision) == ("bf16", "f32")
+    figures = summarize(fp32.predict(photos), bf16.predict(photos), "classification")
+    # really bf16 (8 significant bits), not the fp32 result relabelled; still far above the floor
+    assert figures["max_abs_diff"] > 1e-4 and figures["cosine_min"] > 0.995
+
+
+def test_a_bf16_artifact_is_refused_where_openvino_would_quietly_run_f32(tiny_exports, monkeypatch):
+    from runtimes import openvino_runtime
+
+    if ("openvino", "bf16") not in tiny_exports:
+        pytest.skip("this CPU has no bf16 arithmetic, so no bf16 artifact was exported")
+    monkeypatch.setattr(openvino_runtime, "cpu_has_bf16", lambda core: False)
+    with pytest.raises(DeviceUnavailableError, match="no bf16 arithmetic.*fp32 artifact"):
+        runtimes.load(tiny_exports[("openvino", "bf16")].artifact)
+
+    class Bf16Model:
+        def has_rt_info(self, path):
+            return True
+
+        def get_rt_info(self, path):
+            return type("Any", (), {"astype": lambda self, kind: "bf16"})()
+
+    with pytest.raises(DeviceUnavailableError, match="CPU only; use the fp16 artifact on the gpu"):
+        openvino_runtime._inference_precision(None, Bf16Model(), "gpu", "m.xml")
