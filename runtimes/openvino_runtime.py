@@ -60,18 +60,37 @@ class OpenVINOPredictor(Predictor):
         self.inference_precision = _inference_precision(core, model, device, Path(path).name)
         if self.inference_precision:
             config["INFERENCE_PRECISION_HINT"] = self.inference_precision
-        try:
-            self._compiled = core.compile_model(model, self.device_status.backend, config)
-        except Exception as error:
-            raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
-        self._request = self._compiled.create_infer_request()
+        self._core, self._model, self._config, self._path = core, model, config, Path(path)
         shape = model.input(0).get_partial_shape()
         side = shape[1].get_length() if shape[1].is_static else None
+        single = model
+        if not shape[0].is_static and shape[1].is_static and shape[2].is_static:
+            single = model.clone()
+            single.reshape({single.input(0): [1, *(dim.get_length() for dim in list(shape)[1:])]})
+        self._compiled = self._compile(single)
+        self._request = self._compiled.create_infer_request()
+        self._batched: tuple[Any, Any] | None = None  # the dynamic-batch model, compiled on first use
         super().__init__(info, device, fixed_input_size=side)
         self.threads = threads
 
+    def _compile(self, model) -> Any:
+        try:
+            return self._core.compile_model(model, self.device_status.backend, self._config)
+        except Exception as error:
+            raise CorruptModelError(f"OpenVINO cannot load {self._path}: {str(error).splitlines()[0][:200]}") \
+                from None
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._request.infer({0: batch})[self._compiled.output(0)])
+        """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick kernels for
+        it (BiT-M R50x1, 2 threads: f32 57.7 → 53.1 ms, bf16 53.7 → 30.7, int8 23.4 → 20.3). Larger batches
+        run on the artifact's dynamic-batch model, compiled the first time one comes."""
+        if len(batch) == 1 or self._compiled.input(0).get_partial_shape()[0].is_dynamic:
+            return np.asarray(self._request.infer({0: batch})[self._compiled.output(0)])
+        if self._batched is None:
+            compiled = self._compile(self._model)
+            self._batched = (compiled, compiled.create_infer_request())
+        compiled, request = self._batched
+        return np.asarray(request.infer({0: batch})[compiled.output(0)])
 
     def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
         feed, output = {0: np.ascontiguousarray(batch[:1])}, self._compiled.output(0)

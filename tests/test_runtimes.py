@@ -215,3 +215,13 @@ def test_a_bf16_artifact_is_refused_where_openvino_would_quietly_run_f32(tiny_ex
 
     with pytest.raises(DeviceUnavailableError, match="CPU only; use the fp16 artifact on the gpu"):
         openvino_runtime._inference_precision(None, Bf16Model(), "gpu", "m.xml")
+
+
+def test_openvino_runs_one_image_on_a_static_batch_1_model_and_batches_on_the_dynamic_one(tiny_exports, photos):
+    predictor = runtimes.load(tiny_exports[("openvino", "fp32")].artifact)
+    assert list(predictor._compiled.input(0).get_partial_shape().to_shape())[0] == 1
+    singles = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(3)])
+    assert predictor._batched is None  # nothing compiled for batches until one comes
+    batched = predictor.predict(photos[:3])
+    assert predictor._batched is not None
+    np.testing.assert_allclose(batched, singles, rtol=1e-4, atol=1e-5)
