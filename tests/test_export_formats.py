@@ -118,3 +118,21 @@ def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny
     full = export_one(tiny_classifier, FORMATS["tflite"], "int8", tmp_path, True, None, options)
     assert _xnnpack_partitions(xnnpack.artifact) == 1 and _xnnpack_partitions(full.artifact) > 10
     assert "float_ops" not in read_manifest(full.artifact)["quantization"]
+
+
+def test_the_tf2onnx_child_collects_garbage_before_each_onnx_optimizer(monkeypatch):
+    import gc
+
+    from tf2onnx import optimizer
+
+    from exporter.formats import tf2onnx_child
+
+    names = list(optimizer._get_optimizers())
+    monkeypatch.setattr(optimizer, "_get_optimizers", optimizer._get_optimizers)  # undone after the test
+    assert tf2onnx_child.collect_between_optimizers()  # the pinned tf2onnx still has the hook
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or 0)
+    table = optimizer._get_optimizers()
+    assert list(table) == names
+    table[names[0]]()
+    assert collections == [1]

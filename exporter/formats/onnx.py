@@ -1,7 +1,8 @@
 """The ``onnx`` format: ONNX (tf2onnx) at fp32, fp16 and int8 static QDQ (onnxruntime.quantization).
 
-tf2onnx runs in a child process: it needs ~10 GB for BiT-M R50x1 (PITFALLS.md), which a child returns to the
-system when it exits, and whose peak RSS the manifest records. The graph has a dynamic batch and a fixed
+tf2onnx runs in a child process (``tf2onnx_child``: its command line, with the garbage of its optimizer loop
+collected as it goes, which took BiT-M R50x1 21k from 11.3 to 7.3 GB); a child returns that memory to the
+system when it exits, and the manifest records its peak RSS. The graph has a dynamic batch and a fixed
 spatial size. fp16 converts weights and arithmetic with onnxruntime's float16 tool, keeping float32 I/O.
 int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only
 the ops that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less
@@ -36,7 +37,7 @@ QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Clip", "Relu"]
 def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
     """Converts in a child process; returns its peak RSS in bytes."""
     command = [
-        sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel), "--signature_def",
+        sys.executable, "-m", "exporter.formats.tf2onnx_child", "--saved-model", str(savedmodel), "--signature_def",
         "serving_default", "--opset", str(OPSET), "--inputs", f"{INPUT_NAME}:0[-1,{size},{size},3]",
         "--rename-inputs", INPUT_NAME, "--rename-outputs", OUTPUT_NAME, "--output", str(output),
     ]
