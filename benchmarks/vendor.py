@@ -25,7 +25,8 @@ def _tool(name: str) -> str | None:
     return str(beside) if beside.is_file() else shutil.which(name)
 
 
-def _litert(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path) -> dict:
+def _litert(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path,
+            precision: str = "fp32") -> dict:
     result = folder / "litert.json"
     subprocess.run([tool, "--model", str(artifact), "--num_threads", str(threads), "--num_runs", str(runs),
                     "--warmup_runs", str(warmup), "--result_json", str(result)],
@@ -34,12 +35,14 @@ def _litert(tool: str, artifact: Path, threads: int, runs: int, warmup: int, sid
     return {"p50_ms": float(latency["median_ms"]), "mean_ms": float(latency["avg_ms"])}
 
 
-def _openvino(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path) -> dict:
-    # the adapter's settings: one synchronous request, f32 inference precision, pinned threads, batch 1
+def _openvino(tool: str, artifact: Path, threads: int, runs: int, warmup: int, side: int, folder: Path,
+              precision: str = "fp32") -> dict:
+    # the adapter's settings: one synchronous request, f32 inference precision (bf16 for a bf16 artifact),
+    # pinned threads, batch 1
     subprocess.run([tool, "-m", str(artifact), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nthreads",
                     str(threads), "-api", "sync", "-niter", str(runs), "-shape", f"[1,{side},{side},3]",
-                    "-infer_precision", "f32", "-report_type", "no_counters", "-report_folder", str(folder),
-                    "-json_stats"], check=True, capture_output=True, timeout=TIMEOUT_S)
+                    "-infer_precision", "bf16" if precision == "bf16" else "f32", "-report_type", "no_counters",
+                    "-report_folder", str(folder), "-json_stats"], check=True, capture_output=True, timeout=TIMEOUT_S)
     results = json.loads((folder / "benchmark_report.json").read_text())["execution_results"]
     return {"p50_ms": float(results["latency (ms)"]), "mean_ms": float(results["avg latency"])}
 
@@ -57,7 +60,8 @@ def vendor_timing(row: dict[str, Any], threads: int, runs: int, warmup: int, sid
         return {"tool": TOOLS[runtime], "reason": f"{TOOLS[runtime]} is not on PATH"}
     with tempfile.TemporaryDirectory(prefix="hubedge-vendor-") as folder:
         try:
-            figures = RUNNERS[runtime](tool, Path(row["artifact"]), threads, runs, warmup, side, Path(folder))
+            figures = RUNNERS[runtime](tool, Path(row["artifact"]), threads, runs, warmup, side, Path(folder),
+                                      row.get("precision", "fp32"))
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as error:
             stderr = getattr(error, "stderr", b"") or b""
             last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [str(error)]
