@@ -159,3 +159,39 @@ def test_the_gate_fails_on_a_doctored_baseline_and_passes_on_its_own(tiny_export
     assert "REGRESSION: tiny-bit-ilsvrc tflite fp32 on litert/cpu:" in err and "slower relative to the TF" in err
     assert main([*common, "--baseline", str(tmp_path / "base.json"), "--max-slowdown", "1000%"]) == 0
     assert "passed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision, expected", [("bf16", "bf16"), ("fp32", "f32"), ("int8", "f32")])
+def test_benchmark_app_runs_an_openvino_artifact_at_the_precision_the_adapter_uses(monkeypatch, tmp_path,
+                                                                                   precision, expected):
+    import subprocess
+
+    from benchmarks import vendor
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        (tmp_path / "benchmark_report.json").write_text(
+            json.dumps({"execution_results": {"latency (ms)": "10.0", "avg latency": "10.5"}}))
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(vendor, "_tool", lambda name: name)
+    monkeypatch.setattr(vendor.tempfile, "TemporaryDirectory", lambda prefix: _Folder(tmp_path))
+    row = {"runtime": "openvino", "artifact": "m.xml", "precision": precision, "latency_ms": {"p50": 11.0}}
+    figures = vendor.vendor_timing(row, threads=2, runs=5, warmup=1, side=224)
+    assert figures["p50_ms"] == 10.0 and figures["gap"] == pytest.approx(0.1)
+    assert commands[0][commands[0].index("-infer_precision") + 1] == expected
+
+
+class _Folder:
+    """A stand-in for TemporaryDirectory that hands out an existing folder."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return str(self.path)
+
+    def __exit__(self, *exc):
+        return False
