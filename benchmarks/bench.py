@@ -40,6 +40,12 @@ class BenchOptions:
     vendor_check: bool = False  # also time each CPU row with the runtime's own timer (benchmarks.vendor)
 
 
+# Every `× ref` ratio divides by the TF reference's p50, and TF's own latency on 2 cores drifts by ±15 % between
+# blocks of calls (BiT-M R50x1: 117 to 149 ms in blocks of 15 in one process), so the denominator is timed over
+# this many times the runs.
+REFERENCE_RUNS_FACTOR = 3
+
+
 def _manifested_artifact(manifest_file: Path) -> Path | None:
     """The artifact a hubedge manifest names, or None when the JSON is something else (a saved report)."""
     try:
@@ -183,7 +189,8 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         reference_outputs = loaded.reference().predict(images)
         row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32",
                    reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir),
-                   **_measure_row(loaded.reference, images, reference_outputs, info.task, info.activation, options))
+                   **_measure_row(loaded.reference, images, reference_outputs, info.task, info.activation,
+                                  dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR)))
         row["threads"] = tf_threads
         rows.append(row)
         for artifact, manifest in members:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.bench import REFERENCE_RUNS_FACTOR
 from exporter.cli import main
 from runtimes.devices import status
 
@@ -48,6 +49,8 @@ def test_bench_reports_every_artifact_and_device_beside_the_reference(bench_repo
     reference = rows[0]
     assert reference["reference"] and reference["runtime"] == "tf" and reference["status"] == "ok"
     assert reference["agreement"]["top1"] == 1.0 and reference["speedup_vs_reference"] == 1.0
+    # every ratio's denominator is timed longer than the rows it divides
+    assert reference["runs"] == REFERENCE_RUNS_FACTOR * rows[1]["runs"]
     assert {(r["artifact"], r["device"]) for r in rows[1:]} == {(a, d) for a in artifacts for d in ("cpu", "gpu", "npu")}
     for row in rows[1:]:
         available = status(row["runtime"], row["device"]).available
