@@ -10,6 +10,7 @@ runs there wholly or fails to load.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from runtimes.base import Predictor, import_runtime
 from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError
 from runtimes.modelinfo import ModelInfo
+
+
+STATIC_BATCH_ENV = "HUBEDGE_OV_STATIC_BATCH"  # "0": run single images on the dynamic-batch model (comparisons)
+
+
+def static_batch_enabled() -> bool:
+    return os.environ.get(STATIC_BATCH_ENV, "1") != "0"
 
 
 def cpu_has_bf16(core) -> bool:
@@ -64,7 +72,7 @@ class OpenVINOPredictor(Predictor):
         shape = model.input(0).get_partial_shape()
         side = shape[1].get_length() if shape[1].is_static else None
         single = model
-        if not shape[0].is_static and shape[1].is_static and shape[2].is_static:
+        if static_batch_enabled() and not shape[0].is_static and shape[1].is_static and shape[2].is_static:
             single = model.clone()
             single.reshape({single.input(0): [1, *(dim.get_length() for dim in list(shape)[1:])]})
         self._compiled = self._compile(single)

@@ -225,3 +225,9 @@ def test_openvino_runs_one_image_on_a_static_batch_1_model_and_batches_on_the_dy
     batched = predictor.predict(photos[:3])
     assert predictor._batched is not None
     np.testing.assert_allclose(batched, singles, rtol=1e-4, atol=1e-5)
+
+
+def test_openvino_static_batch_can_be_switched_off_for_comparison(tiny_exports, monkeypatch):
+    monkeypatch.setenv("HUBEDGE_OV_STATIC_BATCH", "0")
+    predictor = runtimes.load(tiny_exports[("openvino", "fp32")].artifact)
+    assert predictor._compiled.input(0).get_partial_shape()[0].is_dynamic
