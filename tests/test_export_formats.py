@@ -136,3 +136,21 @@ def test_the_tf2onnx_child_collects_garbage_before_each_onnx_optimizer(monkeypat
     assert list(table) == names
     table[names[0]]()
     assert collections == [1]
+
+
+def test_the_onnx_format_converts_through_the_garbage_collecting_child(monkeypatch, tmp_path):
+    import subprocess
+
+    from exporter.formats import onnx as onnx_format
+
+    commands = []
+
+    def refuse(command, **kwargs):
+        commands.append(command)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    with pytest.raises(OSError):
+        onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 64)
+    assert commands[0][1:3] == ["-m", "exporter.formats.tf2onnx_child"]
+

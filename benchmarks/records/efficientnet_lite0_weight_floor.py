@@ -63,6 +63,8 @@ def main() -> None:
     images = evaluation_set(catalog.get("efficientnet-lite0").input_size, "package")
     model = efficientnet_lite.build(1000)
     layers = [name for name in state if name.endswith("conv.weight") or name == "_conv_stem.weight"] + ["_fc.weight"]
+    efficientnet_lite.load_torch_state(model, state, "weight-floor")
+    reference = model.predict(images.images, verbose=0)  # the float model: what every variant is judged against
 
     def figures(weights: dict[str, np.ndarray]) -> dict[str, float]:
         efficientnet_lite.load_torch_state(model, weights, "weight-floor")
@@ -71,8 +73,6 @@ def main() -> None:
     def line(label: str, f: dict[str, float]) -> str:
         return f"| {label} | {f['top1']:.3f} | {f['top5']:.3f} | {f['cosine_min']:.4f} | {f['sqnr_db']:.1f} |"
 
-    efficientnet_lite.load_torch_state(model, state, "weight-floor")
-    reference = model.predict(images.images, verbose=0)
     print(f"{images.description}\n\n| weights | top-1 | top-5 | cosine_min | SQNR dB |\n| --- | --- | --- | --- | --- |")
     for bits in (8, 10, 12):
         print(line(f"every conv and the head at int{bits}", figures(quantized_state(state, layers, bits))))
