@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 import runtimes
-from benchmarks.latency import measure, predict_overhead
+from benchmarks.latency import measure, paired_timing, predict_overhead
 from benchmarks.vendor import vendor_timing
 from runtimes.agreement import summarize
+from runtimes.base import Predictor
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
@@ -38,6 +39,8 @@ class BenchOptions:
     runs: int = 20
     warmup: int = 3
     vendor_check: bool = False  # also time each CPU row with the runtime's own timer (benchmarks.vendor)
+    paired_blocks: int = 6  # blocks alternating each row with its TF reference for `× ref` (0: no pairing)
+    paired_calls: int = 5  # timed calls per block
 
 
 # Every `× ref` ratio divides by the TF reference's p50, and TF's own latency on 2 cores drifts by ±15 % between
@@ -127,13 +130,16 @@ def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: s
 
 
 def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, task: str, activation: str,
-                 options: BenchOptions) -> dict[str, Any]:
+                 options: BenchOptions, paired_with: Predictor | None = None) -> tuple[dict[str, Any], Predictor]:
+    """The row's figures, and its predictor (the reference row's is kept to pair the artifacts with)."""
     with PeakMemory() as peak:
         started = time.perf_counter()
         predictor = predictor_factory()
         load_s = time.perf_counter() - started
         latency = measure(predictor, images, options.runs, options.warmup, list(options.batches))
         overhead = predict_overhead(predictor, images[:1], options.runs) if options.vendor_check else None
+        paired = (paired_timing(predictor, paired_with, images[:1], options.paired_blocks, options.paired_calls)
+                  if paired_with is not None and options.paired_blocks > 0 else None)
         outputs = predictor.predict(images)
     agreement = summarize(reference, outputs, task, activation)
     note = predictor.device_status.note if predictor.device_status else ""
@@ -152,7 +158,8 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         **({"cpu_layout": layout} if layout else {}),
         **({"predict_overhead": {"predict_p50_ms": round(overhead[0], 3), "direct_p50_ms": round(overhead[1], 3),
                                  "overhead": round(overhead[0] / overhead[1] - 1.0, 4)}} if overhead else {}),
-    }
+        **({"vs_reference": paired.as_dict()} if paired else {}),
+    }, predictor
 
 
 def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, Any]:
@@ -187,10 +194,11 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         tf_threads = set_threads(options.threads, strict=False)  # TF pins its pools once per process
         loaded = _reference(first)
         reference_outputs = loaded.reference().predict(images)
+        figures, reference_predictor = _measure_row(
+            loaded.reference, images, reference_outputs, info.task, info.activation,
+            dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
         row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32",
-                   reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir),
-                   **_measure_row(loaded.reference, images, reference_outputs, info.task, info.activation,
-                                  dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR)))
+                   reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir), **figures)
         row["threads"] = tf_threads
         rows.append(row)
         for artifact, manifest in members:
@@ -205,9 +213,10 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                     continue
                 progress(f"{artifact.name} on {device} …")
                 try:
-                    rows.append({**base, **_measure_row(
+                    figures, _ = _measure_row(
                         lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
-                        images, reference_outputs, info.task, info.activation, options)})
+                        images, reference_outputs, info.task, info.activation, options, paired_with=reference_predictor)
+                    rows.append({**base, **figures})
                 except HubedgeError as error:
                     rows.append({**base, "status": "failed", "reason": str(error)})
                     continue

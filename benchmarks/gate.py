@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from benchmarks.report import relative_latency
+
 Key = tuple[str, str, str, str, str]
 
 
@@ -25,10 +27,9 @@ def _key(row: dict[str, Any]) -> Key:
 
 
 def _relative_p50(report: dict[str, Any]) -> dict[Key, float]:
-    """Each measured row's p50 divided by the p50 of its model's reference row in the same report."""
-    reference = {row["model"]: row["latency_ms"]["p50"] for row in report["rows"]
-                 if row.get("reference") and row["status"] == "ok"}
-    return {_key(row): row["latency_ms"]["p50"] / reference[row["model"]] for row in report["rows"]
+    """Each measured row's latency over its model's reference row in the same report (paired when timed so)."""
+    reference = {row["model"]: row for row in report["rows"] if row.get("reference") and row["status"] == "ok"}
+    return {_key(row): relative_latency(row, reference[row["model"]]) for row in report["rows"]
             if row["status"] == "ok" and not row.get("reference") and row["model"] in reference}
 
 

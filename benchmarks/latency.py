@@ -58,6 +58,47 @@ def predict_overhead(predictor: Predictor, one: np.ndarray, runs: int) -> tuple[
     return statistics.median(ours) * 1000.0, statistics.median(theirs) * 1000.0
 
 
+@dataclasses.dataclass(frozen=True)
+class PairedTiming:
+    """A row timed in blocks that alternate with its reference; ``ratio`` is the row's latency over the
+    reference's, the median of the per-block-pair ratios."""
+
+    ratio: float
+    p50: float
+    reference_p50: float
+    blocks: int
+    calls: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"ratio": round(self.ratio, 4), "p50_ms": round(self.p50, 3),
+                "reference_p50_ms": round(self.reference_p50, 3), "blocks": self.blocks, "calls": self.calls}
+
+
+def paired_timing(predictor: Predictor, reference: Predictor, one: np.ndarray, blocks: int,
+                  calls: int) -> PairedTiming:
+    """Times ``predictor`` against ``reference`` in ``blocks`` alternating blocks of ``calls`` calls each.
+
+    Why: on a shared 2-core VM the whole machine runs up to 1.6x slower for tens of seconds at a time (BiT
+    R50x1 OpenVINO int8: blocks of 29 ms, then of 18 ms, in one process). Two rows timed one after the other can
+    land in different phases; two blocks next to each other land in the same one, so the ratio of a block pair
+    is steady even when each latency is not. The first call of each block is untimed: it pays for the other
+    runtime's threads going idle.
+    """
+    if blocks < 1 or calls < 1:
+        raise ValueError("paired timing needs at least one block of one call")
+    ratios, ours, theirs = [], [], []
+    for _ in range(blocks):
+        _timed(reference, one, 1)
+        reference_times = _timed(reference, one, calls)
+        _timed(predictor, one, 1)
+        times = _timed(predictor, one, calls)
+        ratios.append(statistics.median(times) / statistics.median(reference_times))
+        ours += times
+        theirs += reference_times
+    return PairedTiming(ratio=statistics.median(ratios), p50=statistics.median(ours),
+                        reference_p50=statistics.median(theirs), blocks=blocks, calls=calls)
+
+
 def measure(predictor: Predictor, images: np.ndarray, runs: int, warmup: int, batches: list[int]) -> LatencyStats:
     """Times ``predictor`` on batches cut from ``images`` (cycled when a batch is larger than the set)."""
     if runs < 1:

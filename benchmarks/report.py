@@ -15,13 +15,22 @@ from typing import Any
 from runtimes.manifest import jsonable
 
 
+def relative_latency(row: dict[str, Any], reference: dict[str, Any]) -> float:
+    """A measured row's latency over its reference's: from the blocks timed alternately with the reference
+    when the run paired them (steady on a machine whose speed drifts), else from the two separate p50s."""
+    paired = row.get("vs_reference")
+    if paired:
+        return float(paired["ratio"])
+    return row["latency_ms"]["p50"] / reference["latency_ms"]["p50"]
+
+
 def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
-    """Adds ``speedup_vs_reference`` (reference p50 / row p50) to every measured row."""
+    """Adds ``speedup_vs_reference`` (the reference's latency over the row's) to every measured row."""
     reference = {row["model"]: row for row in report["rows"] if row.get("reference") and row["status"] == "ok"}
     for row in report["rows"]:
         ref = reference.get(row["model"])
         if row["status"] == "ok" and ref:
-            row["speedup_vs_reference"] = round(ref["latency_ms"]["p50"] / row["latency_ms"]["p50"], 3)
+            row["speedup_vs_reference"] = 1.0 if row is ref else round(1.0 / relative_latency(row, ref), 3)
     return report
 
 
@@ -59,6 +68,15 @@ def _cells(row: dict[str, Any]) -> list[str]:
             _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5), _fmt(agreement.get("sqnr_db"), 1)]
 
 
+def _pairing_lines(report: dict[str, Any]) -> list[str]:
+    paired = [row["vs_reference"] for row in report["rows"] if row.get("vs_reference")]
+    if not paired:
+        return ["`× ref`: the reference's p50 over the row's, each timed on its own."]
+    return [f"`× ref`: the reference's latency over the row's, timed in {paired[0]['blocks']} blocks of "
+            f"{paired[0]['calls']} calls that alternate with the reference, so that a machine slowing down "
+            "mid-run slows both alike."]
+
+
 def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
@@ -66,6 +84,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
         "Agreement is with the FP32 TF reference on the same images. On seeded weights it is a numerical stress "
         "test, not accuracy.",
+        *_pairing_lines(report),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(" --- " for _ in COLUMNS) + "|",

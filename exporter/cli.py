@@ -293,7 +293,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()  # the reference rows run TensorFlow
     devices = DEVICES if args.device == "all" else (args.device,)
     options = bench.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
-                                 runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check)
+                                 runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check,
+                                 paired_blocks=args.paired_blocks)
     baseline = _read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
     if args.plot:
         from benchmarks.plot import require_matplotlib, write_plot
@@ -362,6 +363,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number that may be zero (zero switches the option off)."""
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubedge", description="Export TF Hub image models to verified edge "
                                      "artifacts (TFLite, ONNX, OpenVINO) and run them.")
@@ -406,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads for every runtime, recorded in the report (default: all cores)")
     bench.add_argument("--runs", type=_positive_int, default=20, help="timed calls per row (default: 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
+    bench.add_argument("--paired-blocks", type=_count, default=6, metavar="N",
+                       help="time each artifact in N blocks alternating with its TF reference and give `× ref` "
+                       "from them, steady when the machine's speed drifts (default: 6; 0: from separate p50s)")
     bench.add_argument("--vendor-check", action="store_true", help="also time each CPU artifact with its "
                        "runtime's own timer (benchmark_app, litert-benchmark) and show the gap")
     bench.add_argument("--json", metavar="FILE", help="write the report as JSON")

@@ -61,6 +61,9 @@ def test_bench_reports_every_artifact_and_device_beside_the_reference(bench_repo
             assert set(row["latency_ms"]) == {"p50", "p90", "p99", "mean", "std"} and row["latency_ms"]["p50"] > 0
             assert set(row["throughput"]) == {"1", "4"} and row["load_s"] >= 0 and row["peak_rss_mb"] > 0
             assert {"top1", "top5", "cosine", "sqnr_db"} <= set(row["agreement"]) and row["speedup_vs_reference"] > 0
+            paired = row["vs_reference"]  # × ref comes from blocks timed alternately with the reference
+            assert paired["blocks"] == 6 and paired["calls"] == 5 and paired["reference_p50_ms"] > 0
+            assert row["speedup_vs_reference"] == pytest.approx(1.0 / paired["ratio"], rel=1e-3)
         else:
             assert row["status"] == "failed" and not row["targeted"] and row["reason"]
     cpu_rows = [r for r in rows[1:] if r["device"] == "cpu"]
@@ -71,6 +74,7 @@ def test_bench_writes_markdown_and_csv_tables(bench_report):
     _, out, artifacts = bench_report
     markdown = (out / "r.md").read_text()
     assert "| artifact |" in markdown and "TF reference (SavedModel)" in markdown and "not available here" in markdown
+    assert "timed in 6 blocks of 5 calls that alternate with the reference" in markdown
     table = list(csv.reader((out / "r.csv").open()))
     assert table[0][:3] == ["artifact", "weights", "format"] and len(table) == 1 + 1 + 3 * len(artifacts)
 
@@ -153,8 +157,9 @@ def test_the_gate_fails_on_a_doctored_baseline_and_passes_on_its_own(tiny_export
     assert main([*common, "--save-baseline", str(tmp_path / "base.json")]) == 0
     baseline = _strict((tmp_path / "base.json").read_text())
     for row in baseline["rows"]:
-        if not row["reference"]:
-            row["latency_ms"]["p50"] /= 10.0  # the baseline claims the artifact was ten times faster
+        if not row["reference"]:  # the baseline claims the artifact was ten times faster
+            row["latency_ms"]["p50"] /= 10.0
+            row["vs_reference"]["ratio"] /= 10.0
     (tmp_path / "doctored.json").write_text(json.dumps(baseline))
     capsys.readouterr()
     assert main([*common, "--baseline", str(tmp_path / "doctored.json")]) == 1
@@ -162,6 +167,17 @@ def test_the_gate_fails_on_a_doctored_baseline_and_passes_on_its_own(tiny_export
     assert "REGRESSION: tiny-bit-ilsvrc tflite fp32 on litert/cpu:" in err and "slower relative to the TF" in err
     assert main([*common, "--baseline", str(tmp_path / "base.json"), "--max-slowdown", "1000%"]) == 0
     assert "passed" in capsys.readouterr().err
+
+
+def test_pairing_can_be_switched_off_and_then_divides_the_separate_p50s(tiny_exports, tmp_path):
+    artifact = str(tiny_exports[("onnx", "fp32")].artifact)
+    assert main(["bench", artifact, "--runs", "3", "--warmup", "1", "--paired-blocks", "0",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    reference, row = _strict((tmp_path / "r.json").read_text())["rows"]
+    assert "vs_reference" not in row
+    assert row["speedup_vs_reference"] == round(reference["latency_ms"]["p50"] / row["latency_ms"]["p50"], 3)
+    with pytest.raises(SystemExit):
+        main(["bench", artifact, "--paired-blocks", "-1"])
 
 
 @pytest.mark.parametrize("precision, expected", [("bf16", "bf16"), ("fp32", "f32"), ("int8", "f32")])

@@ -40,3 +40,14 @@ def test_rows_that_stopped_running_or_agree_less_fail():
     assert "missing from this run" in compare(missing, _report(100.0, 25.0), GateOptions())[0]
     drifted = compare(_report(100.0, 25.0, top1=0.9), _report(100.0, 25.0), GateOptions(min_top1=0.99))
     assert drifted == ["m tflite int8 on x/cpu: top-1 agreement 0.900 < 0.99"]
+
+
+def test_the_paired_ratio_is_used_where_the_run_timed_one():
+    """Rows timed alternately with their reference are compared by that ratio, not by the two separate p50s."""
+    baseline, current = _report(100.0, 25.0), _report(100.0, 25.0)
+    baseline["rows"][1]["vs_reference"] = {"ratio": 0.25}
+    current["rows"][1]["vs_reference"] = {"ratio": 0.30}  # same p50s, but 20 % slower against its reference
+    assert "20% slower relative to the TF reference" in compare(current, baseline, GateOptions())[0]
+    current["rows"][1]["vs_reference"] = {"ratio": 0.25}
+    current["rows"][1]["latency_ms"]["p50"] = 40.0  # the separate p50 drifted, the paired ratio did not
+    assert compare(current, baseline, GateOptions()) == []
