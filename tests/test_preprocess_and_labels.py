@@ -57,6 +57,8 @@ def test_float_batches_pass_through_unchanged():
         (np.zeros((1, 8, 8, 4), np.float32), "3 channels"),
         (np.zeros((0, 8, 8, 3), np.float32), "empty"),
         (np.full((1, 8, 8, 3), np.nan, np.float32), "NaN"),
+        *[(np.where(np.arange(192).reshape(1, 8, 8, 3) == 100, value, 0.5).astype(np.float32), "NaN or infinite")
+          for value in (np.nan, np.inf, -np.inf)],  # one bad value among good ones
         (np.full((1, 8, 8, 3), 255.0, np.float32), r"\[0, 1\]"),
         (np.zeros((8, 8, 3), np.int32), "uint8"),
         (np.zeros((8, 8, 4), np.uint8), "3 channels"),
