@@ -138,7 +138,9 @@ def test_the_tf2onnx_child_collects_garbage_before_each_onnx_optimizer(monkeypat
     assert collections == [1]
 
 
-def test_the_onnx_format_converts_through_the_garbage_collecting_child(monkeypatch, tmp_path):
+@pytest.mark.parametrize("switch, route_flag", [(None, False), ("0", False), ("1", True)])
+def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(monkeypatch, tmp_path, switch,
+                                                                            route_flag):
     import subprocess
 
     from exporter.formats import onnx as onnx_format
@@ -149,8 +151,48 @@ def test_the_onnx_format_converts_through_the_garbage_collecting_child(monkeypat
         commands.append(command)
         raise OSError("stop here")
 
+    if switch is None:
+        monkeypatch.delenv(onnx_format.WEIGHTS_IN_GRAPH_SWITCH, raising=False)
+    else:
+        monkeypatch.setenv(onnx_format.WEIGHTS_IN_GRAPH_SWITCH, switch)
     monkeypatch.setattr(subprocess, "Popen", refuse)
     with pytest.raises(OSError):
         onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 64)
     assert commands[0][1:3] == ["-m", "exporter.formats.tf2onnx_child"]
+    assert ("--weights-in-graph" in commands[0]) is route_flag
+    assert ("command line" in onnx_format.conversion_method()) is route_flag
+
+
+def test_weights_leave_the_tensorflow_graph_as_placeholders_and_small_constants_stay():
+    import tensorflow as tf
+
+    from exporter.formats import tf2onnx_child
+
+    kernel = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)  # 36864 values
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 64], tf.float32)])
+    def small(x):
+        return tf.nn.conv2d(x, tf.constant(kernel), 1, "SAME") * tf.constant(0.5) + tf.constant(np.ones(64, np.float32))
+
+    graph_def = small.get_concrete_function().graph.as_graph_def()
+    weights = tf2onnx_child.take_out_weights(graph_def)
+    assert len(weights) == 1 and np.array_equal(next(iter(weights.values())), kernel)
+    nodes = {f"{node.name}:0": node for node in graph_def.node}
+    placeholder = nodes[next(iter(weights))]
+    assert placeholder.op == "Placeholder" and [d.size for d in placeholder.attr["shape"].shape.dim] == [3, 3, 64, 64]
+    assert sum(node.op == "Const" for node in graph_def.node) >= 2  # 0.5 and the 64 ones stay constants
+
+
+def test_the_converted_graph_holds_its_weights_as_initializers_with_weight_standardization_folded(tiny_exports):
+    import onnx
+
+    model = onnx.load(str(tiny_exports[("onnx", "fp32")].artifact))
+    assert [value.name for value in model.graph.input] == ["images"]
+    assert [value.name for value in model.graph.output] == ["outputs"]
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    assert convs and all(node.input[1] in initializers for node in convs)  # folded, not computed at run time
+    assert {opset.domain for opset in model.opset_import} == {""}
+    recipe = read_manifest(tiny_exports[("onnx", "fp32")].artifact)["quantization"]
+    assert "weights kept out of the graph passes" in recipe["method"]
 

@@ -30,7 +30,8 @@ def test_full_geometry_exports_to_every_format_at_fp32_and_int8(capsys, tmp_path
                 assert manifest["quantization"]["calibration"]["samples"] == 64
     assert (tmp_path / "bit-m-r50x1-in21k.openvino.int8.bin").is_file()
     onnx_manifest = json.loads((tmp_path / "bit-m-r50x1-in21k.onnx.fp32.json").read_text())
-    assert onnx_manifest["quantization"]["tf2onnx_peak_rss_mb"] > 0
+    # issue #7: the conversion stays within 4 GB (it peaked at 11.3 GB, then 7.3; records/tf2onnx-memory.md)
+    assert 0 < onnx_manifest["quantization"]["tf2onnx_peak_rss_mb"] <= 4096
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]
 
 

@@ -1,23 +1,56 @@
-"""tf2onnx's command line, with the garbage of its ONNX optimizer loop collected as it goes.
+"""tf2onnx in a child process, with the model's weights kept out of TensorFlow's graph passes.
 
-Run as ``python -m exporter.formats.tf2onnx_child <tf2onnx.convert arguments>`` by the ``onnx`` format.
+Run by the ``onnx`` format as ``python -m exporter.formats.tf2onnx_child --saved-model DIR --size N --opset K
+--output FILE`` (the default route), or with ``--weights-in-graph`` for the previous route, kept for comparison.
 
-Why: before each of its ~12 ONNX optimizers, on each pass, tf2onnx deep-copies the whole graph, weights
-included, so that it can roll back an optimizer that fails. The old copies are reference cycles, which only
-Python's cyclic collector frees, and it runs far less often than a big model makes them. For BiT-M R50x1 21k
-each copy is about 0.8 GB, and about eight of them piled up before each collection. That was the 11.3 GB peak
-(``benchmarks/records/tf2onnx-memory.md``). Collecting before each optimizer keeps one copy alive.
+Why (``benchmarks/records/tf2onnx-memory.md``): tf2onnx's command line freezes the variables into a GraphDef
+and runs grappler on it. That carries some 16 copies of BiT-M R50x1 21k's 270 MB of weights at once: a 7.2 GB
+peak, and 11.3 GB before the optimizer garbage below was collected. None of that work needs the weights'
+values. So the default route:
 
-The hook is tf2onnx's private optimizer table (tf2onnx is pinned). If a later tf2onnx lacks it, the
-conversion runs unchanged at the old peak.
+1. traces the SavedModel's ``__call__`` at ``[batch, size, size, 3]`` and freezes it with TensorFlow's
+   ``convert_variables_to_constants_v2``; this is the route's peak, about 3.5 GB for R50x1 21k;
+2. takes every floating constant of at least ``MIN_WEIGHT_VALUES`` values out of the GraphDef and puts a
+   placeholder of the same dtype and shape in its place, so that tf2onnx and its grappler pass see a graph of
+   under 1 MB;
+3. converts that graph with tf2onnx and puts the weights back as ONNX initializers;
+4. folds what was computed from the weights (weight standardization, the HWIO → OIHW transposes) into
+   constants with ONNX Runtime's *basic* graph optimizations: constant folding and fusions into standard ONNX
+   ops, so the saved model stays portable.
+
+``--weights-in-graph`` runs tf2onnx's own command line on the SavedModel, as before, and calls
+``gc.collect()`` before each ONNX optimizer. The reason: tf2onnx deep-copies the graph before each optimizer,
+and those copies are reference cycles (the 11.3 → 7.3 GB fix). It hooks tf2onnx's private optimizer table; if
+a later tf2onnx lacks that table, the route still runs, at the old peak.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import sys
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
+
+from exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, PEAK_RSS_LINE
+
+MIN_WEIGHT_VALUES = 4096  # smaller constants (shapes, axes, epsilons, GroupNorm's ones) stay in the graph
+
+
+def own_peak_rss_bytes() -> int:
+    """This process's own RSS high-water mark (VmHWM).
+
+    Why not the ``ru_maxrss`` the parent gets from ``wait4``: on Linux a child's ``ru_maxrss`` keeps the
+    high-water mark of the memory it forked from across ``exec``, so it reports the parent's RSS whenever the
+    parent is larger. A 3.5 GB conversion run from a 4.3 GB test process read 4.3 GB that way.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def collect_between_optimizers() -> bool:
@@ -39,12 +72,106 @@ def collect_between_optimizers() -> bool:
     return True
 
 
-def main(argv: list[str]) -> None:
+def frozen_graph(savedmodel: str, size: int) -> tuple[Any, str, str]:
+    """The SavedModel's ``__call__`` at ``[batch, size, size, 3]`` as a frozen GraphDef, its input and output."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    module = tf.saved_model.load(savedmodel)
+    traced = tf.function(lambda images: module(images),
+                         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)])
+    frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
+    graph_def = frozen.graph.as_graph_def()
+    return graph_def, frozen.inputs[0].name, frozen.outputs[0].name
+
+
+def take_out_weights(graph_def: Any) -> dict[str, np.ndarray]:
+    """Replaces each large floating constant of ``graph_def`` by a placeholder; returns them by tensor name."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+
+    floating = {types_pb2.DT_FLOAT, types_pb2.DT_HALF, types_pb2.DT_DOUBLE}
+    weights = {}
+    for node in graph_def.node:
+        tensor = node.attr["value"].tensor if node.op == "Const" else None
+        if tensor is None or tensor.dtype not in floating:
+            continue
+        if int(np.prod([dim.size for dim in tensor.tensor_shape.dim])) < MIN_WEIGHT_VALUES:
+            continue
+        values, dtype = tf.make_ndarray(tensor), tensor.dtype
+        weights[f"{node.name}:0"] = values
+        node.op = "Placeholder"
+        node.attr.clear()
+        node.attr["dtype"].type = dtype
+        node.attr["shape"].shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in values.shape]))
+    return weights
+
+
+def put_weights_back(model: Any, weights: dict[str, np.ndarray]) -> None:
+    """Turns the weight placeholders, graph inputs after conversion, back into initializers."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inputs = [value for value in graph.input if value.name not in weights]
+    present = {value.name for value in graph.input} & set(weights)
+    graph.initializer.extend(numpy_helper.from_array(weights[name], name) for name in sorted(present))
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def fold_constants(model: Any, output: str) -> None:
+    """Saves ``model`` at ``output`` with what depends only on initializers folded (ONNX Runtime, basic level)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = output
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    folded = onnx.load(output)
+    used = {node.domain for node in folded.graph.node} | {""}
+    kept = [opset for opset in folded.opset_import if opset.domain in used]  # ORT lists every domain it knows
+    del folded.opset_import[:]
+    folded.opset_import.extend(kept)
+    onnx.save(folded, output)
+
+
+def convert_weights_out(savedmodel: str, size: int, opset: int, output: str) -> None:
+    from tf2onnx import convert
+
+    graph_def, source, sink = frozen_graph(savedmodel, size)
+    gc.collect()  # the loaded SavedModel and the frozen function's graph
+    weights = take_out_weights(graph_def)
+    model, _ = convert.from_graph_def(graph_def, input_names=[source, *weights], output_names=[sink], opset=opset,
+                                      tensors_to_rename={source: INPUT_NAME, sink: OUTPUT_NAME})
+    del graph_def
+    put_weights_back(model, weights)
+    weights.clear()
+    fold_constants(model, output)
+
+
+def convert_weights_in_graph(savedmodel: str, size: int, opset: int, output: str) -> None:
     collect_between_optimizers()
     from tf2onnx import convert
 
-    sys.argv = ["tf2onnx.convert", *argv]
+    sys.argv = ["tf2onnx.convert", "--saved-model", savedmodel, "--signature_def", "serving_default", "--opset",
+                str(opset), "--inputs", f"{INPUT_NAME}:0[-1,{size},{size},3]", "--rename-inputs", INPUT_NAME,
+                "--rename-outputs", OUTPUT_NAME, "--output", output]
     convert.main()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m exporter.formats.tf2onnx_child")
+    parser.add_argument("--saved-model", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--opset", type=int, required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--weights-in-graph", action="store_true")
+    args = parser.parse_args(argv)
+    route = convert_weights_in_graph if args.weights_in_graph else convert_weights_out
+    route(args.saved_model, args.size, args.opset, args.output)
+    print(f"{PEAK_RSS_LINE}{own_peak_rss_bytes()}", flush=True)
 
 
 if __name__ == "__main__":
