@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import calibration_data
-import runtimes
+from exporter.artifact_child import predict_isolated
 from exporter.calibration import augment
 from exporter.formats import Floor, Format, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
@@ -86,13 +86,12 @@ def verification_device(fmt: Format) -> str:
 
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
            info: ModelInfo, floor: Floor, target: Floor | None = None) -> dict[str, Any]:
-    """Runs ``artifact`` through its runtime and compares with the reference outputs on the same images."""
+    """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
+    down with (``exporter.artifact_child``), and compares with the reference outputs on the same images."""
     device = verification_device(fmt)
-    predictor = runtimes.load(artifact, device=device, strict=True)
-    outputs = predictor.predict(images.images)
+    outputs, note = predict_isolated(artifact, device, images.images)
     figures = summarize(reference_outputs, outputs, info.task, info.activation)
     failures = floor.failures(figures)
-    note = predictor.device_status.note if predictor.device_status else ""
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
         target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
     return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,

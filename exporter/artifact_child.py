@@ -1,0 +1,105 @@
+"""Runs a new artifact through its runtime in a child process, so that a runtime that aborts fails the export
+cleanly instead of killing the exporter.
+
+Why: while #7's GroupNorm share was being measured, LiteRT aborted the whole process (SIGABRT, exit 134) right
+after creating the XNNPACK delegate for a TFLite int8 model whose activation ranges were degenerate. Export
+verification is the first thing to load every new artifact, so in-process such an artifact took ``hubedge
+export`` down with a C++ message and left its temporary files behind. In a child, the crash is one line
+saying which runtime crashed on which artifact, the artifact is not published, and the temporary files are
+removed like those of any failed export.
+
+The child imports ``runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
+outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
+
+Run as ``python -m exporter.artifact_child ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from runtimes import errors
+from runtimes.devices import DeviceUnavailableError
+from runtimes.errors import HubedgeError
+
+ERROR_TYPES = {cls.__name__: cls for cls in (*vars(errors).values(), DeviceUnavailableError)
+               if isinstance(cls, type) and issubclass(cls, HubedgeError)}
+
+
+class RuntimeCrashed(HubedgeError):
+    """The runtime killed its process while loading or running an artifact."""
+
+
+def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path) -> list[str]:
+    return [sys.executable, "-m", "exporter.artifact_child", str(artifact), device, str(images), str(outputs),
+            str(report)]
+
+
+def predict_isolated(artifact: Path, device: str, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """``runtimes.load(artifact, device, strict=True).predict(images)`` in a child process.
+
+    Returns the outputs and the device note. Raises the child's HubedgeError as the same type. If the
+    runtime crashed the child, raises :class:`RuntimeCrashed`, quoting the last line the runtime printed.
+    """
+    with tempfile.TemporaryDirectory(prefix="hubedge-verify-") as work:
+        paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
+        return _run_child(artifact, device, images, paths)
+
+
+def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path]) -> tuple[np.ndarray, str]:
+    np.save(paths["images.npy"], images)
+    with open(paths["log"], "w+", encoding="utf-8", errors="replace") as log:
+        process = subprocess.Popen(child_command(artifact, device, paths["images.npy"], paths["outputs.npy"],
+                                                 paths["report.json"]), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            process.wait()
+        except BaseException:  # Ctrl-C must not leave a runtime running on its own
+            process.kill()
+            process.wait()
+            raise
+        log.seek(0)
+        lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    report = json.loads(paths["report.json"].read_text()) if paths["report.json"].is_file() else {}
+    if "error" in report:
+        raise ERROR_TYPES.get(report["error"], HubedgeError)(report["message"])
+    if process.returncode != 0 or "device_note" not in report:
+        raise RuntimeCrashed(_crash_message(artifact, device, process.returncode, lines))
+    return np.load(paths["outputs.npy"]), report["device_note"]
+
+
+def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str]) -> str:
+    if returncode < 0:
+        how = f"was killed by {signal.Signals(-returncode).name}"
+    else:
+        how = f"exited with status {returncode}"
+    said = f"; it last printed: {lines[-1][:200]}" if lines else ""
+    return (f"the runtime crashed while loading or running {artifact.name} on the {device} (its process {how}"
+            f"{said}); the artifact is not usable and was not written")
+
+
+def main(argv: list[str]) -> int:
+    import runtimes
+
+    artifact, device, images, outputs, report = argv
+    try:
+        predictor = runtimes.load(artifact, device=device, strict=True)
+        np.save(outputs, predictor.predict(np.load(images)))
+        note = predictor.device_status.note if predictor.device_status else ""
+        Path(report).write_text(json.dumps({"device_note": note}))
+        return 0
+    except HubedgeError as error:
+        Path(report).write_text(json.dumps({"error": type(error).__name__, "message": str(error)}))
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main(sys.argv[1:]))
