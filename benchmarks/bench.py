@@ -138,9 +138,10 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
         load_s = time.perf_counter() - started
         latency = measure(predictor, images, options.runs, options.warmup, list(options.batches))
         overhead = predict_overhead(predictor, images[:1], options.runs) if options.vendor_check else None
-        paired = (paired_timing(predictor, paired_with, images[:1], options.paired_blocks, options.paired_calls)
-                  if paired_with is not None and options.paired_blocks > 0 else None)
         outputs = predictor.predict(images)
+    # outside the row's peak memory: it runs the reference too
+    paired = (paired_timing(predictor, paired_with, images[:1], options.paired_blocks, options.paired_calls)
+              if paired_with is not None and options.paired_blocks > 0 else None)
     agreement = summarize(reference, outputs, task, activation)
     note = predictor.device_status.note if predictor.device_status else ""
     layout = getattr(predictor, "cpu_layout", {}) or {}
