@@ -23,6 +23,7 @@ from benchmarks.latency import measure, paired_timing, predict_overhead
 from benchmarks.vendor import vendor_timing
 from runtimes.agreement import summarize
 from runtimes.base import Predictor
+from runtimes.cpu import cpu_class
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
@@ -95,7 +96,13 @@ def machine_info(threads: int | None) -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
+    from runtimes.cpu import machine_record
+
+    record = machine_record()  # the CPU class and ISA features the runtimes dispatch on
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "cpu_class": record["class"], "cpu_features": record["features"],
+            **({"cpu_emulated": record["emulated"]} if record["emulated"] else {}),
+            "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "threads": threads, "versions": versions}
 
 
@@ -122,10 +129,14 @@ def _reference(manifest: dict[str, Any]):
 
 
 def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: str, **extra: Any) -> dict[str, Any]:
+    from runtimes.cpu import ALL_CLASSES
+
+    right_on = manifest.get("cpu_classes", {}).get("right_on", list(ALL_CLASSES))
     return {
         "artifact": str(artifact), "model": manifest["model"]["name"],
         "weights": manifest.get("weights", {}).get("source", ""), "format": manifest.get("format", ""),
-        "precision": manifest.get("precision", ""), "runtime": runtime, "device": device, **extra,
+        "precision": manifest.get("precision", ""), "runtime": runtime, "device": device,
+        "right_on": right_on, **extra,
     }
 
 
@@ -217,6 +228,9 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                     figures, _ = _measure_row(
                         lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
                         images, reference_outputs, info.task, info.activation, options, paired_with=reference_predictor)
+                    if device == "cpu" and cpu_class() not in base["right_on"]:
+                        wrong = f"recipe right only on {', '.join(base['right_on'])}, not on this {cpu_class()} CPU"
+                        figures["note"] = f"{figures['note']}; {wrong}" if figures["note"] else wrong
                     rows.append({**base, **figures})
                 except HubedgeError as error:
                     rows.append({**base, "status": "failed", "reason": str(error)})

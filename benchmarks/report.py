@@ -80,7 +80,9 @@ def _pairing_lines(report: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), threads {machine['threads'] or 'runtime default'}; "
+        f"Machine: {machine['cpu']} ({machine['cores']} cores; CPU class {machine.get('cpu_class', 'unrecorded')}: "
+        f"{', '.join(machine.get('cpu_features', [])) or 'no features recorded'}), "
+        f"threads {machine['threads'] or 'runtime default'}; "
         f"batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
         "Agreement is with the FP32 TF reference on the same images. On seeded weights it is a numerical stress "
         "test, not accuracy.",

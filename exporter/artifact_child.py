@@ -11,6 +11,10 @@ removed like those of any failed export.
 The child imports ``runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
 outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
 
+The child can run under a CPU emulator (``exporter.cpu_emulation``), so that an artifact is verified as the
+runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
+see the class it was started as is refused rather than counted.
+
 Run as ``python -m exporter.artifact_child ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
 """
 
@@ -23,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from runtimes import errors
+from runtimes.cpu import EMULATION_ENV, machine_record
 from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import HubedgeError
 
@@ -43,22 +49,34 @@ def child_command(artifact: Path, device: str, images: Path, outputs: Path, repo
             str(report)]
 
 
-def predict_isolated(artifact: Path, device: str, images: np.ndarray) -> tuple[np.ndarray, str]:
+class EmulationFailed(HubedgeError):
+    """The child ran under an emulator but saw another CPU class than the one it was meant to run as."""
+
+
+def predict_isolated(artifact: Path, device: str, images: np.ndarray,
+                     emulator: Any = None) -> tuple[np.ndarray, str, dict[str, Any]]:
     """``runtimes.load(artifact, device, strict=True).predict(images)`` in a child process.
 
-    Returns the outputs and the device note. Raises the child's HubedgeError as the same type. If the
-    runtime crashed the child, raises :class:`RuntimeCrashed`, quoting the last line the runtime printed.
+    ``emulator`` (an ``exporter.cpu_emulation.Emulator``) runs the child as another CPU class. Returns the
+    outputs, the device note and the CPU record the child saw. Raises the child's HubedgeError as the same
+    type. If the runtime crashed the child, raises :class:`RuntimeCrashed`, quoting the last line the runtime
+    printed.
     """
     with tempfile.TemporaryDirectory(prefix="hubedge-verify-") as work:
         paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
-        return _run_child(artifact, device, images, paths)
+        return _run_child(artifact, device, images, paths, emulator)
 
 
-def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path]) -> tuple[np.ndarray, str]:
+def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path],
+               emulator: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
     np.save(paths["images.npy"], images)
+    command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"])
+    env = dict(os.environ)
+    if emulator is not None:
+        command = [*emulator.prefix, *command]
+        env[EMULATION_ENV] = emulator.description
     with open(paths["log"], "w+", encoding="utf-8", errors="replace") as log:
-        process = subprocess.Popen(child_command(artifact, device, paths["images.npy"], paths["outputs.npy"],
-                                                 paths["report.json"]), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             process.wait()
         except BaseException:  # Ctrl-C must not leave a runtime running on its own
@@ -72,7 +90,11 @@ def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str,
         raise ERROR_TYPES.get(report["error"], HubedgeError)(report["message"])
     if process.returncode != 0 or "device_note" not in report:
         raise RuntimeCrashed(_crash_message(artifact, device, process.returncode, lines))
-    return np.load(paths["outputs.npy"]), report["device_note"]
+    cpu = report.get("cpu", {})
+    if emulator is not None and cpu.get("class") != emulator.cpu_class:
+        raise EmulationFailed(f"{emulator.description} was to run {artifact.name} as a {emulator.cpu_class} CPU, but "
+                              f"the runtime saw a {cpu.get('class', 'unknown')} CPU; the emulated check is void")
+    return np.load(paths["outputs.npy"]), report["device_note"], cpu
 
 
 def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str]) -> str:
@@ -93,7 +115,7 @@ def main(argv: list[str]) -> int:
         predictor = runtimes.load(artifact, device=device, strict=True)
         np.save(outputs, predictor.predict(np.load(images)))
         note = predictor.device_status.note if predictor.device_status else ""
-        Path(report).write_text(json.dumps({"device_note": note}))
+        Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record()}))
         return 0
     except HubedgeError as error:
         Path(report).write_text(json.dumps({"error": type(error).__name__, "message": str(error)}))

@@ -129,6 +129,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     int8_pairs = [fmt.name for fmt, precision in pairs if precision == "int8"]
     if args.int8_io and "tflite" not in int8_pairs:
         raise HubedgeError("--int8-io applies to tflite int8 exports; add --format tflite --quantize int8")
+    _check_int8_cpu(args.int8_cpu, int8_pairs, args.no_verify)
+    if args.verify_cpu == "all" and not args.no_verify:
+        _announce_emulation()
     if int8_pairs:
         check_calibration_folder(args.calibration_data)
     elif args.calibration_data or args.calibration_size:
@@ -151,7 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     results, failed = [], []
     with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=output) as scratch:
         options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch,
-                   "int8_recipe": args.tflite_int8_recipe}
+                   "int8_recipe": args.tflite_int8_recipe, "int8_cpu": args.int8_cpu, "verify_cpu": args.verify_cpu}
         for step, (fmt, precision) in enumerate(pairs, 1):
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
@@ -171,6 +174,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_int8_cpu(choice: str, int8_formats: list[str], no_verify: bool) -> None:
+    """``--int8-cpu vnni`` only where a format has a VNNI-only recipe, and only where it can be verified (a CPU
+    it is meant for); refused before any work otherwise."""
+    from exporter.formats import INT8_CPU_CHOICES, INT8_CPU_PORTABLE
+    from runtimes.cpu import ARM64, X86_VNNI, cpu_class
+
+    if choice == INT8_CPU_PORTABLE:
+        return
+    if not no_verify and cpu_class() not in (X86_VNNI, ARM64):
+        raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
+                           f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "
+                           "default --int8-cpu portable")
+    takers = [name for name in int8_formats if choice in INT8_CPU_CHOICES.get(name, ())]
+    others = [name for name in int8_formats if name not in takers]
+    if not takers or others:
+        raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(INT8_CPU_CHOICES)} int8 exports only; the "
+                           f"int8 recipe of {', '.join(others) or 'the formats asked for'} is right on every CPU class "
+                           "already (export those without it)")
+    say(f"note: --int8-cpu {choice}: the {', '.join(takers)} int8 artifact is right only on CPUs with VNNI (and ARM); "
+        "its manifest says so, and runtimes warn elsewhere")
+
+
+def _announce_emulation() -> None:
+    """Says which CPU classes ``--verify-cpu all`` adds here; refuses when an emulator it needs is missing."""
+    from exporter.cpu_emulation import emulator_for, other_classes
+    from runtimes.cpu import cpu_class
+
+    others = other_classes()
+    if not others:
+        say(f"note: --verify-cpu all: this CPU is {cpu_class()}, and no other CPU class can be emulated on it (QEMU "
+            "has no AVX-512); artifacts are verified on this class only, and their manifests say so")
+        return
+    for other in others:
+        emulator = emulator_for(other)
+        if isinstance(emulator, str):
+            raise HubedgeError(f"--verify-cpu all cannot run artifacts as {other} here: {emulator}")
+        say(f"note: --verify-cpu all: CPU artifacts are also verified as {other} ({emulator.description}; slow, "
+            "and never timed)")
+
+
 def _print_export_table(results: list) -> None:
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:
@@ -184,6 +227,9 @@ def _print_export_table(results: list) -> None:
                 check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
+            from exporter.export import verified_cpu_line
+
+            check += f"  [{verified_cpu_line(v)}]"
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
 
 
@@ -397,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tflite-int8-recipe", choices=("xnnpack", "full"), default="xnnpack",
                         help="tflite int8: xnnpack (default) keeps the normalization ops XNNPACK cannot run in int8 "
                              "float, so the graph stays in one fast partition; full quantizes every op")
+    export.add_argument("--int8-cpu", choices=("portable", "vnni"), default="portable",
+                        help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
+                             "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
+    export.add_argument("--verify-cpu", choices=("native", "all"), default="native",
+                        help="verify on this CPU (default), or also as each CPU class it can emulate (an x86 without "
+                             "VNNI, through qemu-user-static; slow)")
     export.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     export.set_defaults(run=cmd_export)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import calibration_data
+from exporter import cpu_emulation
 from exporter.artifact_child import predict_isolated
 from exporter.calibration import augment
 from exporter.formats import Floor, Format, floor_for, yardstick_target
@@ -22,7 +23,7 @@ from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.sources import LoadedModel
 from runtimes.agreement import summarize
-from runtimes.errors import HubedgeError
+from runtimes.errors import HubedgeError, UnsupportedError
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
@@ -84,35 +85,81 @@ def verification_device(fmt: Format) -> str:
     return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
 
 
+VERIFY_CPU_CHOICES = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
+
+
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
-           info: ModelInfo, floor: Floor, target: Floor | None = None) -> dict[str, Any]:
+           info: ModelInfo, floor: Floor, target: Floor | None = None, right_on: tuple[str, ...] = (),
+           verify_cpu: str = "native") -> dict[str, Any]:
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
-    down with (``exporter.artifact_child``), and compares with the reference outputs on the same images."""
+    down with (``exporter.artifact_child``), and compares with the reference outputs on the same images.
+
+    With ``verify_cpu="all"`` a CPU artifact is also run as each other CPU class of ``right_on`` that this
+    machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
+    there, so falling short there fails it too. Classes that cannot be checked here are named, with why."""
     device = verification_device(fmt)
-    outputs, note = predict_isolated(artifact, device, images.images)
+    outputs, note, cpu = predict_isolated(artifact, device, images.images)
     figures = summarize(reference_outputs, outputs, info.task, info.activation)
     failures = floor.failures(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
         target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
+    classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not failures}}
+    unchecked: dict[str, str] = {}
+    if device == "cpu" and verify_cpu == "all" and fmt.runtime != "tf":  # the TF reference is FP32 by definition
+        for other in (c for c in right_on if c not in classes):
+            emulator = cpu_emulation.emulator_for(other)
+            if isinstance(emulator, str):
+                unchecked[other] = emulator
+                continue
+            other_outputs, _, other_cpu = predict_isolated(artifact, device, images.images, emulator)
+            other_figures = summarize(reference_outputs, other_outputs, info.task, info.activation)
+            other_failures = floor.failures(other_figures)
+            failures += [f"as {other} ({emulator.description}): {failure}" for failure in other_failures]
+            classes[other] = {"cpu": other_cpu, "emulated": emulator.description, "passed": not other_failures,
+                              **{key: other_figures[key] for key in SUMMARY_KEYS if key in other_figures}}
+    else:
+        why = {"native": "not checked (--verify-cpu native)"}.get(verify_cpu, f"not emulated: verified on the {device}")
+        if fmt.runtime == "tf":
+            why = "not emulated: the TF reference is FP32 on every CPU"
+        unchecked.update({c: why for c in right_on if c not in classes})
     return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,
             **({"target": target_record} if target is not None else {}),
             "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,
-            "device": device, **({"device_note": note} if note else {}), **figures}
+            "device": device, **({"device_note": note} if note else {}), "cpu": cpu,
+            "cpu_classes": classes, "cpu_classes_unchecked": unchecked, **figures}
+
+
+SUMMARY_KEYS = ("cosine_min", "cosine", "top1", "top5", "sqnr_db", "max_abs_diff")
+
+
+def verified_cpu_line(verification: dict[str, Any]) -> str:
+    """One phrase for the export summary: where an artifact was verified and where it was not."""
+    done = [f"{name}{' (emulated)' if run.get('emulated') else ''}"
+            for name, run in verification.get("cpu_classes", {}).items()]
+    line = "verified on " + ", ".join(done) if done else ""
+    unchecked = verification.get("cpu_classes_unchecked", {})
+    if unchecked:
+        line += "; not on " + ", ".join(unchecked)
+    return line
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
                reference_outputs: np.ndarray | None = None, options: dict[str, Any] | None = None) -> ExportResult:
     """Exports ``loaded`` to one format and precision under ``output_dir``.
 
-    ``options``: ``calibration`` (a callable returning the CalibrationSet) and ``int8_io`` for the formats
-    that use them.
+    ``options``: ``calibration`` (a callable returning the CalibrationSet), ``int8_io`` and ``int8_cpu`` for
+    the formats that use them, and ``verify_cpu`` (``native`` or ``all``: also as the CPU classes this machine
+    can emulate).
     """
+    options = options or {}
+    if options.get("verify_cpu", "native") not in VERIFY_CPU_CHOICES:
+        raise UnsupportedError(f"verify_cpu must be one of {', '.join(VERIFY_CPU_CHOICES)}")
     ensure_writable_dir(output_dir)
     final = output_dir / fmt.artifact_name(loaded.info.name, precision)
     started = time.perf_counter()
     with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions) as temp:
         with PeakMemory() as peak:
-            result = fmt.exporter().export(loaded, precision, temp, options or {})
+            result = fmt.exporter().export(loaded, precision, temp, options)
         seconds = time.perf_counter() - started
         manifest = build_manifest(loaded, fmt, precision, temp, result, seconds)
         manifest["export_peak_rss_mb"] = round(max(peak.bytes, result.child_peak_rss_bytes) / 2**20)
@@ -124,7 +171,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                 reference_outputs = loaded.reference().predict(images.images)
             source = loaded.weights.get("source", "")
             verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info,
-                                  floor_for(fmt, precision, source), yardstick_target(precision, source))
+                                  floor_for(fmt, precision, source), yardstick_target(precision, source),
+                                  tuple(result.right_on), options.get("verify_cpu", "native"))
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(

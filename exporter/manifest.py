@@ -76,6 +76,10 @@ def build_manifest(
             **({"quantization": result.io["output"]} if "output" in result.io else {}),
         },
         "quantization": result.recipe,
+        # which CPU classes (runtimes.cpu) the recipe is meant to be right on, and what a runtime must set for it;
+        # the classes it was verified on are in verification.cpu_classes
+        "cpu_classes": {"right_on": list(result.right_on),
+                        **({"runtime_settings": result.runtime_settings} if result.runtime_settings else {})},
         "export_seconds": round(seconds, 2),
         "tools": tool_versions(result.tools),
     }

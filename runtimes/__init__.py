@@ -10,8 +10,10 @@ Importing this package never imports TensorFlow; each adapter imports its own ru
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
+from runtimes import cpu
 from runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
 from runtimes.devices import DEVICES, DeviceUnavailableError
 from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
@@ -20,6 +22,7 @@ from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, preprocess
 
 __all__ = [
+    "CorruptModelError",
     "DeviceUnavailableError",
     "HubedgeError",
     "InvalidInputError",
@@ -32,6 +35,25 @@ __all__ = [
     "preprocess",
     "top_k_from_outputs",
 ]
+
+_WARNED_CPU: set[str] = set()  # artifacts already warned about in this process
+
+
+def check_cpu_class(path: str | Path, manifest: dict, strict: bool) -> None:
+    """Warns once (or, with ``strict``, refuses) when this CPU's class is not one the artifact is right on."""
+    right_on = manifest.get("cpu_classes", {}).get("right_on")
+    here = cpu.cpu_class()
+    if not right_on or here in right_on:
+        return
+    message = (f"{Path(path).name}'s {manifest.get('precision', '')} recipe is right only on {', '.join(right_on)} "
+               f"CPUs and this is {cpu.describe(cpu.machine_record())}: its answers may be wrong here; re-export "
+               "it with --int8-cpu portable")
+    if strict:
+        raise DeviceUnavailableError(message + " (refused: --strict-device)")
+    if str(path) not in _WARNED_CPU:
+        _WARNED_CPU.add(str(path))
+        warnings.warn(message, stacklevel=3)
+
 
 # runtime name (as manifests record it) → (module, factory taking path, info, device, threads, strict)
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -48,13 +70,17 @@ def load(path: str | Path, device: str = "cpu", threads: int | None = None, stri
     ``threads`` pins the runtime's intra-op threads where the runtime allows it (None: the runtime's default).
     A device that is not present raises DeviceUnavailableError with the reason. Where a runtime would run
     part of the graph on the CPU instead (ONNX Runtime on GPU/NPU), ``strict`` refuses that; otherwise the
-    predictor's ``placement`` says how much ran where.
+    predictor's ``placement`` says how much ran where. On a CPU whose class the artifact's recipe is not right
+    on (``cpu_classes.right_on`` in its manifest: a ``--int8-cpu vnni`` artifact on x86 without VNNI), it
+    warns once, in one line; ``strict`` refuses.
     """
     if device not in DEVICES:
         raise InvalidInputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if threads is not None and threads < 1:
         raise InvalidInputError(f"threads must be at least 1; got {threads}")
     manifest = read_manifest(path)
+    if device == "cpu":
+        check_cpu_class(path, manifest, strict)
     info = model_info(manifest)
     runtime = manifest.get("runtime")
     if runtime not in ADAPTERS:

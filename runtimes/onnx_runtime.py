@@ -8,6 +8,9 @@ NPU, ONNX Runtime silently runs what the accelerator cannot take on the CPU, and
 the accelerator either way (PITFALLS.md). So this adapter either forbids that fallback (``strict``: the
 session fails instead) or measures it with one profiled run and reports it in ``placement``.
 The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to 1 there.
+On x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels saturate (``VPMADDUBSW``): int8 artifacts
+there run with ``session.x64quantprecision=1``, ONNX Runtime's exact uint8 × uint8 path. It is set on those
+CPUs only, because on VNNI CPUs it changes nothing in the results and costs time (docs/portable-int8.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from runtimes import cpu
 from runtimes.base import Predictor, import_runtime
 from runtimes.cache import cache_dir
 from runtimes.devices import QNN_EP, DeviceUnavailableError, require
@@ -38,12 +42,18 @@ from runtimes.native_log import captured_native_log
 BATCH_DIM = "batch"  # the exporter names the dynamic batch dimension so runtimes can pin it
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
-    except OSError:
-        return ""
+# ONNX Runtime's exact uint8 × uint8 integer kernels instead of the uint8 × int8 ones that saturate without VNNI
+PRECISE_INT8_CONFIG = {"session.x64quantprecision": "1"}
+
+
+PRECISE_INT8_ENV = "HUBEDGE_ORT_PRECISE_INT8"  # "0": leave the saturating kernels on (to show what it fixes)
+
+
+def cpu_session_config() -> dict[str, str]:
+    """The session config entries this CPU class needs for exact int8 arithmetic (none where it is exact)."""
+    if os.environ.get(PRECISE_INT8_ENV, "1") == "0":
+        return {}
+    return dict(PRECISE_INT8_CONFIG) if cpu.cpu_class() == cpu.X86_NO_VNNI else {}
 
 
 LAYOUT_TRIAL_ENV = "HUBEDGE_ORT_LAYOUT_TRIAL"  # "0": keep ONNX Runtime's default layout (for comparisons)
@@ -59,15 +69,18 @@ def layout_trial_enabled() -> bool:
 def optimized_model_path(path: Path, version: str) -> Path | None:
     """Where the CPU-optimized graph of an artifact is cached, keyed by its content, ONNX Runtime and the CPU.
 
-    ORT_ENABLE_ALL rewrites layouts for the CPU it runs on, so a saved optimized graph is only valid for the
-    same processor and ONNX Runtime version (ONNX Runtime's documentation on offline optimization).
+    ORT_ENABLE_ALL rewrites layouts and integer weights for the CPU it runs on, so a saved optimized graph is only
+    valid for the same instruction set and ONNX Runtime version (ONNX Runtime's documentation on offline
+    optimization). The key holds the features CPUID reports, not ``/proc/cpuinfo``'s model name, which an
+    emulated CPU shares with its host.
     """
     try:
         with open(path, "rb") as artifact:  # the file itself, not its manifest: a changed file misses the cache
             digest = hashlib.file_digest(artifact, "sha256").hexdigest()
     except OSError:
         return None
-    machine = hashlib.sha256(f"{platform.machine()}|{_cpu_model()}".encode()).hexdigest()[:8]
+    identity = f"{platform.machine()}|{cpu.cpu_model()}|{','.join(cpu.features())}|{sorted(cpu_session_config().items())}"
+    machine = hashlib.sha256(identity.encode()).hexdigest()[:8]
     policy = "" if layout_trial_enabled() else "-default-layout"
     return cache_dir() / "ort-optimized" / f"{digest[:24]}-ort{version}-{machine}{policy}.onnx"
 
@@ -108,6 +121,8 @@ def _choose_cpu_layout(ort, path: str, threads: int | None, target: Path) -> dic
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # an idle pool must not spin
+        for key, value in cpu_session_config().items():
+            options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.optimized_model_filepath = str(output)
@@ -188,6 +203,9 @@ class OnnxRuntimePredictor(Predictor):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.session_config = cpu_session_config()  # the CPU EP runs every non-accelerated node, on any device
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         providers: list[str] | None = ["CPUExecutionProvider"]
         self.pinned_batch = device == "npu"
         if device == "gpu":  # strict: the accelerator alone (ORT refuses a CPU EP beside disabled CPU fallback)

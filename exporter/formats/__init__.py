@@ -14,7 +14,13 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import UnsupportedError
+
+# int8 recipes by the CPUs they must be right on: "portable" (every class; the default) or "vnni" (the recipe that
+# is closest to FP32 on x86 CPUs with VNNI and ARM, and saturates on x86 without VNNI). Only openvino has two.
+INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
+INT8_CPU_CHOICES = {"openvino": (INT8_CPU_PORTABLE, INT8_CPU_VNNI)}
 
 PRECISION_NAMES = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "dynamic": "dynamic",
                    "int8": "int8"}
@@ -51,6 +57,8 @@ class FormatResult:
     tools: tuple[str, ...] = ()
     io: dict[str, Any] = dataclasses.field(default_factory=dict)  # integer I/O: dtype, scale, zero point
     child_peak_rss_bytes: int = 0  # peak of a converter run in a child process during this export
+    right_on: tuple[str, ...] = ALL_CLASSES  # the CPU classes (runtimes.cpu) the recipe is meant to be right on
+    runtime_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a runtime must set, and where
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,11 @@ the ops that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's ari
 accurate than float there (PITFALLS.md) — plus the activations that follow convs (Clip for ReLU6, Relu), so
 that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range:
 on EfficientNet-Lite0 that took top-1 agreement from 0.58 to 0.91 (cosine_min 0.68 → 0.975).
+The int8 artifact is the same for every CPU: on x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels
+saturate, and the session option ``session.x64quantprecision=1`` switches them to the exact uint8 × uint8
+ones. hubedge's adapter sets it on those CPUs only (on VNNI CPUs it costs 30-100 % and changes nothing); the
+manifest and ``metadata_props`` (``hubedge.ort_session_config``) say so for anyone running the file in their
+own session. Measured: docs/portable-int8.md.
 Labels and preprocessing go into ``metadata_props``.
 """
 
@@ -34,6 +39,11 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "outputs"
 BATCH_DIM = "batch"
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Clip", "Relu"]
+# what a session must set on x86 without VNNI for exact int8 (the adapter: runtimes.onnx_runtime.cpu_session_config)
+INT8_SESSION_CONFIG = {"x86-no-vnni": {"session.x64quantprecision": "1"}}
+INT8_SETTINGS_NOTE = ("on x86 CPUs without VNNI, create the ONNX Runtime session with session config entry "
+                      "session.x64quantprecision=1 (exact uint8 x uint8 kernels); without it uint8 x int8 sums "
+                      "saturate and answers are wrong. hubedge's runtimes set it there.")
 PEAK_RSS_LINE = "hubedge tf2onnx child peak RSS bytes: "  # the child's last line (tf2onnx_child.own_peak_rss_bytes)
 
 
@@ -104,6 +114,11 @@ def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tu
     return path, peak, peak
 
 
+def int8_settings() -> dict[str, Any]:
+    """The runtime settings an int8 ONNX artifact needs to be right on every CPU class, for the manifest."""
+    return {"onnxruntime_session_config": INT8_SESSION_CONFIG, "note": INT8_SETTINGS_NOTE}
+
+
 def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
     import onnx
 
@@ -118,6 +133,8 @@ def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
         from runtimes.labels import load_labels
 
         entries["hubedge.labels"] = "\n".join(load_labels(info.labels).lemmas)
+    if precision == "int8":
+        entries["hubedge.ort_session_config"] = json.dumps(int8_settings())
     onnx.helper.set_model_props(model, entries)
 
 
@@ -166,4 +183,5 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
     return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("tf2onnx", "onnx", "onnxruntime"),
-                        child_peak_rss_bytes=child_peak)
+                        child_peak_rss_bytes=child_peak,
+                        runtime_settings=int8_settings() if precision == "int8" else {})

@@ -7,6 +7,11 @@ default); fp16 compresses the weights. bf16 is the fp32 IR marked to run with bf
 adapter sets ``INFERENCE_PRECISION_HINT=bf16``), a precision of its own that CPUs with AVX512_BF16 or AMX run
 about 2× faster than f32; it is never passed off as fp32. int8 is NNCF post-training quantization on the
 calibration set.
+int8 weights are 7-bit by default (NNCF's ``OverflowFix.ENABLE``): on x86 CPUs without VNNI, OpenVINO's int8
+convolutions sum pairs of uint8 × int8 products in 16 bits (``VPMADDUBSW``), which saturates with full-range
+weights (EfficientNet-Lite0: cosine_min 0.84 there, 0.96 with VNNI) and never with 7-bit ones. The artifact is
+then right on every CPU class, at no speed cost. ``int8_cpu="vnni"`` keeps the full 8 bits (a little closer to
+FP32 on VNNI CPUs), and the manifest says that recipe is right only on VNNI CPUs (docs/portable-int8.md).
 Labels and preprocessing go into the IR's ``rt_info``.
 """
 
@@ -17,8 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from exporter.formats import FormatResult
+from exporter.formats import INT8_CPU_PORTABLE, FormatResult
 from exporter.sources import LoadedModel
+from runtimes.cpu import ALL_CLASSES, ARM64, X86_VNNI
 
 
 # NNCF would otherwise put FakeQuantize on GroupNorm's per-channel statistics (ReduceMean → Reshape), whose
@@ -45,6 +51,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     size = loaded.info.input_size
     model = ov.convert_model(str(loaded.savedmodel_dir), input=[-1, size, size, 3])
     recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
+    right_on = ALL_CLASSES
     compress = False
     if precision == "fp16":
         compress = True
@@ -54,20 +61,28 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
                             "(INFERENCE_PRECISION_HINT=bf16, read from rt_info hubedge/precision by the adapter)"}
     elif precision == "int8":
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         nncf.set_log_level(logging.WARNING)  # its INFO lists every op left in float: hundreds of lines
         calibration = options["calibration"]()
         dataset = nncf.Dataset(list(calibration.images), lambda image: image[None])
         kept_float = nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False)
+        portable = options.get("int8_cpu", INT8_CPU_PORTABLE) == INT8_CPU_PORTABLE
+        overflow_fix = OverflowFix.ENABLE if portable else OverflowFix.DISABLE
         model = nncf.quantize(model, dataset, subset_size=len(calibration.images),
-                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=kept_float)
+                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=kept_float,
+                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
+        right_on = ALL_CLASSES if portable else (X86_VNNI, ARM64)
         recipe = {
             "method": "NNCF post-training quantization (nncf.quantize) of the IR converted from the SavedModel",
             "preset": "performance (symmetric int8: per-channel weights, per-tensor activations)",
+            "int8_cpu": "portable" if portable else "vnni",
+            "weights": ("7-bit range in int8 (NNCF OverflowFix.ENABLE): no 16-bit saturation on x86 without VNNI"
+                        if portable else "full 8-bit range (OverflowFix.DISABLE): saturates on x86 without VNNI"),
             "quantized_ops": ["Convolution", "MatMul"],
             "kept_float": "GroupNorm arithmetic and its statistics (" + ", ".join(FLOAT_OPS) + ")",
             "calibration": calibration.record,
         }
     _add_rt_info(model, loaded, precision)
     ov.save_model(model, str(target), compress_to_fp16=compress)
-    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("openvino", "nncf"))
+    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("openvino", "nncf"), right_on=right_on)

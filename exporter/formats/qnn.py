@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, CalibrationReader, add_metadata, convert_fp32
+from exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, CalibrationReader, add_metadata, convert_fp32, int8_settings
 from exporter.sources import LoadedModel
 
 
@@ -49,4 +49,5 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         "calibration": calibration.record,
     }
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
-                        tools=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn"), child_peak_rss_bytes=child_peak)
+                        tools=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn"), child_peak_rss_bytes=child_peak,
+                        runtime_settings=int8_settings())

@@ -1,0 +1,120 @@
+"""CPU classes: what the runtimes see, what manifests and bench reports record, what load() does off-class."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import runtimes
+from exporter import artifact_child, cpu_emulation
+from exporter.cli import main
+from runtimes import cpu
+from tests.helpers_cpu import no_vnni_emulator
+
+
+@pytest.mark.parametrize("arch, features, expected", [
+    ("x86_64", ("avx2", "fma"), cpu.X86_NO_VNNI),
+    ("x86_64", ("avx2", "avx512f", "avx512bw"), cpu.X86_NO_VNNI),  # Skylake-SP: AVX-512 without VNNI saturates
+    ("x86_64", ("avx2", "avx512f", "avx512_vnni"), cpu.X86_VNNI),
+    ("x86_64", ("avx2", "avx_vnni"), cpu.X86_VNNI),  # Alder Lake: VEX-encoded VNNI
+    ("aarch64", ("asimd", "asimddp"), cpu.ARM64),
+    ("riscv64", (), cpu.OTHER),
+])
+def test_cpu_classes_follow_the_features_that_decide_int8_arithmetic(arch, features, expected):
+    assert cpu.classify(arch, features) == expected
+
+
+def test_this_machine_is_recorded_with_its_class_and_features():
+    record = cpu.machine_record()
+    assert record["class"] == cpu.cpu_class() and record["features"] == list(cpu.features())
+    assert record["emulated"] is False and cpu.describe(record).startswith(record["class"])
+
+
+def _manifest_for(path, right_on):
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    manifest["cpu_classes"] = {"right_on": right_on}
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+
+
+def test_an_artifact_off_its_cpu_classes_warns_once_and_strict_refuses(tiny_exports, tmp_path, monkeypatch):
+    import shutil
+
+    source = tiny_exports[("tflite", "int8")].artifact
+    artifact = tmp_path / source.name
+    shutil.copy(source, artifact)
+    shutil.copy(source.with_suffix(".json"), artifact.with_suffix(".json"))
+    here = cpu.cpu_class()
+    elsewhere = cpu.X86_VNNI if here != cpu.X86_VNNI else cpu.X86_NO_VNNI
+    _manifest_for(artifact, [elsewhere])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runtimes.load(artifact)
+        runtimes.load(artifact)
+    messages = [str(w.message) for w in caught if "recipe is right only on" in str(w.message)]
+    assert len(messages) == 1 and "\n" not in messages[0] and f"right only on {elsewhere}" in messages[0]
+    with pytest.raises(runtimes.DeviceUnavailableError, match="refused: --strict-device"):
+        runtimes.load(artifact, strict=True)
+    code = main(["predict", "--model", str(artifact), "--strict-device", "calibration_data/skimage-coffee.jpg"])
+    assert code == 2
+    _manifest_for(artifact, [here])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtimes.load(artifact, strict=True)
+
+
+def test_onnx_runtime_takes_the_exact_int8_kernels_only_where_the_fast_ones_saturate(monkeypatch):
+    from runtimes import onnx_runtime
+
+    monkeypatch.setattr(cpu, "cpu_class", lambda: cpu.X86_NO_VNNI)
+    assert onnx_runtime.cpu_session_config() == {"session.x64quantprecision": "1"}
+    monkeypatch.setenv(onnx_runtime.PRECISE_INT8_ENV, "0")
+    assert onnx_runtime.cpu_session_config() == {}
+    monkeypatch.delenv(onnx_runtime.PRECISE_INT8_ENV)
+    monkeypatch.setattr(cpu, "cpu_class", lambda: cpu.X86_VNNI)  # exact already, and the option costs time there
+    assert onnx_runtime.cpu_session_config() == {}
+
+
+def test_an_emulator_that_does_not_change_the_cpu_class_voids_the_check(tiny_exports):
+    """A child that sees this machine's own class where another was promised is refused, not counted."""
+    other = cpu.X86_NO_VNNI if cpu.cpu_class() != cpu.X86_NO_VNNI else cpu.X86_VNNI
+    fake = cpu_emulation.Emulator(other, (), "no emulator at all")
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    with pytest.raises(artifact_child.EmulationFailed, match="the emulated check is void"):
+        artifact_child.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, fake)
+
+
+def test_the_emulator_runs_the_runtimes_as_an_x86_cpu_without_vnni(tiny_exports):
+    emulator = no_vnni_emulator()
+    if emulator is None:
+        pytest.skip("this machine is an x86 CPU without VNNI itself: nothing to emulate")
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    _, _, seen = artifact_child.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, emulator)
+    assert seen["class"] == cpu.X86_NO_VNNI and "avx2" in seen["features"] and "avx512f" not in seen["features"]
+    assert seen["emulated"] == "qemu EPYC-Rome"
+
+
+def test_int8_cpu_vnni_is_refused_before_any_work_where_no_format_has_such_a_recipe(capsys):
+    code = main(["export", "--model", "no/such/model", "--format", "onnx,tflite", "--quantize", "int8",
+                 "--int8-cpu", "vnni"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--int8-cpu vnni applies to openvino int8 exports only" in err and "loading" not in err
+
+
+def test_a_bench_report_tells_cpu_classes_apart():
+    from benchmarks.bench import machine_info
+
+    machine = machine_info(2)
+    assert machine["cpu_class"] == cpu.cpu_class() and machine["cpu_features"] == list(cpu.features())
+    assert machine["os"] and machine["threads"] == 2 and "onnxruntime" in machine["versions"]
+
+
+def test_verify_cpu_all_refuses_a_missing_emulator_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [cpu.X86_NO_VNNI])
+    monkeypatch.setattr(cpu_emulation.shutil, "which", lambda name: None)
+    code = main(["export", "--model", "no/such/model", "--format", "onnx", "--quantize", "int8",
+                 "--verify-cpu", "all"])
+    err = capsys.readouterr().err
+    assert code == 2 and "qemu-user-static" in err and "loading" not in err and len(err.strip().splitlines()) == 1
