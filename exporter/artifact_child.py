@@ -44,17 +44,21 @@ class RuntimeCrashed(HubedgeError):
     """The runtime killed its process while loading or running an artifact."""
 
 
-def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path) -> list[str]:
+LENIENT = "--lenient"  # load without strict=True: for a control that runs an artifact off its CPU classes
+
+
+def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
+                  strict: bool = True) -> list[str]:
     return [sys.executable, "-m", "exporter.artifact_child", str(artifact), device, str(images), str(outputs),
-            str(report)]
+            str(report), *([] if strict else [LENIENT])]
 
 
 class EmulationFailed(HubedgeError):
     """The child ran under an emulator but saw another CPU class than the one it was meant to run as."""
 
 
-def predict_isolated(artifact: Path, device: str, images: np.ndarray,
-                     emulator: Any = None) -> tuple[np.ndarray, str, dict[str, Any]]:
+def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Any = None,
+                     strict: bool = True) -> tuple[np.ndarray, str, dict[str, Any]]:
     """``runtimes.load(artifact, device, strict=True).predict(images)`` in a child process.
 
     ``emulator`` (an ``exporter.cpu_emulation.Emulator``) runs the child as another CPU class. Returns the
@@ -64,13 +68,14 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray,
     """
     with tempfile.TemporaryDirectory(prefix="hubedge-verify-") as work:
         paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
-        return _run_child(artifact, device, images, paths, emulator)
+        return _run_child(artifact, device, images, paths, emulator, strict)
 
 
 def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path],
-               emulator: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
+               emulator: Any, strict: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
     np.save(paths["images.npy"], images)
-    command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"])
+    command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"],
+                            strict)
     env = dict(os.environ)
     if emulator is not None:
         command = [*emulator.prefix, *command]
@@ -110,9 +115,10 @@ def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str
 def main(argv: list[str]) -> int:
     import runtimes
 
-    artifact, device, images, outputs, report = argv
+    strict = LENIENT not in argv
+    artifact, device, images, outputs, report = [arg for arg in argv if arg != LENIENT]
     try:
-        predictor = runtimes.load(artifact, device=device, strict=True)
+        predictor = runtimes.load(artifact, device=device, strict=strict)
         np.save(outputs, predictor.predict(np.load(images)))
         note = predictor.device_status.note if predictor.device_status else ""
         Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record()}))

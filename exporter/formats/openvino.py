@@ -57,6 +57,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         compress = True
         recipe = {"method": "ov.convert_model from the SavedModel; weights compressed to fp16"}
     elif precision == "bf16":
+        right_on = (X86_VNNI,)  # bf16 arithmetic (AVX512_BF16, AMX) comes only on x86 CPUs that also have VNNI
         recipe = {"method": "ov.convert_model from the SavedModel; fp32 weights, run with bf16 inference precision "
                             "(INFERENCE_PRECISION_HINT=bf16, read from rt_info hubedge/precision by the adapter)"}
     elif precision == "int8":
