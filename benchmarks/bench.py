@@ -120,7 +120,7 @@ def _reference(manifest: dict[str, Any]):
                   "savedmodel": "hub"}.get(source)
         if not model or not choice:
             raise HubedgeError(f"the manifest does not say how to rebuild its reference (weights: {weights})")
-        loaded = load_model(model, choice)
+        loaded = load_model(model, choice, weights.get("graph", "edge"))
     expected, found = weights.get("sha256"), loaded.weights_record().get("sha256")
     if expected and found != expected:
         raise HubedgeError(f"the reference weights for {manifest['model']['name']} differ from those the artifact "

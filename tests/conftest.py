@@ -74,6 +74,15 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def tiny_published(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny classifier's weights in the published hub modules' graph form (exporter/bit_published.py)."""
+    from exporter.sources import build_twin
+
+    return build_twin(tiny_spec(num_outputs=1000, name="tiny-bit-ilsvrc"), "seeded",
+                      tmp_path_factory.mktemp("tiny") / "published", form="published")
+
+
+@pytest.fixture(scope="session")
 def tiny_features(tmp_path_factory: pytest.TempPathFactory):
     """A seeded tiny feature-vector twin (1024-d), saved in hub form."""
     from exporter.sources import build_twin

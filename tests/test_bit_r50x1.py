@@ -59,3 +59,11 @@ def test_conveyance_expert_twin_gives_2048_features(images):
     features = expert.reference().predict(images[:3])
     assert expert.info.name == "expert-conveyance" and features.shape == (3, 2048)
     assert np.all(np.linalg.norm(features, axis=1) > 0)
+
+
+def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(in21k, images):
+    """The stand-in for --weights hub at full geometry: the published modules' graph with the twin's weights."""
+    published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
+    edge = in21k.reference().predict(images)
+    assert published.weights["graph"] == "published"
+    assert np.abs(published.reference().predict(images) - edge).max() <= 1e-5 * np.abs(edge).max()

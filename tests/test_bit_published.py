@@ -1,0 +1,98 @@
+"""The published-form twin: the graph the published TF Hub BiT modules have, with the edge twin's weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exporter.export import verification_images
+from exporter.formats import FORMATS
+from tests.conftest import export_all
+
+PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions if precision != "bf16"]
+
+
+def test_the_published_form_computes_what_the_edge_twin_computes(tiny_published, tiny_classifier):
+    images = verification_images(64)
+    edge = tiny_classifier.reference().predict(images)
+    published = tiny_published.reference().predict(images)
+    assert np.abs(published - edge).max() <= 1e-5 * np.abs(edge).max()
+    assert tiny_published.weights["graph"] == "published" and tiny_published.weights["source"] == "seeded"
+
+
+def _graph_ops(loaded) -> list[str]:
+    """Every op type in the saved ``__call__``, inner functions included."""
+    import tensorflow as tf
+
+    concrete = loaded.module().__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))
+    graph_def = concrete.graph.as_graph_def()
+    return [node.op for node in graph_def.node] + [node.op for function in graph_def.library.function
+                                                    for node in function.node_def]
+
+
+def test_the_published_form_has_the_published_graph(tiny_published, tiny_classifier):
+    """GroupNorm reshaped from a run-time shape (Shape, ConcatV2), moments, and variable leaf names that repeat,
+    as in the published modules; the edge twin has none of those shape chains."""
+    published, edge = _graph_ops(tiny_published), _graph_ops(tiny_classifier)
+    assert published.count("Shape") >= 10 and published.count("ConcatV2") >= 10 and "SquaredDifference" in published
+    assert "Shape" not in edge and "ConcatV2" not in edge
+    names = [v.name for v in tiny_published.module().variables]
+    assert len(set(names)) < len(names) and "group_norm/gamma:0" in names
+
+
+def test_hub_load_and_keras_layer_take_the_published_form(tiny_published):
+    import tensorflow_hub as hub
+    import tf_keras as keras
+
+    images = verification_images(64)[:3]
+    path = str(tiny_published.savedmodel_dir)
+    via_load = hub.load(path)(images).numpy()
+    via_layer = keras.Sequential([keras.Input((None, None, 3)), hub.KerasLayer(path)])(images).numpy()
+    np.testing.assert_allclose(via_layer, via_load, atol=1e-5)
+    assert via_load.shape == (3, 1000)
+
+
+def test_a_published_form_exists_for_bit_only():
+    from exporter import catalog
+    from exporter.sources import build_twin
+    from runtimes.errors import HubedgeError
+
+    with pytest.raises(HubedgeError, match="applies to BiT"):
+        build_twin(catalog.get("efficientnet-lite0"), "package", form="published")
+
+
+@pytest.fixture(scope="module")
+def published_exports(tiny_published, tmp_path_factory):
+    """Each pair exported on its own, so one failure shows as that pair's error and not every pair's."""
+    from runtimes.errors import HubedgeError
+
+    out, results = tmp_path_factory.mktemp("published-exports"), {}
+    for pair in PAIRS:
+        try:
+            results[pair] = export_all(tiny_published, out, [pair])[pair]
+        except HubedgeError as error:
+            results[pair] = error
+    return results
+
+
+@pytest.mark.parametrize("name, precision", PAIRS)
+def test_every_format_exports_and_verifies_from_the_published_form_as_is(published_exports, name, precision):
+    """As-is, every CPU route works. The QNN HTP refuses the published graph's 5-D GroupNorm arithmetic, as it
+    does in every published module, until hubedge re-authors BiT modules into the edge graph (issue #14)."""
+    from exporter.export import verification_device
+
+    result = published_exports[(name, precision)]
+    if name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
+        assert isinstance(result, Exception) and "cannot run wholly on the npu" in str(result)
+        return
+    assert not isinstance(result, Exception), str(result)
+    assert result.verification["passed"], result.verification["failures"]
+
+
+def test_the_cli_refuses_a_published_form_where_there_is_none(capsys):
+    from exporter.cli import main
+
+    code = main(["predict", "--model", "efficientnet-lite0", "--weights", "package", "--twin-form", "published",
+                 "calibration_data/skimage-coffee.jpg"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--twin-form published applies to BiT twins built offline" in err[-1]
