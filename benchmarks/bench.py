@@ -23,7 +23,7 @@ from benchmarks.latency import measure, paired_timing, predict_overhead
 from benchmarks.vendor import vendor_timing
 from runtimes.agreement import summarize
 from runtimes.base import Predictor
-from runtimes.cpu import cpu_class
+from runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
@@ -84,22 +84,14 @@ def find_artifacts(paths: list[str]) -> list[Path]:
 def machine_info(threads: int | None) -> dict[str, Any]:
     import importlib.metadata
 
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
-    except OSError:
-        pass
     versions = {}
     for package in ("hubedge", "tensorflow", "ai-edge-litert", "onnxruntime", "onnxruntime-qnn", "openvino", "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    from runtimes.cpu import machine_record
-
     record = machine_record()  # the CPU class and ISA features the runtimes dispatch on
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "machine": platform.machine(),
+    return {"cpu": cpu_model() or platform.processor(), "cores": os.cpu_count(), "machine": platform.machine(),
             "cpu_class": record["class"], "cpu_features": record["features"],
             **({"cpu_emulated": record["emulated"]} if record["emulated"] else {}),
             "os": f"{platform.system()} {platform.release()}",
@@ -129,8 +121,6 @@ def _reference(manifest: dict[str, Any]):
 
 
 def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: str, **extra: Any) -> dict[str, Any]:
-    from runtimes.cpu import ALL_CLASSES
-
     right_on = manifest.get("cpu_classes", {}).get("right_on", list(ALL_CLASSES))
     return {
         "artifact": str(artifact), "model": manifest["model"]["name"],

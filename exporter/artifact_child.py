@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from runtimes import errors
 from runtimes.cpu import EMULATION_ENV, machine_record
 from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import HubedgeError
+
+if TYPE_CHECKING:
+    from exporter.cpu_emulation import Emulator
 
 ERROR_TYPES = {cls.__name__: cls for cls in (*vars(errors).values(), DeviceUnavailableError)
                if isinstance(cls, type) and issubclass(cls, HubedgeError)}
@@ -57,11 +60,11 @@ class EmulationFailed(HubedgeError):
     """The child ran under an emulator but saw another CPU class than the one it was meant to run as."""
 
 
-def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Any = None,
+def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
                      strict: bool = True) -> tuple[np.ndarray, str, dict[str, Any]]:
     """``runtimes.load(artifact, device, strict=True).predict(images)`` in a child process.
 
-    ``emulator`` (an ``exporter.cpu_emulation.Emulator``) runs the child as another CPU class. Returns the
+    ``emulator`` runs the child as another CPU class. Returns the
     outputs, the device note and the CPU record the child saw. Raises the child's HubedgeError as the same
     type. If the runtime crashed the child, raises :class:`RuntimeCrashed`, quoting the last line the runtime
     printed.
@@ -72,7 +75,7 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
 
 
 def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path],
-               emulator: Any, strict: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
+               emulator: Emulator | None, strict: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
     np.save(paths["images.npy"], images)
     command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"],
                             strict)

@@ -182,16 +182,16 @@ def _check_int8_cpu(choice: str, int8_formats: list[str], no_verify: bool) -> No
 
     if choice == INT8_CPU_PORTABLE:
         return
-    if not no_verify and cpu_class() not in (X86_VNNI, ARM64):
-        raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
-                           f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "
-                           "default --int8-cpu portable")
     takers = [name for name in int8_formats if choice in INT8_CPU_CHOICES.get(name, ())]
     others = [name for name in int8_formats if name not in takers]
     if not takers or others:
         raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(INT8_CPU_CHOICES)} int8 exports only; the "
                            f"int8 recipe of {', '.join(others) or 'the formats asked for'} is right on every CPU class "
                            "already (export those without it)")
+    if not no_verify and cpu_class() not in (X86_VNNI, ARM64):
+        raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
+                           f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "
+                           "default --int8-cpu portable")
     say(f"note: --int8-cpu {choice}: the {', '.join(takers)} int8 artifact is right only on CPUs with VNNI (and ARM); "
         "its manifest says so, and runtimes warn elsewhere")
 
@@ -215,6 +215,8 @@ def _announce_emulation() -> None:
 
 
 def _print_export_table(results: list) -> None:
+    from exporter.export import verified_cpu_line
+
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:
         v = r.verification
@@ -227,8 +229,6 @@ def _print_export_table(results: list) -> None:
                 check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
-            from exporter.export import verified_cpu_line
-
             check += f"  [{verified_cpu_line(v)}]"
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
 

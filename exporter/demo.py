@@ -33,14 +33,30 @@ class DemoModel:
     photos: tuple[str, ...] = PHOTOS[:1]
 
 
-def demo_models(with_bf16: bool) -> list[DemoModel]:
+def demo_models(with_bf16: bool, emulate: bool) -> list[DemoModel]:
+    """The demo's plan; ``emulate``: also verify the yardstick as an x86 CPU without VNNI."""
     exports = (("tflite", "none,fp16,dynamic,int8"), ("onnx,openvino", "none,fp16,int8"))
     if with_bf16:
         exports += (("openvino", "bf16"),)
     return [
         DemoModel("bit-m-r50x1-in21k", "seeded", exports),
-        DemoModel("efficientnet-lite0", "package", exports, extra=("--verify-cpu", "all"), photos=PHOTOS),
+        DemoModel("efficientnet-lite0", "package", exports, extra=("--verify-cpu", "all") if emulate else (),
+                  photos=PHOTOS),
     ]
+
+
+def emulation_plan() -> tuple[bool, str]:
+    """Whether the yardstick can also be verified as another CPU class here, and what to say if not."""
+    from exporter.cpu_emulation import emulator_for, other_classes
+    from runtimes.cpu import cpu_class
+
+    others = other_classes()
+    if not others:
+        return False, f"demo: this CPU is {cpu_class()}; no other CPU class can be emulated on it"
+    missing = [reason for reason in map(emulator_for, others) if isinstance(reason, str)]
+    if missing:
+        return False, f"demo: the yardstick is verified on this CPU class only: {missing[0]}"
+    return True, ""
 
 
 def expected_artifacts(model: DemoModel, output: Path) -> list[Path]:
@@ -100,7 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with_bf16 = cpu_has_bf16(ov.Core())
     if not with_bf16:
         say("demo: this CPU has no bf16 arithmetic (AVX512_BF16 or AMX): OpenVINO bf16 is not exported here")
-    return run(demo_models(with_bf16), Path(args.output), cli, say)
+    emulate, why_not = emulation_plan()
+    if why_not:
+        say(why_not)
+    return run(demo_models(with_bf16, emulate), Path(args.output), cli, say)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,7 @@ _FEATURE_NAMES = {
     "AVXVNNI": "avx_vnni", "AVX512_BF16": "avx512_bf16", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
     "ASIMD": "asimd", "NEON": "neon", "ASIMDDP": "asimddp", "ASIMDFHM": "asimdfhm", "SVE": "sve",
 }
-# /proc/cpuinfo flag names, for the fallback when numpy's table is missing
-_PROC_FLAGS = {"avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512bw": "avx512bw",
-               "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16",
-               "asimd": "asimd", "asimddp": "asimddp", "sve": "sve"}
+# /proc/cpuinfo spells these flags as hubedge records them: the fallback when numpy's table is missing
 
 
 def _numpy_features() -> dict[str, bool] | None:
@@ -66,8 +63,7 @@ def features() -> tuple[str, ...]:
     found = _numpy_features()
     if found is not None:
         return tuple(sorted({_FEATURE_NAMES[k] for k, on in found.items() if on and k in _FEATURE_NAMES}))
-    flags = _proc_flags()
-    return tuple(sorted({name for flag, name in _PROC_FLAGS.items() if flag in flags}))
+    return tuple(sorted(_proc_flags() & set(_FEATURE_NAMES.values())))
 
 
 def classify(arch: str, feature_set: tuple[str, ...] | set[str] | list[str]) -> str:

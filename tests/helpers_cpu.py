@@ -27,3 +27,8 @@ def no_vnni_emulator() -> cpu_emulation.Emulator | None:
             pytest.fail(f"{REQUIRE_ENV}=1 but {emulator}")
         pytest.skip(emulator)
     return emulator
+
+
+def emulator_runs_here() -> bool:
+    """Whether this machine can run children as ``x86-no-vnni`` through the emulator (never skips)."""
+    return cpu.cpu_class() == cpu.X86_VNNI and not isinstance(cpu_emulation.emulator_for(cpu.X86_NO_VNNI), str)

@@ -118,3 +118,11 @@ def test_verify_cpu_all_refuses_a_missing_emulator_before_any_work(monkeypatch, 
                  "--verify-cpu", "all"])
     err = capsys.readouterr().err
     assert code == 2 and "qemu-user-static" in err and "loading" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_int8_cpu_vnni_is_refused_before_any_work_on_a_cpu_it_is_not_right_on(monkeypatch, capsys):
+    monkeypatch.setattr(cpu, "cpu_class", lambda: cpu.X86_NO_VNNI)
+    code = main(["export", "--model", "no/such/model", "--format", "openvino", "--quantize", "int8",
+                 "--int8-cpu", "vnni"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be verified here" in err and "loading" not in err

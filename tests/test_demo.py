@@ -9,7 +9,7 @@ from runtimes.manifest import manifest_path
 
 
 def test_a_failed_export_is_reported_and_the_rest_is_benched_and_predicted(tmp_path):
-    models = demo.demo_models(with_bf16=False)
+    models = demo.demo_models(with_bf16=False, emulate=True)
     failing = "efficientnet-lite0.onnx.int8.onnx"
     calls = []
     lines = []
@@ -42,7 +42,7 @@ def test_a_failed_export_is_reported_and_the_rest_is_benched_and_predicted(tmp_p
 
 
 def test_the_demo_passes_when_every_export_is_written(tmp_path):
-    models = demo.demo_models(with_bf16=True)
+    models = demo.demo_models(with_bf16=True, emulate=False)
 
     def fake_cli(argv):
         if argv[0] == "export":
@@ -56,3 +56,18 @@ def test_the_demo_passes_when_every_export_is_written(tmp_path):
     lines = []
     assert demo.run(models, tmp_path, fake_cli, lines.append) == 0
     assert lines[-1] == "demo: done: 22 artifacts exported, verified, benched"
+
+
+def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatch):
+    """A fresh VNNI machine without qemu-user-static must still pass make demo: native verification, said."""
+    from exporter import cpu_emulation
+    from runtimes import cpu
+
+    monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [cpu.X86_NO_VNNI])
+    monkeypatch.setattr(cpu_emulation.shutil, "which", lambda name: None)
+    emulate, why_not = demo.emulation_plan()
+    assert not emulate and "qemu-user-static" in why_not
+    yardstick = demo.demo_models(with_bf16=False, emulate=emulate)[1]
+    assert "--verify-cpu" not in yardstick.extra
+    monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [])  # an AVX2 machine: nothing to emulate
+    assert demo.emulation_plan()[0] is False
