@@ -62,7 +62,10 @@ def features() -> tuple[str, ...]:
     """The instruction-set features that decide int8 arithmetic here, sorted (e.g. ``avx2``, ``avx512_vnni``)."""
     found = _numpy_features()
     if found is not None:
-        return tuple(sorted({_FEATURE_NAMES[k] for k, on in found.items() if on and k in _FEATURE_NAMES}))
+        named = {_FEATURE_NAMES[k] for k, on in found.items() if on and k in _FEATURE_NAMES}
+        if not os.environ.get(EMULATION_ENV):  # numpy's table has no AVX-VNNI (Alder Lake and later): the kernel's
+            named |= _proc_flags() & {"avx_vnni"}  # flags do, and they describe this CPU unless it is emulated
+        return tuple(sorted(named))
     return tuple(sorted(_proc_flags() & set(_FEATURE_NAMES.values())))
 
 

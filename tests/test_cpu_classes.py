@@ -126,3 +126,18 @@ def test_int8_cpu_vnni_is_refused_before_any_work_on_a_cpu_it_is_not_right_on(mo
                  "--int8-cpu", "vnni"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot be verified here" in err and "loading" not in err
+
+
+def test_avx_vnni_counts_although_numpy_does_not_list_it(monkeypatch):
+    """numpy's CPUID table has no AVX-VNNI; an Alder Lake (AVX-VNNI, no AVX-512) is still a VNNI CPU."""
+    monkeypatch.setattr(cpu, "_numpy_features", lambda: {"AVX2": True, "FMA3": True, "AVX512F": False})
+    monkeypatch.setattr(cpu, "_proc_flags", lambda: {"avx2", "fma", "avx_vnni"})
+    monkeypatch.delenv(cpu.EMULATION_ENV, raising=False)
+    cpu.features.cache_clear()
+    try:
+        assert "avx_vnni" in cpu.features() and cpu.classify("x86_64", cpu.features()) == cpu.X86_VNNI
+        monkeypatch.setenv(cpu.EMULATION_ENV, "qemu EPYC-Rome")  # there /proc/cpuinfo is the host's
+        cpu.features.cache_clear()
+        assert "avx_vnni" not in cpu.features()
+    finally:
+        cpu.features.cache_clear()
