@@ -33,12 +33,21 @@ RESIDUAL_BRANCH_SCALE = 0.1
 ROOT_SMOOTHING_SIGMA = 2.0
 
 
-class StandardizedConv2D(keras.layers.Layer):
-    """A bias-free convolution whose kernel is standardized per output channel at run time (BiT's WS)."""
+def standardize_kernel(kernel: np.ndarray) -> np.ndarray:
+    """BiT's weight standardization of an HWIO kernel, in float64: what the graph computes at every call."""
+    kernel = np.asarray(kernel, np.float64)
+    mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
+    variance = kernel.var(axis=(0, 1, 2), keepdims=True)
+    return ((kernel - mean) / np.sqrt(variance + WS_EPSILON)).astype(np.float32)
 
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, **kwargs) -> None:
+
+class StandardizedConv2D(keras.layers.Layer):
+    """A bias-free convolution whose kernel is standardized per output channel (BiT's WS): at run time, or, with
+    ``in_graph=False``, once when the weights are set (the kernel variable then holds the standardized kernel)."""
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, in_graph: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
+        self.filters, self.kernel_size, self.strides, self.in_graph = filters, kernel_size, strides, in_graph
 
     def build(self, input_shape: tf.TensorShape) -> None:
         shape = (self.kernel_size, self.kernel_size, int(input_shape[-1]), self.filters)
@@ -46,8 +55,10 @@ class StandardizedConv2D(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        mean, variance = tf.nn.moments(self.kernel, axes=[0, 1, 2], keepdims=True)
-        kernel = (self.kernel - mean) / tf.sqrt(variance + WS_EPSILON)
+        kernel = self.kernel
+        if self.in_graph:
+            mean, variance = tf.nn.moments(kernel, axes=[0, 1, 2], keepdims=True)
+            kernel = (kernel - mean) / tf.sqrt(variance + WS_EPSILON)
         return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="VALID")
 
 
@@ -99,14 +110,20 @@ class BitTwin:
     """A BiT model and a map from official ``.npz`` weight names to its variables.
 
     ``model`` maps float32 images in [0, 1] of any size to logits (``num_classes``) or, when
-    ``num_classes`` is None, to the 2048·w pre-logits features.
+    ``num_classes`` is None, to the 2048·w pre-logits features. ``fold_standardization`` standardizes the kernels
+    once, when weights are set, instead of in the graph at every call (what re-authoring exports: the converters
+    then see constant kernels whatever their constant folding does).
     """
 
-    def __init__(self, architecture: Architecture, num_classes: int | None) -> None:
+    def __init__(self, architecture: Architecture, num_classes: int | None, fold_standardization: bool = False) -> None:
         self.architecture = architecture
         self.num_classes = num_classes
+        self.fold_standardization = fold_standardization
         self._named: dict[str, tf.Variable] = {}
         self.model = self._build()
+
+    def _conv(self, filters: int, kernel_size: int, strides: int = 1, name: str = "") -> StandardizedConv2D:
+        return StandardizedConv2D(filters, kernel_size, strides, in_graph=not self.fold_standardization, name=name)
 
     def _track(self, prefix: str, layer: keras.layers.Layer) -> keras.layers.Layer:
         self._pending.append((prefix, layer))
@@ -119,7 +136,7 @@ class BitTwin:
         x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(images)
         x = _pad(7)(x)
         x = self._track("resnet/root_block/standardized_conv2d",
-                        StandardizedConv2D(arch.root_filters, 7, 2, name="root_conv"))(x)
+                        self._conv(arch.root_filters, 7, 2, name="root_conv"))(x)
         x = keras.layers.ZeroPadding2D(1)(x)
         x = keras.layers.MaxPool2D(3, 2, padding="valid")(x)
         for stage, units in enumerate(arch.units):
@@ -147,16 +164,16 @@ class BitTwin:
         shortcut = x
         if stride > 1 or int(x.shape[-1]) != 4 * filters:
             shortcut = self._track(f"{prefix}/a/proj/standardized_conv2d",
-                                   StandardizedConv2D(4 * filters, 1, stride, name=f"{tag}_proj"))(a)
-        y = self._track(f"{prefix}/a/standardized_conv2d", StandardizedConv2D(filters, 1, name=f"{tag}_a_conv"))(a)
+                                   self._conv(4 * filters, 1, stride, name=f"{tag}_proj"))(a)
+        y = self._track(f"{prefix}/a/standardized_conv2d", self._conv(filters, 1, name=f"{tag}_a_conv"))(a)
         y = self._track(f"{prefix}/b/group_norm", GroupNormalization(name=f"{tag}_b_gn"))(y)
         y = keras.layers.ReLU()(y)
         y = _pad(3)(y)
         y = self._track(f"{prefix}/b/standardized_conv2d",
-                        StandardizedConv2D(filters, 3, stride, name=f"{tag}_b_conv"))(y)
+                        self._conv(filters, 3, stride, name=f"{tag}_b_conv"))(y)
         y = self._track(f"{prefix}/c/group_norm", GroupNormalization(name=f"{tag}_c_gn"))(y)
         y = keras.layers.ReLU()(y)
-        y = self._track(f"{prefix}/c/standardized_conv2d", StandardizedConv2D(4 * filters, 1, name=f"{tag}_c_conv"))(y)
+        y = self._track(f"{prefix}/c/standardized_conv2d", self._conv(4 * filters, 1, name=f"{tag}_c_conv"))(y)
         return keras.layers.Add()([y, shortcut])
 
     # -- weights by official name -------------------------------------------------------------------------
@@ -175,7 +192,8 @@ class BitTwin:
         return {name: var.numpy().reshape(self._npz_shape(name, var)) for name, var in self._named.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray], source: str = "weights") -> None:
-        """Assigns weights by official name; extra entries (a head the twin does not have) are ignored."""
+        """Assigns weights by official name; extra entries (a head the twin does not have) are ignored. With
+        ``fold_standardization`` the convolution kernels are standardized on the way in."""
         missing = [name for name in self._named if name not in weights]
         if missing:
             raise CorruptModelError(
@@ -189,6 +207,8 @@ class BitTwin:
                     f"{source}: {name} has shape {value.shape}, this {self.architecture.label} needs "
                     f"{self._npz_shape(name, variable)}"
                 )
+            if self.fold_standardization and name.endswith("standardized_conv2d/kernel"):
+                value = standardize_kernel(value)
             variable.assign(value.reshape(variable.shape))
 
     def save_npz(self, path: str | Path) -> None:

@@ -107,6 +107,18 @@ def _load(model: str, weights: str, threads: int | None = None, twin_form: str =
     return loaded
 
 
+def _choose_graph(loaded, graph: str):
+    """The graph route (exporter.reauthor), said in one line; recognising and rebuilding a BiT takes seconds."""
+    from exporter.reauthor import choose_graph, describe_route
+
+    started = time.perf_counter()
+    if graph == "auto":
+        say("choosing the graph to convert (a BiT is re-authored into the edge form) …")
+    loaded = choose_graph(loaded, graph)
+    say(f"  {describe_route(loaded.graph)} ({time.perf_counter() - started:.1f}s)")
+    return loaded
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import functools
     import tempfile
@@ -140,6 +152,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = _load(args.model, args.weights, twin_form=args.twin_form)
     if loaded.seeded:
         say(SEEDED_NOTE)
+    loaded = _choose_graph(loaded, args.graph)
 
     @functools.cache
     def calibration():
@@ -449,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8-cpu", choices=("portable", "vnni"), default="portable",
                         help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
                              "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
+    export.add_argument("--graph", choices=("auto", "as-is"), default="auto",
+                        help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
+                             "(static GroupNorm, weight standardization folded), verified against the module as "
+                             "loaded; as-is: convert the module's own graph")
     export.add_argument("--verify-cpu", choices=("native", "all"), default="native",
                         help="verify on this CPU (default), or also as each CPU class it can emulate (an x86 without "
                              "VNNI, through qemu-user-static; slow)")

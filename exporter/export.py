@@ -21,6 +21,7 @@ from exporter.calibration import augment
 from exporter.formats import Floor, Format, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
+from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes.agreement import summarize
 from runtimes.errors import HubedgeError, UnsupportedError
@@ -148,12 +149,14 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     """Exports ``loaded`` to one format and precision under ``output_dir``.
 
     ``options``: ``calibration`` (a callable returning the CalibrationSet), ``int8_io`` and ``int8_cpu`` for
-    the formats that use them, and ``verify_cpu`` (``native`` or ``all``: also as the CPU classes this machine
-    can emulate).
+    the formats that use them, ``verify_cpu`` (``native`` or ``all``: also as the CPU classes this machine
+    can emulate), and ``graph`` (``auto`` or ``as-is``; ``exporter.reauthor``) when ``loaded`` has no route yet.
     """
     options = options or {}
     if options.get("verify_cpu", "native") not in VERIFY_CPU_CHOICES:
         raise UnsupportedError(f"verify_cpu must be one of {', '.join(VERIFY_CPU_CHOICES)}")
+    if loaded.graph is None:  # the graph route: a recognised BiT is re-authored unless graph="as-is"
+        loaded = choose_graph(loaded, options.get("graph", "auto"))
     ensure_writable_dir(output_dir)
     final = output_dir / fmt.artifact_name(loaded.info.name, precision)
     started = time.perf_counter()

@@ -58,6 +58,7 @@ def build_manifest(
         "devices": list(fmt.devices),
         "model": info.to_dict(),
         "weights": loaded.weights_record(),
+        "graph": loaded.graph or {"route": "as-is", "why": "no route chosen"},  # exporter.reauthor
         "input": {
             "shape": result.input_shape,
             "dtype": "float32",

@@ -44,19 +44,39 @@ class LoadedModel:
     savedmodel_dir: Path
     weights: dict[str, Any]
     spec: ModelSpec | None = None
+    graph: dict[str, Any] | None = None  # the graph route export takes (exporter.reauthor); None: not chosen yet
+    export_dir: Path | None = None  # the SavedModel the converters read, when it is not savedmodel_dir
     _module: Any = dataclasses.field(default=None, repr=False)
+    _export_module: Any = dataclasses.field(default=None, repr=False)
+    _routes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def seeded(self) -> bool:
         return self.weights.get("source") == "seeded"
 
     def module(self) -> Any:
-        """The loaded hub module (kept alive: functions of a loaded SavedModel die with it)."""
+        """The loaded hub module (kept alive: functions of a loaded SavedModel die with it). It is the model as
+        the user gave it, and so the FP32 reference, whatever graph the converters read."""
         if self._module is None:
             import tensorflow_hub as hub
 
             self._module = _load_savedmodel(self.savedmodel_dir, hub.load)
         return self._module
+
+    @property
+    def export_savedmodel(self) -> Path:
+        """The SavedModel the converters read: a re-authored graph, or the module's own."""
+        return self.export_dir or self.savedmodel_dir
+
+    def export_module(self) -> Any:
+        """The loaded module of :attr:`export_savedmodel`."""
+        if self.export_dir is None:
+            return self.module()
+        if self._export_module is None:
+            import tensorflow_hub as hub
+
+            self._export_module = _load_savedmodel(self.export_dir, hub.load)
+        return self._export_module
 
     def reference(self, threads: int | None = None):  # -> runtimes.tf_reference.TFReferencePredictor
         """The FP32 TensorFlow reference predictor for this model."""

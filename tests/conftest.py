@@ -91,8 +91,9 @@ def tiny_features(tmp_path_factory: pytest.TempPathFactory):
                       tmp_path_factory.mktemp("tiny") / "features")
 
 
-def export_all(loaded, output: Path, pairs, int8_io: bool = False) -> dict:
-    """Exports ``loaded`` to every (format, precision) in ``pairs``, verified, sharing one calibration set."""
+def export_all(loaded, output: Path, pairs, int8_io: bool = False, graph: str = "auto") -> dict:
+    """Exports ``loaded`` to every (format, precision) in ``pairs``, verified, sharing one calibration set;
+    ``graph`` is the graph route (exporter.reauthor)."""
     import functools
 
     from exporter.calibration import build_calibration_set
@@ -101,7 +102,7 @@ def export_all(loaded, output: Path, pairs, int8_io: bool = False) -> dict:
 
     calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
     reference = loaded.reference().predict(evaluation_set(loaded.info.input_size, loaded.weights["source"]).images)
-    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output)}
+    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output), "graph": graph}
     return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
             for name, precision in pairs}
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from exporter.export import verification_images
 from exporter.formats import FORMATS
-from tests.conftest import export_all
+from runtimes.manifest import manifest_path
+from tests.conftest import cpu_has_bf16, export_all
 
-PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions if precision != "bf16"]
+PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
 
 
 def test_the_published_form_computes_what_the_edge_twin_computes(tiny_published, tiny_classifier):
@@ -61,32 +64,44 @@ def test_a_published_form_exists_for_bit_only():
         build_twin(catalog.get("efficientnet-lite0"), "package", form="published")
 
 
+ROUTES = ("as-is", "auto")  # the published graph itself, and re-authored into the edge graph (exporter.reauthor)
+
+
 @pytest.fixture(scope="module")
 def published_exports(tiny_published, tmp_path_factory):
-    """Each pair exported on its own, so one failure shows as that pair's error and not every pair's."""
+    """Each pair exported on its own, on each route, so one failure shows as that pair's error and not every one's."""
     from runtimes.errors import HubedgeError
 
-    out, results = tmp_path_factory.mktemp("published-exports"), {}
-    for pair in PAIRS:
-        try:
-            results[pair] = export_all(tiny_published, out, [pair])[pair]
-        except HubedgeError as error:
-            results[pair] = error
+    results = {}
+    for graph in ROUTES:
+        out = tmp_path_factory.mktemp(f"published-{graph}")
+        for pair in PAIRS:
+            if pair[1] == "bf16" and not cpu_has_bf16():
+                continue
+            try:
+                results[(graph, *pair)] = export_all(tiny_published, out, [pair], graph=graph)[pair]
+            except HubedgeError as error:
+                results[(graph, *pair)] = error
     return results
 
 
+@pytest.mark.parametrize("graph", ROUTES)
 @pytest.mark.parametrize("name, precision", PAIRS)
-def test_every_format_exports_and_verifies_from_the_published_form_as_is(published_exports, name, precision):
-    """As-is, every CPU route works. The QNN HTP refuses the published graph's 5-D GroupNorm arithmetic, as it
-    does in every published module, until hubedge re-authors BiT modules into the edge graph (issue #14)."""
+def test_every_format_exports_and_verifies_from_the_published_form(published_exports, graph, name, precision):
+    """On both routes every CPU artifact verifies. The QNN HTP refuses the published graph's 5-D GroupNorm
+    arithmetic as it is, as it does in every published module; re-authored into the edge graph, it takes it."""
     from exporter.export import verification_device
 
-    result = published_exports[(name, precision)]
-    if name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 kernels for OpenVINO: bf16 artifacts cannot be verified here")
+    result = published_exports[(graph, name, precision)]
+    if graph == "as-is" and name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
         assert isinstance(result, Exception) and "cannot run wholly on the npu" in str(result)
         return
     assert not isinstance(result, Exception), str(result)
     assert result.verification["passed"], result.verification["failures"]
+    manifest = json.loads(manifest_path(result.artifact).read_text())
+    assert manifest["graph"]["route"] == {"as-is": "as-is", "auto": "re-authored"}[graph]
 
 
 def test_the_cli_refuses_a_published_form_where_there_is_none(capsys):

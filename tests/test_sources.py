@@ -64,16 +64,21 @@ def test_a_savedmodel_from_elsewhere_is_inspected(tiny_classifier, tmp_path):
     assert loaded.info.labels == "ilsvrc2012" and loaded.weights["inferred_info"] is True
 
 
-def test_hub_handles_resolve_through_the_tfhub_cache_without_network(tiny_classifier, monkeypatch, tmp_path):
-    """A module already in TFHUB_CACHE_DIR loads by its handle, exactly as tensorflow_hub caches it."""
+def test_hub_handles_resolve_through_the_tfhub_cache_without_network(tiny_published, monkeypatch, tmp_path):
+    """A module already in TFHUB_CACHE_DIR loads by its handle, exactly as tensorflow_hub caches it. The stand-in
+    is the published graph form without hubedge's record, as a download would be; export re-authors it."""
+    from exporter.reauthor import choose_graph
+
     url = "https://tfhub.dev/google/bit/m-r50x1/ilsvrc2012_classification/1"
     cache = tmp_path / "hubcache"
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
-    shutil.copytree(tiny_classifier.savedmodel_dir, cache / hashlib.sha1(url.encode()).hexdigest())
+    shutil.copytree(tiny_published.savedmodel_dir, cache / hashlib.sha1(url.encode()).hexdigest(),
+                    ignore=shutil.ignore_patterns("assets.extra"))
     loaded = load_model("bit-m-r50x1-ilsvrc2012", "hub")
-    assert loaded.savedmodel_dir.parent == cache
+    assert loaded.savedmodel_dir.parent == cache and loaded.weights["source"] == "hub"
     assert loaded.reference().predict(np.full((1, 64, 64, 3), 0.5, np.float32)).shape == (1, 1000)
     assert load_model(url, "hub").savedmodel_dir == loaded.savedmodel_dir
+    assert choose_graph(loaded).graph["route"] == "re-authored"
 
 
 @pytest.mark.parametrize("model", [

@@ -21,6 +21,7 @@ Labels and preprocessing go into ``metadata_props``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -100,12 +101,13 @@ def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tu
 
     size = loaded.info.input_size
     memo = options.setdefault("memo", {})
-    key = ("tf2onnx", str(loaded.savedmodel_dir), size)
+    key = ("tf2onnx", str(loaded.export_savedmodel), size)
     if key in memo and memo[key][0].is_file():
         return memo[key][0], memo[key][1], 0
     scratch = Path(options.get("scratch") or work)
-    path = scratch / f"{loaded.info.name}.{size}.tf2onnx.onnx"
-    peak = _run_tf2onnx(loaded.savedmodel_dir, path, size)
+    graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
+    path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
+    peak = _run_tf2onnx(loaded.export_savedmodel, path, size)
     model = onnx.load(str(path))
     for value in (*model.graph.input, *model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin

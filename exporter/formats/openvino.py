@@ -49,7 +49,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     import openvino as ov
 
     size = loaded.info.input_size
-    model = ov.convert_model(str(loaded.savedmodel_dir), input=[-1, size, size, 3])
+    model = ov.convert_model(str(loaded.export_savedmodel), input=[-1, size, size, 3])
     recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
     right_on = ALL_CLASSES
     compress = False

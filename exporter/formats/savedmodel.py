@@ -1,7 +1,8 @@
 """The ``savedmodel`` format: the model as a hub-form TF2 SavedModel (the FP32 reference artifact).
 
-It is the input of every other converter and what TF Serving or another TF program loads. Writing it is a
-copy of the source SavedModel with hubedge's record added, so it is exactly the reference.
+It is what TF Serving or another TF program loads. Writing it is a copy of the SavedModel the other converters
+read, with hubedge's record added: the source module itself (exactly the reference), or, for a re-authored BiT,
+its edge-form rebuild (``exporter.reauthor``), verified against the source like every other artifact.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from exporter.sources import LoadedModel
 def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
     if precision != "fp32":
         raise ValueError(f"savedmodel has no {precision}")  # the formats table refuses this earlier
-    shutil.copytree(loaded.savedmodel_dir, target, dirs_exist_ok=True)
+    shutil.copytree(loaded.export_savedmodel, target, dirs_exist_ok=True)
     write_module_info(target, loaded.info, loaded.weights_record())
-    return FormatResult(input_shape=[None, None, None, 3], recipe={"method": "copy of the source SavedModel"},
+    copied = "the re-authored edge-form SavedModel" if loaded.export_dir else "the source SavedModel"
+    return FormatResult(input_shape=[None, None, None, 3], recipe={"method": f"copy of {copied}"},
                         tools=("tensorflow", "tensorflow-hub"))

@@ -29,7 +29,7 @@ from exporter.sources import LoadedModel
 def _converter(loaded: LoadedModel, size: int):
     import tensorflow as tf
 
-    module = loaded.module()
+    module = loaded.export_module()
     # A restored function keeps the shapes it was saved with ([None, None, None, 3]); calling it from a new
     # function with a static signature lets the converter's shape inference make every tensor static.
     fixed = tf.function(lambda images: module(images),

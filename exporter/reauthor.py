@@ -1,0 +1,124 @@
+"""Choosing the graph export converts: a recognised BiT re-authored into hubedge's edge graph, or the module as-is.
+
+The published BiT modules compute GroupNorm through 5-D reshapes built from ``tf.shape`` at run time and
+standardize their kernels at every call; every runtime runs that graph slower than the edge form
+(``benchmarks/records/published-graph.md``). So by default (``graph="auto"``) a module whose variables make a
+BiT (``exporter.bit_layout``) is rebuilt with the edge builder (``exporter.bit``): static 4-D GroupNorm, the
+weight standardization folded into constant kernels. The rebuilt graph must compute what the user's module
+computes: both run on held-apart photos before any export, and any difference beyond float rounding sends the
+export down the as-is route with a warning. The module as loaded stays the FP32 reference that every artifact
+is verified against, so verification proves the rebuilt artifacts right for the user's module.
+
+Routes, recorded in every manifest under ``graph``:
+- ``re-authored``: rebuilt in the edge form, with what was recognised and the equivalence figures;
+- ``as-is``: the module's own graph, with why (asked for; hubedge's own edge build; not a BiT; a near miss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.bit_layout import BitLayout, Unrecognised, recognise
+from exporter.sources import LoadedModel
+from runtimes.cache import cache_dir
+from runtimes.errors import HubedgeError
+
+GRAPH_CHOICES = ("auto", "as-is")
+REAUTHOR_VERSION = 1  # bump when the rebuilt graph changes, to invalidate cached rebuilds
+PROBE_PHOTOS = 4
+MAX_RELATIVE_DIFF = 1e-4  # of the largest output; measured 1e-6 between the two forms of one BiT
+MIN_COSINE = 0.99999
+
+
+def choose_graph(loaded: LoadedModel, graph: str = "auto") -> LoadedModel:
+    """``loaded`` with its graph route chosen (``loaded.graph``, ``loaded.export_dir``); chosen once per model."""
+    if graph not in GRAPH_CHOICES:
+        raise HubedgeError(f"unknown graph route {graph!r}; choose {' or '.join(GRAPH_CHOICES)}")
+    if graph not in loaded._routes:
+        loaded._routes[graph] = _route(loaded, graph)
+    export_dir, record = loaded._routes[graph]
+    return dataclasses.replace(loaded, graph=record, export_dir=export_dir, _export_module=None,
+                               _module=loaded._module, _routes=loaded._routes)
+
+
+def _as_is(why: str, warning: bool = False) -> tuple[None, dict[str, Any]]:
+    return None, {"route": "as-is", "why": why, **({"warning": True} if warning else {})}
+
+
+def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]]:
+    if graph == "as-is":
+        return _as_is("asked for (--graph as-is): the module's own graph")
+    if loaded.weights.get("source") in ("seeded", "npz", "package") and loaded.weights.get("graph") != "published":
+        return _as_is("hubedge's own build: its graph is the edge form already")
+    module = loaded.module()
+    found = recognise([(variable.name, variable.numpy()) for variable in getattr(module, "variables", [])])
+    if isinstance(found, Unrecognised):
+        if found.near_miss:
+            return _as_is(f"looks like a BiT but does not match one: {found.reason}; exporting its own graph",
+                          warning=True)
+        return _as_is(f"not recognised as a BiT ({found.reason}); exporting its own graph")
+    if (found.num_classes or found.architecture.feature_size) != loaded.info.num_outputs:
+        return _as_is(f"its variables make a {found.describe()}, but it outputs {loaded.info.num_outputs} values; "
+                      "exporting its own graph", warning=True)
+    rebuilt = _rebuild(loaded, found)
+    equivalence = _equivalence(loaded, rebuilt)
+    if not equivalence["equal"]:
+        return _as_is(f"its variables make a {found.describe()}, but the rebuilt graph computes something else "
+                      f"(max relative difference {equivalence['max_relative_diff']:.2g}, cosine_min "
+                      f"{equivalence['cosine_min']:.6f}); exporting its own graph", warning=True)
+    return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}",
+                     "architecture": found.architecture.label, "units": list(found.architecture.units),
+                     "width": found.architecture.width, "num_classes": found.num_classes,
+                     "matched_by": found.matched_by, "builder": "exporter.bit (edge: static 4-D GroupNorm, "
+                     "weight standardization folded into constant kernels)",
+                     "rebuilt_savedmodel": str(rebuilt), "equivalence": equivalence}
+
+
+def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
+    """The edge-form SavedModel of ``layout``'s weights, cached by the original's variables."""
+    from exporter.bit import BitTwin
+    from exporter.savedmodel import save_hub_module
+
+    digest = loaded.weights_record()["sha256"][:16]
+    directory = cache_dir() / "reauthored" / f"v{REAUTHOR_VERSION}" / f"{loaded.info.name}-{digest}"
+    if (directory / "saved_model.pb").is_file():
+        return directory
+    twin = BitTwin(layout.architecture, layout.num_classes, fold_standardization=True)
+    twin.set_weights(layout.weights, source=str(loaded.savedmodel_dir))
+    record = {**loaded.weights_record(), "graph": "re-authored", "reauthored_from": str(loaded.savedmodel_dir)}
+    save_hub_module(twin.model, loaded.info, directory, record)
+    return directory
+
+
+def _equivalence(loaded: LoadedModel, rebuilt: Path) -> dict[str, Any]:
+    """Both graphs on held-apart photos: the largest difference relative to the largest output, the lowest
+    per-image cosine, and whether the top-1 of every image agrees."""
+    import calibration_data
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    from runtimes.preprocess import preprocess
+
+    images = tf.constant(preprocess(calibration_data.evaluation_photos()[:PROBE_PHOTOS], loaded.info.input_size))
+    original = np.asarray(loaded.module()(images), np.float64).reshape(len(images), -1)
+    candidate = np.asarray(hub.load(str(rebuilt))(images), np.float64).reshape(len(images), -1)
+    relative = float(np.abs(original - candidate).max() / max(np.abs(original).max(), 1e-30))
+    norms = np.linalg.norm(original, axis=1) * np.linalg.norm(candidate, axis=1)
+    cosine = float(np.min(np.sum(original * candidate, axis=1) / np.maximum(norms, 1e-30)))
+    top1 = bool(np.all(original.argmax(axis=1) == candidate.argmax(axis=1)))
+    equal = relative <= MAX_RELATIVE_DIFF and cosine >= MIN_COSINE and top1
+    return {"images": len(images), "max_relative_diff": float(f"{relative:.3g}"), "cosine_min": round(cosine, 9),
+            "top1_equal": top1, "equal": bool(equal)}
+
+
+def describe_route(record: dict[str, Any]) -> str:
+    """One line for the user: which graph is exported, and why."""
+    if record["route"] == "re-authored":
+        return (f"graph: re-authored into the edge form ({record['why']}; rebuilt graph equals the module to "
+                f"{record['equivalence']['max_relative_diff']:.1g} relative)")
+    prefix = "warning: graph: as-is, " if record.get("warning") else "graph: as-is, "
+    return prefix + record["why"]
