@@ -126,7 +126,7 @@ def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: s
         "artifact": str(artifact), "model": manifest["model"]["name"],
         "weights": manifest.get("weights", {}).get("source", ""), "format": manifest.get("format", ""),
         "precision": manifest.get("precision", ""), "runtime": runtime, "device": device,
-        "right_on": right_on, **extra,
+        "right_on": right_on, "graph": manifest.get("graph", {}).get("route", "as-is"), **extra,
     }
 
 
@@ -200,7 +200,7 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
             loaded.reference, images, reference_outputs, info.task, info.activation,
             dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
         row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32",
-                   reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir), **figures)
+                   graph="as-is", reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir), **figures)
         row["threads"] = tf_threads
         rows.append(row)
         for artifact, manifest in members:

@@ -67,3 +67,17 @@ def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(in21k, im
     edge = in21k.reference().predict(images)
     assert published.weights["graph"] == "published"
     assert np.abs(published.reference().predict(images) - edge).max() <= 1e-5 * np.abs(edge).max()
+
+
+def test_the_published_form_r50x1_is_re_authored_into_the_edge_twins_graph(in21k, images):
+    """Full geometry: all 153 variables recognised by layer order, the rebuilt graph equal to the module."""
+    from exporter.reauthor import choose_graph
+
+    published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
+    chosen = choose_graph(published)
+    assert chosen.graph["route"] == "re-authored", chosen.graph
+    assert (chosen.graph["architecture"], chosen.graph["num_classes"]) == ("R50x1", 21843)
+    original = published.reference().predict(images)
+    rebuilt = np.asarray(chosen.export_module()(images))
+    assert np.abs(rebuilt - original).max() <= 1e-5 * np.abs(original).max()
+    assert np.abs(rebuilt - in21k.reference().predict(images)).max() <= 1e-5 * np.abs(original).max()
