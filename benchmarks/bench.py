@@ -112,6 +112,8 @@ def _reference(manifest: dict[str, Any]):
                   "savedmodel": "hub"}.get(source)
         if not model or not choice:
             raise HubedgeError(f"the manifest does not say how to rebuild its reference (weights: {weights})")
+        if source == "npz" and weights.get("location") == weights.get("checkpoint"):  # the .npz was the model
+            model, choice = weights["checkpoint"], "hub"
         loaded = load_model(model, choice, weights.get("graph", "edge"))
     expected, found = weights.get("sha256"), loaded.weights_record().get("sha256")
     if expected and found != expected:

@@ -92,6 +92,15 @@ class GroupNormalization(keras.layers.Layer):
         return centred * (tf.math.rsqrt(variance + self.epsilon) * self.gamma) + self.beta
 
 
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint by name; a damaged file is one clear error."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as error:
+        raise CorruptModelError(f"cannot read the checkpoint {path}: {error}") from None
+
+
 def _pad(kernel_size: int) -> keras.layers.Layer:
     total = kernel_size - 1
     return keras.layers.ZeroPadding2D(((total // 2, total - total // 2),) * 2)
@@ -215,12 +224,7 @@ class BitTwin:
         np.savez(path, **self.get_weights())
 
     def load_npz(self, path: str | Path) -> None:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                weights = {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as error:
-            raise CorruptModelError(f"cannot read the checkpoint {path}: {error}") from None
-        self.set_weights(weights, source=str(path))
+        self.set_weights(read_npz(path), source=str(path))
 
     # -- seeded weights -----------------------------------------------------------------------------------
 

@@ -404,7 +404,7 @@ def _percent(text: str) -> float:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False) -> None:
-    what = "catalog name, hub handle, tfhub.dev/Kaggle URL, local SavedModel directory"
+    what = "catalog name, hub handle, tfhub.dev/Kaggle URL, local SavedModel directory, a BiT .npz checkpoint"
     parser.add_argument("--model", required=True, help=what + (", or an exported artifact" if artifact else ""))
     parser.add_argument("--weights", default="hub",
                         help="hub (download or hub cache; default), seeded (BiT: offline deterministic weights), "

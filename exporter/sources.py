@@ -173,11 +173,20 @@ def infer_info(module: Any, name: str, handle: str) -> ModelInfo:
             f"{handle} does not map float32 [batch, h, w, 3] images to one output ({type(error).__name__}); "
             "hubedge exports image classifiers and feature vectors"
         ) from None
+    return info_for_outputs(name, width, handle)
+
+
+def info_for_outputs(name: str, width: int, handle: str) -> ModelInfo:
+    """What ``width`` outputs mean for a model from elsewhere (see :func:`infer_info`)."""
     if width == 21843:
         return ModelInfo(name, "classification", width, "sigmoid", "imagenet21k", 224, handle)
     if width == 1000:
         return ModelInfo(name, "classification", width, "softmax", "ilsvrc2012", 224, handle)
     return ModelInfo(name, "feature_vector", width, "none", None, 224, handle)
+
+
+def _safe_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name or "model").strip("-")
 
 
 def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, source: str) -> LoadedModel:
@@ -192,7 +201,7 @@ def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, s
         loaded = LoadedModel(spec.info(), directory, weights, spec)
     else:
         loaded = LoadedModel(ModelInfo("?", "feature_vector", 1, "none", None), directory, weights)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(handle.rstrip("/")).name or "model").strip("-")
+        name = _safe_name(Path(handle.rstrip("/")))
         loaded.info = infer_info(loaded.module(), name, handle)
         weights["inferred_info"] = True
     loaded.weights["savedmodel"] = str(directory)  # where these exact weights can be loaded again
@@ -298,6 +307,28 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None, for
     return _from_savedmodel_dir(directory, spec.handle, spec, record["source"])
 
 
+def load_checkpoint(path: Path) -> LoadedModel:
+    """A BiT ``.npz`` given as the model itself: its architecture and head are recognised from the weights'
+    names and shapes (``exporter.bit_layout``), then it is built with the edge builder and cached like a twin."""
+    from exporter.bit import BitTwin, read_npz
+    from exporter.bit_layout import Unrecognised, recognise
+    from exporter.savedmodel import save_hub_module
+
+    found = recognise(list(read_npz(path).items()))
+    if isinstance(found, Unrecognised):
+        raise CorruptModelError(f"{path} is not a BiT checkpoint hubedge can build ({found.reason})")
+    name = _safe_name(Path(path.stem)).lower()
+    info = info_for_outputs(name, found.num_classes or found.architecture.feature_size, str(path))
+    directory = cache_dir() / "twins" / f"v{TWIN_VERSION}" / "checkpoints" / f"{name}-{sha256_of(path)[:16]}"
+    if not (directory / "saved_model.pb").is_file():
+        twin = BitTwin(found.architecture, found.num_classes)
+        twin.set_weights(found.weights, source=str(path))
+        record = {"source": "npz", "checkpoint": str(path), "twin_version": TWIN_VERSION,
+                  "description": f"BiT checkpoint {path.name}: {found.describe()}"}
+        save_hub_module(twin.model, info, directory, record)
+    return _from_savedmodel_dir(directory, str(path), None, "npz")
+
+
 # -- the entry point -------------------------------------------------------------------------------------
 
 
@@ -311,8 +342,10 @@ def load_model(model: str, weights: str = "hub", twin_form: str = "edge") -> Loa
     if local.exists() or model.startswith((".", "/", "~")):
         if weights != "hub":
             raise HubedgeError(f"--weights {weights} applies to catalog models; {model} brings its own weights")
+        if local.is_file() and local.suffix == ".npz":
+            return load_checkpoint(local.resolve())
         if not local.is_dir():
-            raise ModelNotFoundError(f"{model} is neither a catalog model nor a SavedModel directory")
+            raise ModelNotFoundError(f"{model} is neither a catalog model, a SavedModel directory nor a BiT .npz")
         return _from_savedmodel_dir(local.resolve(), str(local.resolve()), None, "savedmodel")
     url, spec = _hub_url(model)
     if weights == "hub":

@@ -130,3 +130,28 @@ def test_npz_weights_build_a_twin_labelled_as_such(tmp_path, monkeypatch, photos
     assert loaded.weights["source"] == "npz" and loaded.weights["checkpoint"].endswith("BiT-tiny.npz")
     images = preprocess(photos[:2], 64)
     np.testing.assert_allclose(loaded.reference().predict(images), source.model(images).numpy(), atol=1e-5)
+
+
+def test_a_bit_npz_given_as_the_model_is_recognised_from_its_weights(tmp_path, photos):
+    """No catalog entry needed: the architecture and head come from the checkpoint's names and shapes."""
+    from exporter.bit import BitTwin
+    from exporter.catalog import Architecture
+    from exporter.reauthor import choose_graph
+
+    source = BitTwin(Architecture((1, 2, 1, 1), 0.5), 1000)
+    source.seed(3)
+    source.save_npz(tmp_path / "BiT-Tiny-ILSVRC.npz")
+    loaded = load_model(str(tmp_path / "BiT-Tiny-ILSVRC.npz"))
+    assert (loaded.info.name, loaded.info.num_outputs, loaded.info.activation) == ("bit-tiny-ilsvrc", 1000, "softmax")
+    assert loaded.weights["source"] == "npz" and "units[1, 2, 1, 1]x0.5" in loaded.weights["description"]
+    images = preprocess(photos[:2], 64)
+    np.testing.assert_allclose(loaded.reference().predict(images), source.model(images).numpy(), atol=1e-5)
+    assert choose_graph(loaded).graph["why"].startswith("hubedge's own build")
+    weights = source.get_weights()
+    del weights["resnet/block2/unit02/b/group_norm/beta"]
+    np.savez(tmp_path / "truncated.npz", **weights)
+    with pytest.raises(CorruptModelError, match="not a BiT checkpoint.*lacks resnet/block2/unit02/b/group_norm/beta"):
+        load_model(str(tmp_path / "truncated.npz"))
+    np.savez(tmp_path / "other.npz", w=np.zeros((3, 3)))
+    with pytest.raises(CorruptModelError, match="not a BiT checkpoint"):
+        load_model(str(tmp_path / "other.npz"))
