@@ -8,6 +8,7 @@ last, so a manifest always means a finished artifact).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
+from runtimes import reference
 from runtimes.agreement import summarize
 from runtimes.errors import HubedgeError, UnsupportedError
 from runtimes.manifest import manifest_path
@@ -144,6 +146,27 @@ def verified_cpu_line(verification: dict[str, Any]) -> str:
     return line
 
 
+def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSet,
+                     outputs: np.ndarray) -> dict[str, Any]:
+    """Writes the FP32 reference outputs beside the artifacts, once per model and weights (``runtimes.reference``),
+    and returns the manifest's record of them. An existing file with other bytes is replaced atomically: a
+    manifest that named it then fails its sha256 check, loudly, instead of using the wrong outputs."""
+    import io
+
+    weights = loaded.weights_record().get("sha256", "")[:12] or "unhashed"
+    path = output_dir / f"{loaded.info.name}.{weights}{reference.SUFFIX}"
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(outputs, dtype=np.float32), allow_pickle=False)
+    content = buffer.getvalue()
+    if not path.is_file() or path.read_bytes() != content:
+        with atomic_path(path) as temp:
+            temp.write_bytes(content)
+    return {"file": path.name, "sha256": hashlib.sha256(content).hexdigest(), "images": len(outputs),
+            "input_sha256": reference.batch_sha256(images.images), "image_set": images.description,
+            "photos": [photo.name for photo in calibration_data.evaluation_photos()],
+            "computed_by": "the TensorFlow FP32 module as loaded (the verification reference)"}
+
+
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
                reference_outputs: np.ndarray | None = None, options: dict[str, Any] | None = None) -> ExportResult:
     """Exports ``loaded`` to one format and precision under ``output_dir``.
@@ -181,6 +204,9 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                 raise VerificationFailed(
                     f"{final.name} FAILED verification ({'; '.join(verification['failures'])}); not written"
                 )
+            manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs)
+        else:
+            manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
         manifest_path(temp).unlink()
         final_manifest = manifest_path(final)
         final_manifest.unlink(missing_ok=True)  # an old manifest must never describe the new artifact

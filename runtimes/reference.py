@@ -1,0 +1,68 @@
+"""FP32 reference outputs recorded at export, so that a device without TensorFlow can still judge an artifact.
+
+Export writes the model's FP32 outputs on its evaluation images once per model and weights
+(``<model>.<weights>.reference.npy`` beside the artifacts) and records, in every manifest, the file's sha256 and
+the sha256 of the exact preprocessed input batch (``batch_sha256``). A reader gets the outputs only if the file
+is the one the manifest names and fits the model; the batch hash says whether this machine's preprocessing
+reproduces the inputs the outputs belong to. ``.npy`` because it is byte-stable (no zip timestamps) and numpy
+reads it with nothing else installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtimes.errors import CorruptModelError
+
+SUFFIX = ".reference.npy"
+
+
+def batch_sha256(images: np.ndarray) -> str:
+    """A hash of a float32 NHWC batch, its shape included: equal hashes mean the very same inputs."""
+    batch = np.ascontiguousarray(images, dtype=np.float32)
+    digest = hashlib.sha256(repr(batch.shape).encode())
+    digest.update(batch.tobytes())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedReference:
+    """The FP32 outputs an artifact was verified against, and what they were computed on."""
+
+    outputs: np.ndarray
+    input_sha256: str
+    image_set: str
+    path: Path
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReference:
+    """The recorded reference a manifest (read from ``directory``) names, checked; one clear error otherwise."""
+    record = manifest.get("reference") or {}
+    if "file" not in record:
+        why = record.get("skipped", "it predates recorded references")
+        raise CorruptModelError(f"{manifest['artifact']['file']} has no recorded reference ({why}); re-export it")
+    path = directory / record["file"]
+    if not path.is_file():
+        raise CorruptModelError(f"the recorded reference {path} is missing; copy it with the artifact and manifest")
+    if file_sha256(path) != record["sha256"]:
+        raise CorruptModelError(f"{path} is not the reference {manifest['artifact']['file']} was verified against "
+                                "(sha256 mismatch); copy the matching file or re-export")
+    try:
+        outputs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise CorruptModelError(f"cannot read the recorded reference {path}: {error}") from None
+    width = manifest["model"]["num_outputs"]
+    if outputs.ndim != 2 or outputs.shape[1] != width or outputs.shape[0] != record.get("images"):
+        raise CorruptModelError(f"{path} holds outputs of shape {list(outputs.shape)}, not {record.get('images')} x "
+                                f"{width} of {manifest['model']['name']}; re-export")
+    return RecordedReference(outputs, record["input_sha256"], record.get("image_set", ""), path)

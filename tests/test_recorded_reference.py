@@ -1,0 +1,62 @@
+"""The FP32 reference recorded at export (runtimes.reference): the file every manifest names, checked before use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from exporter.export import evaluation_set
+from runtimes.errors import CorruptModelError
+from runtimes.manifest import read_manifest
+from runtimes.reference import batch_sha256, read_recorded
+
+
+def test_every_artifact_names_one_recorded_reference_of_its_model(tiny_exports, tiny_classifier):
+    names = {read_manifest(r.artifact)["reference"]["file"] for r in tiny_exports.values()}
+    assert len(names) == 1  # one file per model and weights, shared by all its artifacts
+    artifact = tiny_exports[("tflite", "int8")].artifact
+    manifest = read_manifest(artifact)
+    recorded = read_recorded(manifest, artifact.parent)
+    images = evaluation_set(64, "seeded")
+    np.testing.assert_array_equal(recorded.outputs, tiny_classifier.reference().predict(images.images))
+    assert recorded.input_sha256 == batch_sha256(images.images) == manifest["reference"]["input_sha256"]
+    assert manifest["reference"]["photos"] and recorded.outputs.dtype == np.float32
+
+
+def test_recorded_references_are_byte_stable_across_exports(tiny_classifier, tmp_path):
+    from exporter.cli import main
+
+    contents = []
+    for run in ("a", "b"):
+        assert main(["export", "--model", str(tiny_classifier.savedmodel_dir), "--format", "tflite",
+                     "--output", str(tmp_path / run)]) == 0
+        contents.append(next((tmp_path / run).glob("*.reference.npy")).read_bytes())
+    assert contents[0] == contents[1]
+
+
+def test_a_damaged_or_foreign_reference_is_refused_in_one_line(tiny_exports, tmp_path):
+    artifact = tiny_exports[("onnx", "fp32")].artifact
+    manifest = read_manifest(artifact)
+    copy = tmp_path / manifest["reference"]["file"]
+    shutil.copy(artifact.parent / manifest["reference"]["file"], copy)
+    read_recorded(manifest, tmp_path)  # the intact copy is accepted
+    data = np.load(copy)
+    data[0, 0] += 1.0
+    np.save(copy, data)
+    with pytest.raises(CorruptModelError, match="sha256 mismatch") as damaged:
+        read_recorded(manifest, tmp_path)
+    assert "\n" not in str(damaged.value)
+    np.save(copy, np.zeros((9, 1024), np.float32))  # another model's outputs, under this manifest's sha256
+    foreign = json.loads(json.dumps(manifest))
+    foreign["reference"]["sha256"] = hashlib.sha256(copy.read_bytes()).hexdigest()
+    with pytest.raises(CorruptModelError, match=r"not 9 x 1000"):
+        read_recorded(foreign, tmp_path)
+    copy.unlink()
+    with pytest.raises(CorruptModelError, match="is missing; copy it with the artifact"):
+        read_recorded(manifest, tmp_path)
+    with pytest.raises(CorruptModelError, match="has no recorded reference"):
+        read_recorded({**manifest, "reference": {}}, tmp_path)
