@@ -42,6 +42,8 @@ class BenchOptions:
     vendor_check: bool = False  # also time each CPU row with the runtime's own timer (benchmarks.vendor)
     paired_blocks: int = 6  # blocks alternating each row with its TF reference for `× ref` (0: no pairing)
     paired_calls: int = 5  # timed calls per block
+    reference_mode: str = "auto"  # tf, recorded, or auto: tf where TensorFlow is installed (see reference_mode)
+    reference: str | None = None  # recorded mode: the artifact every row's latency is paired with
 
 
 # Every `× ref` ratio divides by the TF reference's p50, and TF's own latency on 2 cores drifts by ±15 % between
@@ -166,22 +168,82 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
     }, predictor
 
 
+REFERENCE_MODES = ("auto", "tf", "recorded")
+
+
+def reference_mode(choice: str = "auto") -> str:
+    """``tf`` (rebuild and time each model's TensorFlow reference) where TensorFlow is installed, else
+    ``recorded`` (agreement against the outputs recorded at export, latency against a reference artifact)."""
+    import importlib.util
+
+    if choice not in REFERENCE_MODES:
+        raise InvalidInputError(f"unknown reference mode {choice!r}; choose {', '.join(REFERENCE_MODES)}")
+    try:
+        has_tf = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorflow_hub"))
+    except (ImportError, ValueError):  # a broken or blocked installation counts as none
+        has_tf = False
+    if choice == "tf" and not has_tf:
+        raise InvalidInputError("--reference-mode tf needs TensorFlow and tensorflow-hub (pip install hubedge[export]);"
+                                " without them bench uses the references recorded at export (--reference-mode recorded)")
+    return choice if choice != "auto" else ("tf" if has_tf else "recorded")
+
+
+def _recorded_outputs(members: list[tuple[Path, dict[str, Any]]], images: np.ndarray) -> np.ndarray:
+    """The recorded FP32 outputs every member names (one file, checked), for exactly these input images."""
+    from runtimes.reference import batch_sha256, read_recorded
+
+    recorded = [read_recorded(manifest, artifact.parent) for artifact, manifest in members]
+    first = recorded[0]
+    if any(not np.array_equal(other.outputs, first.outputs) for other in recorded[1:]):
+        raise HubedgeError(f"the artifacts of {members[0][1]['model']['name']} name different recorded references; "
+                           "re-export them together")
+    if batch_sha256(images) != first.input_sha256:
+        import PIL
+
+        raise HubedgeError(f"this machine's preprocessing of the evaluation photos differs from the one at export "
+                           f"(input sha256 mismatch; Pillow {PIL.__version__} here), so {first.path.name} cannot "
+                           "judge agreement; install the Pillow version the manifest's tools record")
+    return first.outputs
+
+
+def _latency_partner(artifact: Path, manifest: dict[str, Any], members: list[tuple[Path, dict[str, Any]]],
+                     chosen: str | None) -> Path | None:
+    """The artifact a row's latency is paired with in recorded mode: ``--reference``, else the model's fp32
+    artifact on the same runtime (None when there is none)."""
+    if chosen:
+        return Path(chosen)
+    return next((a for a, m in members if m["runtime"] == manifest["runtime"] and m.get("precision") == "fp32"
+                 and m.get("format") == manifest.get("format")), None)
+
+
 def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, Any]:
-    """Benchmarks the artifacts under ``paths``; returns ``{"machine": …, "rows": […]}``."""
+    """Benchmarks the artifacts under ``paths``; returns ``{"machine": …, "reference_mode": …, "rows": […]}``."""
     for device in options.devices:
         if device not in DEVICES:
             raise InvalidInputError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} or all")
+    mode = reference_mode(options.reference_mode)
+    if mode == "recorded" and options.images:
+        raise InvalidInputError("--images needs the TF reference: the recorded references cover the evaluation "
+                                "photos export used; drop --images, or bench where TensorFlow is installed")
     artifacts = find_artifacts(paths)
     groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}
     for artifact in artifacts:
         manifest = read_manifest(artifact)
         key = (manifest["model"]["name"], manifest.get("weights", {}).get("sha256", ""))
         groups.setdefault(key, []).append((artifact, manifest))
+    if mode == "recorded" and options.reference:
+        chosen = read_manifest(options.reference)
+        chosen_key = (chosen["model"]["name"], chosen.get("weights", {}).get("sha256", ""))
+        if set(groups) != {chosen_key}:
+            raise InvalidInputError(f"--reference {options.reference} is an artifact of {chosen_key[0]}; it can only "
+                                    "pair artifacts of that model and weights")
+        groups[chosen_key].append((Path(options.reference), chosen))
     photos = list_images(options.images) if options.images else None
     if photos == []:
         raise InvalidInputError(f"no images in {options.images}")
     rows, image_sets = [], []
     for (model, _), members in groups.items():
+        members = _unique(members)  # --reference may also be among the artifacts
         first = members[0][1]
         info = runtimes.model_info(first)
         if photos is not None:
@@ -189,49 +251,92 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         else:  # the set export verified on: held-apart photos, with crops of them for trained weights
             from exporter.export import evaluation_set
 
-            chosen = evaluation_set(info.input_size, first.get("weights", {}).get("source", ""))
-            images, image_set = chosen.images, chosen.description
+            chosen_set = evaluation_set(info.input_size, first.get("weights", {}).get("source", ""))
+            images, image_set = chosen_set.images, chosen_set.description
         image_sets.append(f"{model}: {len(images)} images ({image_set})")
-        progress(f"{model}: FP32 TF reference …")
-        from runtimes.tf_reference import set_threads
+        if mode == "tf":
+            reference_outputs, reference_predictor = _tf_reference_row(first, images, info, options, rows, progress)
+        else:
+            progress(f"{model}: FP32 outputs recorded at export …")
+            reference_outputs, reference_predictor = _recorded_outputs(members, images), None
+        partners: dict[tuple[Path, str], Predictor | None] = {}
 
-        tf_threads = set_threads(options.threads, strict=False)  # TF pins its pools once per process
-        loaded = _reference(first)
-        reference_outputs = loaded.reference().predict(images)
-        figures, reference_predictor = _measure_row(
-            loaded.reference, images, reference_outputs, info.task, info.activation,
-            dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
-        row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32",
-                   graph="as-is", reference=True, targets=["cpu"], targeted=True, size_mb=_size_mb(loaded.savedmodel_dir), **figures)
-        row["threads"] = tf_threads
-        rows.append(row)
+        def measure_member(artifact: Path, manifest: dict[str, Any], device: str, is_reference: bool = False,
+                           paired_with: Predictor | None = None) -> Predictor | None:
+            runtime = manifest["runtime"]
+            found = status(runtime, device)
+            targets = manifest.get("devices", ["cpu"])
+            base = _row(artifact, manifest, runtime, device, reference=is_reference, size_mb=_size_mb(artifact),
+                        targets=targets, targeted=device in targets)
+            if is_reference:
+                base["reference_kind"] = "artifact"
+            if not found.available:
+                rows.append({**base, "status": "not available", "reason": f"not available here: {found.reason}"})
+                return None
+            progress(f"{artifact.name} on {device} …")
+            try:
+                figures, predictor = _measure_row(
+                    lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
+                    images, reference_outputs, info.task, info.activation, options, paired_with=paired_with)
+                if device == "cpu" and cpu_class() not in base["right_on"]:
+                    wrong = f"recipe right only on {', '.join(base['right_on'])}, not on this {cpu_class()} CPU"
+                    figures["note"] = f"{figures['note']}; {wrong}" if figures["note"] else wrong
+                rows.append({**base, **figures})
+            except HubedgeError as error:
+                rows.append({**base, "status": "failed", "reason": str(error)})
+                return None
+            if options.vendor_check and device == "cpu":
+                progress(f"{artifact.name}: the runtime's own timer …")
+                rows[-1]["vendor"] = vendor_timing(rows[-1], options.threads or os.cpu_count() or 1,
+                                                   options.runs, options.warmup, fixed_input_size(manifest))
+            return predictor
+
+        by_path = {artifact.resolve(): manifest for artifact, manifest in members}
         for artifact, manifest in members:
             for device in options.devices:
-                runtime = manifest["runtime"]
-                found = status(runtime, device)
-                targets = manifest.get("devices", ["cpu"])
-                base = _row(artifact, manifest, runtime, device, reference=False, size_mb=_size_mb(artifact),
-                            targets=targets, targeted=device in targets)
-                if not found.available:
-                    rows.append({**base, "status": "not available", "reason": f"not available here: {found.reason}"})
+                if mode == "tf":
+                    measure_member(artifact, manifest, device, paired_with=reference_predictor)
                     continue
-                progress(f"{artifact.name} on {device} …")
-                try:
-                    figures, _ = _measure_row(
-                        lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
-                        images, reference_outputs, info.task, info.activation, options, paired_with=reference_predictor)
-                    if device == "cpu" and cpu_class() not in base["right_on"]:
-                        wrong = f"recipe right only on {', '.join(base['right_on'])}, not on this {cpu_class()} CPU"
-                        figures["note"] = f"{figures['note']}; {wrong}" if figures["note"] else wrong
-                    rows.append({**base, **figures})
-                except HubedgeError as error:
-                    rows.append({**base, "status": "failed", "reason": str(error)})
-                    continue
-                if options.vendor_check and device == "cpu":
-                    progress(f"{artifact.name}: the runtime's own timer …")
-                    rows[-1]["vendor"] = vendor_timing(rows[-1], options.threads or os.cpu_count() or 1,
-                                                       options.runs, options.warmup, fixed_input_size(manifest))
-    return {"machine": machine_info(options.threads), "image_sets": image_sets, "rows": rows}
+                partner = _latency_partner(artifact, manifest, members, options.reference)
+                key = (partner.resolve(), device) if partner is not None else None
+                if key is not None and key not in partners:
+                    partners[key] = measure_member(partner, by_path[key[0]], device, is_reference=True)
+                if key is not None and key[0] == artifact.resolve():
+                    continue  # measured just now, as the latency reference of its runtime
+                measure_member(artifact, manifest, device, paired_with=partners.get(key))
+                if partner is None:
+                    rows[-1]["note"] = (f"{rows[-1].get('note', '')}; " if rows[-1].get("note") else "") + \
+                        "no fp32 artifact of this format to pair its latency with (pass --reference)"
+                else:
+                    rows[-1]["reference_artifact"] = str(partner)
+    return {"machine": machine_info(options.threads), "reference_mode": mode, "image_sets": image_sets, "rows": rows}
+
+
+def _unique(members: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+    seen: dict[Path, tuple[Path, dict[str, Any]]] = {}
+    for artifact, manifest in members:
+        seen.setdefault(artifact.resolve(), (artifact, manifest))
+    return list(seen.values())
+
+
+def _tf_reference_row(first: dict[str, Any], images: np.ndarray, info, options: BenchOptions,
+                      rows: list[dict[str, Any]], progress) -> tuple[np.ndarray, Predictor]:
+    """Rebuilds and times the model's FP32 TF reference as the group's first row."""
+    from runtimes.tf_reference import set_threads
+
+    progress(f"{first['model']['name']}: FP32 TF reference …")
+    tf_threads = set_threads(options.threads, strict=False)  # TF pins its pools once per process
+    loaded = _reference(first)
+    reference_outputs = loaded.reference().predict(images)
+    figures, reference_predictor = _measure_row(
+        loaded.reference, images, reference_outputs, info.task, info.activation,
+        dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
+    row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32", graph="as-is",
+               reference=True, reference_kind="tf", targets=["cpu"], targeted=True,
+               size_mb=_size_mb(loaded.savedmodel_dir), **figures)
+    row["threads"] = tf_threads
+    rows.append(row)
+    return reference_outputs, reference_predictor
 
 
 def _size_mb(path: Path | str) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.report import relative_latency
+from benchmarks.report import reference_rows, relative_latency
+from runtimes.errors import HubedgeError
 
 Key = tuple[str, str, str, str, str]
 
@@ -27,10 +28,18 @@ def _key(row: dict[str, Any]) -> Key:
 
 
 def _relative_p50(report: dict[str, Any]) -> dict[Key, float]:
-    """Each measured row's latency over its model's reference row in the same report (paired when timed so)."""
-    reference = {row["model"]: row for row in report["rows"] if row.get("reference") and row["status"] == "ok"}
-    return {_key(row): relative_latency(row, reference[row["model"]]) for row in report["rows"]
-            if row["status"] == "ok" and not row.get("reference") and row["model"] in reference}
+    """Each measured row's latency over its reference row in the same report (paired when timed so)."""
+    references = reference_rows(report)
+    return {_key(row): relative_latency(row, references[(row["artifact"], row["device"])]) for row in report["rows"]
+            if row["status"] == "ok" and not row.get("reference") and (row["artifact"], row["device"]) in references}
+
+
+def check_modes(current: dict[str, Any], baseline: dict[str, Any]) -> None:
+    """Ratios to a TF reference and ratios to a reference artifact are different figures: never compared."""
+    now, before = current.get("reference_mode", "tf"), baseline.get("reference_mode", "tf")
+    if now != before:
+        raise HubedgeError(f"the baseline was taken with --reference-mode {before} and this run used {now}; its ratios "
+                           f"are to another reference, so they cannot be compared: save a baseline in {now} mode")
 
 
 def _name(key: Key) -> str:
@@ -40,6 +49,7 @@ def _name(key: Key) -> str:
 
 def compare(current: dict[str, Any], baseline: dict[str, Any], options: GateOptions) -> list[str]:
     """Readable regressions of ``current`` against ``baseline``; empty when the run passes."""
+    check_modes(current, baseline)
     problems = []
     now, before = _relative_p50(current), _relative_p50(baseline)
     rows_now = {_key(row): row for row in current["rows"] if not row.get("reference")}
@@ -52,7 +62,7 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], options: GateOpti
         elif now[key] > ratio_before * (1.0 + options.max_slowdown):
             slower = now[key] / ratio_before - 1.0
             problems.append(
-                f"{_name(key)}: {slower:.0%} slower relative to the TF reference (p50 {ratio_before:.3f}× → "
+                f"{_name(key)}: {slower:.0%} slower relative to its reference (p50 {ratio_before:.3f}× → "
                 f"{now[key]:.3f}× of the reference's; allowed {options.max_slowdown:.0%})"
             )
     for key, row in rows_now.items():

@@ -24,11 +24,30 @@ def relative_latency(row: dict[str, Any], reference: dict[str, Any]) -> float:
     return row["latency_ms"]["p50"] / reference["latency_ms"]["p50"]
 
 
+def reference_rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each measured row's reference row: the model's TF row, or in recorded mode the artifact it was paired with
+    (``reference_artifact``); a reference row is its own. Rows without one are left out."""
+    rows = [row for row in report["rows"] if row["status"] == "ok"]
+    tf_rows = {row["model"]: row for row in rows if row.get("reference") and row.get("reference_kind", "tf") == "tf"}
+    artifact_rows = {(row["artifact"], row["device"]): row for row in rows if row.get("reference_kind") == "artifact"}
+    found = {}
+    for row in rows:
+        if row.get("reference"):
+            ref = row
+        elif "reference_artifact" in row:
+            ref = artifact_rows.get((row["reference_artifact"], row["device"]))
+        else:
+            ref = tf_rows.get(row["model"])
+        if ref is not None:
+            found[(row["artifact"], row["device"])] = ref
+    return found
+
+
 def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
     """Adds ``speedup_vs_reference`` (the reference's latency over the row's) to every measured row."""
-    reference = {row["model"]: row for row in report["rows"] if row.get("reference") and row["status"] == "ok"}
+    references = reference_rows(report)
     for row in report["rows"]:
-        ref = reference.get(row["model"])
+        ref = references.get((row["artifact"], row["device"]))
         if row["status"] == "ok" and ref:
             row["speedup_vs_reference"] = 1.0 if row is ref else round(1.0 / relative_latency(row, ref), 3)
     return report
@@ -56,7 +75,9 @@ COLUMNS = ("artifact", "weights", "format", "precision", "runtime", "device", "s
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    name = Path(row["artifact"]).name if not row.get("reference") else "TF reference (SavedModel)"
+    name = Path(row["artifact"]).name
+    if row.get("reference"):
+        name = "TF reference (SavedModel)" if row.get("reference_kind", "tf") == "tf" else f"{name} (latency reference)"
     weights = weights_label(row["weights"])
     if row["status"] != "ok":
         state = row["reason"] if row["status"] == "not available" else f"{row['status']}: {row['reason']}"
@@ -66,6 +87,14 @@ def _cells(row: dict[str, Any]) -> list[str]:
             "ok" + (f" ({row['note']})" if row.get("note") else ""), _fmt(latency["p50"], 1), _fmt(latency["p90"], 1),
             _fmt(row.get("speedup_vs_reference"), 2), _fmt(row["size_mb"], 1), _fmt(agreement.get("top1")),
             _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5), _fmt(agreement.get("sqnr_db"), 1)]
+
+
+def _reference_line(report: dict[str, Any]) -> str:
+    if report.get("reference_mode", "tf") == "tf":
+        return "Agreement is with the FP32 TF reference, run here on the same images; `× ref` is to that reference."
+    return ("Reference mode `recorded` (no TensorFlow run): agreement is with the FP32 outputs recorded at export on "
+            "the same preprocessed images (their sha256 checked); `× ref` is to each row's latency reference "
+            "artifact, run here.")
 
 
 def _pairing_lines(report: dict[str, Any]) -> list[str]:
@@ -84,8 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{', '.join(machine.get('cpu_features', [])) or 'no features recorded'}), "
         f"threads {machine['threads'] or 'runtime default'}; "
         f"batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
-        "Agreement is with the FP32 TF reference on the same images. On seeded weights it is a numerical stress "
-        "test, not accuracy.",
+        _reference_line(report) + " On seeded weights agreement is a numerical stress test, not accuracy.",
         *_pairing_lines(report),
         "",
         "| " + " | ".join(COLUMNS) + " |",

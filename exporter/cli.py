@@ -349,11 +349,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import bench, report
     from runtimes.devices import DEVICES
 
-    import_tensorflow_quietly()  # the reference rows run TensorFlow
+    mode = bench.reference_mode(args.reference_mode)
+    if mode == "tf":
+        import_tensorflow_quietly()  # the reference rows run TensorFlow
+        if args.reference:
+            raise HubedgeError("--reference pairs latencies in recorded mode; with TensorFlow here the rows are paired "
+                               "with the TF reference (add --reference-mode recorded to pair with an artifact)")
+    else:
+        say("reference: the FP32 outputs recorded at export, and for latency "
+            + (f"{args.reference}" if args.reference else "each model's fp32 artifact of the same format")
+            + ("" if args.reference_mode == "recorded" else " (TensorFlow is not installed)"))
     devices = DEVICES if args.device == "all" else (args.device,)
     options = bench.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
                                  runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check,
-                                 paired_blocks=args.paired_blocks)
+                                 paired_blocks=args.paired_blocks, reference_mode=mode, reference=args.reference)
     baseline = _read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
     if args.plot:
         from benchmarks.plot import require_matplotlib, write_plot
@@ -487,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--paired-blocks", type=_count, default=6, metavar="N",
                        help="time each artifact in N blocks alternating with its TF reference and give `× ref` "
                        "from them, steady when the machine's speed drifts (default: 6; 0: from separate p50s)")
+    bench.add_argument("--reference-mode", choices=("auto", "tf", "recorded"), default="auto",
+                       help="tf: rebuild and time each model's TF reference; recorded: agreement against the "
+                            "outputs recorded at export, latency against a reference artifact, no TensorFlow "
+                            "needed; auto (default): tf where TensorFlow is installed")
+    bench.add_argument("--reference", metavar="ARTIFACT", default=None,
+                       help="recorded mode: the artifact every row's latency is paired with (default: the model's "
+                            "fp32 artifact of the same format)")
     bench.add_argument("--vendor-check", action="store_true", help="also time each CPU artifact with its "
                        "runtime's own timer (benchmark_app, litert-benchmark) and show the gap")
     bench.add_argument("--json", metavar="FILE", help="write the report as JSON")

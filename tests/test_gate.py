@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from benchmarks.gate import GateOptions, compare
+from runtimes.errors import HubedgeError
 
 
 def _report(reference_ms: float, tflite_ms: float, top1: float = 1.0) -> dict:
     def row(fmt, ms, reference=False):
-        return {"model": "m", "format": fmt, "precision": "fp32" if reference else "int8", "runtime": "x",
+        return {"artifact": f"m.{fmt}", "model": "m", "format": fmt, "precision": "fp32" if reference else "int8", "runtime": "x",
                 "device": "cpu", "status": "ok", "reference": reference, "latency_ms": {"p50": ms},
                 "agreement": {"top1": top1, "cosine_min": 0.99}}
 
@@ -28,7 +31,7 @@ def test_a_slower_machine_that_keeps_the_ratios_passes():
 def test_a_relative_slowdown_fails_with_a_readable_message():
     problems = compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.10))
     assert len(problems) == 1
-    assert "m tflite int8 on x/cpu: 20% slower relative to the TF reference" in problems[0]
+    assert "m tflite int8 on x/cpu: 20% slower relative to its reference" in problems[0]
     assert compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.25)) == []
 
 
@@ -47,7 +50,23 @@ def test_the_paired_ratio_is_used_where_the_run_timed_one():
     baseline, current = _report(100.0, 25.0), _report(100.0, 25.0)
     baseline["rows"][1]["vs_reference"] = {"ratio": 0.25}
     current["rows"][1]["vs_reference"] = {"ratio": 0.30}  # same p50s, but 20 % slower against its reference
-    assert "20% slower relative to the TF reference" in compare(current, baseline, GateOptions())[0]
+    assert "20% slower relative to its reference" in compare(current, baseline, GateOptions())[0]
     current["rows"][1]["vs_reference"] = {"ratio": 0.25}
     current["rows"][1]["latency_ms"]["p50"] = 40.0  # the separate p50 drifted, the paired ratio did not
     assert compare(current, baseline, GateOptions()) == []
+
+
+def test_recorded_mode_rows_are_compared_with_their_own_reference_artifact():
+    def report(fp32_ms: float, int8_ms: float) -> dict:
+        rows = [{"artifact": "m.fp32", "model": "m", "format": "tflite", "precision": "fp32", "runtime": "x",
+                 "device": "cpu", "status": "ok", "reference": True, "reference_kind": "artifact",
+                 "latency_ms": {"p50": fp32_ms}, "agreement": {"cosine_min": 1.0}},
+                {"artifact": "m.int8", "model": "m", "format": "tflite", "precision": "int8", "runtime": "x",
+                 "device": "cpu", "status": "ok", "reference_artifact": "m.fp32", "latency_ms": {"p50": int8_ms},
+                 "agreement": {"cosine_min": 0.99}}]
+        return {"reference_mode": "recorded", "rows": rows}
+
+    assert compare(report(40.0, 10.0), report(20.0, 5.0), GateOptions()) == []  # a slower device, same ratio
+    assert "50% slower relative to its reference" in compare(report(20.0, 7.5), report(20.0, 5.0), GateOptions())[0]
+    with pytest.raises(HubedgeError, match="baseline was taken with --reference-mode tf and this run used recorded"):
+        compare(report(20.0, 5.0), _report(100.0, 25.0), GateOptions())
