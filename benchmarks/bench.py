@@ -1,9 +1,11 @@
-"""One benchmark run: every artifact × device here, plus the TF reference row of each model.
+"""One benchmark run: every artifact × device here, plus each model's reference.
 
-Artifacts are grouped by model and weights; each group's FP32 TF reference is rebuilt from what the
-manifests record (catalog name and weight source) and measured in the same run, so latency ratios and
-agreement are always against a reference from this machine and these images. A device that is not here,
-or an artifact that fails to load, is a row that says so, never a number.
+Artifacts are grouped by model and weights. In ``tf`` mode each group's FP32 TF reference is rebuilt from what
+the manifests record (catalog name and weight source) and measured in the same run, so latency ratios and
+agreement are against a reference from this machine and these images. In ``recorded`` mode (no TensorFlow: an
+edge device) agreement is against the FP32 outputs recorded at export (``runtimes.reference``) and latency
+ratios against a reference artifact measured here. A device that is not here, or an artifact that fails to
+load, is a row that says so, never a number.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The CI gate: compare a benchmark run with a saved baseline, by ratios to each run's own TF reference.
+"""The CI gate: compare a benchmark run with a saved baseline, by ratios to each run's own reference (the TF
+reference, or in ``recorded`` mode the reference artifact each row was paired with; modes are never mixed).
 
 A CI machine slower or faster than the one that saved the baseline moves every row and its reference
 alike, so a row regresses only when its latency *relative to the reference of its own run* grows by more
@@ -50,6 +51,7 @@ def _name(key: Key) -> str:
 def compare(current: dict[str, Any], baseline: dict[str, Any], options: GateOptions) -> list[str]:
     """Readable regressions of ``current`` against ``baseline``; empty when the run passes."""
     check_modes(current, baseline)
+    against = "the TF reference" if current.get("reference_mode", "tf") == "tf" else "its reference artifact"
     problems = []
     now, before = _relative_p50(current), _relative_p50(baseline)
     rows_now = {_key(row): row for row in current["rows"] if not row.get("reference")}
@@ -62,7 +64,7 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], options: GateOpti
         elif now[key] > ratio_before * (1.0 + options.max_slowdown):
             slower = now[key] / ratio_before - 1.0
             problems.append(
-                f"{_name(key)}: {slower:.0%} slower relative to its reference (p50 {ratio_before:.3f}× → "
+                f"{_name(key)}: {slower:.0%} slower relative to {against} (p50 {ratio_before:.3f}× → "
                 f"{now[key]:.3f}× of the reference's; allowed {options.max_slowdown:.0%})"
             )
     for key, row in rows_now.items():

@@ -130,6 +130,8 @@ def recognise(variables: Sequence[tuple[str, np.ndarray]]) -> BitLayout | Unreco
     shapes = [tuple(int(d) for d in value.shape) for _, value in variables]
     by_name = {official_name(name): value for name, value in variables}
     named = len(by_name) == len(variables) and ROOT in by_name  # official paths: match by name, in any order
+    if ROOT not in by_name and sum(name.startswith("resnet/block") for name in by_name) > len(by_name) // 2:
+        return Unrecognised(f"it lacks {ROOT}, BiT's root kernel", near_miss=True)
     architecture = _architecture(tuple(by_name[ROOT].shape) if named else shapes[0], shapes)
     if isinstance(architecture, str):
         return Unrecognised(architecture, near_miss=near)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from exporter.bit_layout import BitLayout, Unrecognised, recognise
+from exporter.fsutil import sha256_of
 from exporter.sources import LoadedModel
 from runtimes.cache import cache_dir
 from runtimes.errors import HubedgeError
@@ -41,8 +42,8 @@ def choose_graph(loaded: LoadedModel, graph: str = "auto") -> LoadedModel:
     if graph not in loaded._routes:
         loaded._routes[graph] = _route(loaded, graph)
     export_dir, record = loaded._routes[graph]
-    return dataclasses.replace(loaded, graph=record, export_dir=export_dir, _export_module=None,
-                               _module=loaded._module, _routes=loaded._routes)
+    return dataclasses.replace(loaded, graph=record, export_dir=export_dir, _module=loaded._module,
+                               _routes=loaded._routes)
 
 
 def _as_is(why: str, warning: bool = False) -> tuple[None, dict[str, Any]]:
@@ -52,6 +53,8 @@ def _as_is(why: str, warning: bool = False) -> tuple[None, dict[str, Any]]:
 def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]]:
     if graph == "as-is":
         return _as_is("asked for (--graph as-is): the module's own graph")
+    if loaded.weights.get("graph") == "re-authored":
+        return _as_is("re-authored by hubedge already: its graph is the edge form")
     if loaded.weights.get("source") in ("seeded", "npz", "package") and loaded.weights.get("graph") != "published":
         return _as_is("hubedge's own build: its graph is the edge form already")
     module = loaded.module()
@@ -64,13 +67,21 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
     if (found.num_classes or found.architecture.feature_size) != loaded.info.num_outputs:
         return _as_is(f"its variables make a {found.describe()}, but it outputs {loaded.info.num_outputs} values; "
                       "exporting its own graph", warning=True)
-    rebuilt = _rebuild(loaded, found)
-    equivalence = _equivalence(loaded, rebuilt)
+    try:
+        rebuilt = _rebuild(loaded, found)
+        equivalence = _equivalence(loaded, rebuilt)
+    except Exception as error:  # a cache that cannot be written, a graph TF cannot run: the module's own graph
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return _as_is(f"its variables make a {found.describe()}, but re-authoring failed ({type(error).__name__}: "
+                      f"{text}); exporting its own graph", warning=True)
     if not equivalence["equal"]:
         return _as_is(f"its variables make a {found.describe()}, but the rebuilt graph computes something else "
                       f"(max relative difference {equivalence['max_relative_diff']:.2g}, cosine_min "
                       f"{equivalence['cosine_min']:.6f}); exporting its own graph", warning=True)
-    return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}",
+    catalog = loaded.spec.architecture if loaded.spec is not None else None
+    note = ({"note": f"the catalog lists {catalog.label} for {loaded.info.handle}; the module is a "
+                     f"{found.architecture.label}"} if catalog is not None and catalog != found.architecture else {})
+    return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}", **note,
                      "architecture": found.architecture.label, "units": list(found.architecture.units),
                      "width": found.architecture.width, "num_classes": found.num_classes,
                      "matched_by": found.matched_by, "builder": "exporter.bit (edge: static 4-D GroupNorm, "
@@ -83,13 +94,17 @@ def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
     from exporter.bit import BitTwin
     from exporter.savedmodel import save_hub_module
 
-    digest = loaded.weights_record()["sha256"][:16]
-    directory = cache_dir() / "reauthored" / f"v{REAUTHOR_VERSION}" / f"{loaded.info.name}-{digest}"
+    from exporter.sources import TWIN_VERSION
+
+    digest = sha256_of(loaded.savedmodel_dir / "variables")[:16]  # the variables themselves, not a record of them
+    version = f"v{REAUTHOR_VERSION}.{TWIN_VERSION}"  # a builder change must not reuse old rebuilds
+    directory = cache_dir() / "reauthored" / version / f"{loaded.info.name}-{digest}"
     if (directory / "saved_model.pb").is_file():
         return directory
     twin = BitTwin(layout.architecture, layout.num_classes, fold_standardization=True)
     twin.set_weights(layout.weights, source=str(loaded.savedmodel_dir))
-    record = {**loaded.weights_record(), "graph": "re-authored", "reauthored_from": str(loaded.savedmodel_dir)}
+    record = {key: value for key, value in loaded.weights_record().items() if key not in ("sha256", "savedmodel")}
+    record.update(graph="re-authored", reauthored_from=str(loaded.savedmodel_dir), reauthored_from_sha256=digest)
     save_hub_module(twin.model, loaded.info, directory, record)
     return directory
 
@@ -109,7 +124,8 @@ def _equivalence(loaded: LoadedModel, rebuilt: Path) -> dict[str, Any]:
     relative = float(np.abs(original - candidate).max() / max(np.abs(original).max(), 1e-30))
     norms = np.linalg.norm(original, axis=1) * np.linalg.norm(candidate, axis=1)
     cosine = float(np.min(np.sum(original * candidate, axis=1) / np.maximum(norms, 1e-30)))
-    top1 = bool(np.all(original.argmax(axis=1) == candidate.argmax(axis=1)))
+    top1 = (loaded.info.task != "classification"  # the argmax of a feature vector means nothing
+            or bool(np.all(original.argmax(axis=1) == candidate.argmax(axis=1))))
     equal = relative <= MAX_RELATIVE_DIFF and cosine >= MIN_COSINE and top1
     return {"images": len(images), "max_relative_diff": float(f"{relative:.3g}"), "cosine_min": round(cosine, 9),
             "top1_equal": top1, "equal": bool(equal)}

@@ -47,8 +47,7 @@ class LoadedModel:
     graph: dict[str, Any] | None = None  # the graph route export takes (exporter.reauthor); None: not chosen yet
     export_dir: Path | None = None  # the SavedModel the converters read, when it is not savedmodel_dir
     _module: Any = dataclasses.field(default=None, repr=False)
-    _export_module: Any = dataclasses.field(default=None, repr=False)
-    _routes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    _routes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # graph routes, export modules
 
     @property
     def seeded(self) -> bool:
@@ -69,14 +68,15 @@ class LoadedModel:
         return self.export_dir or self.savedmodel_dir
 
     def export_module(self) -> Any:
-        """The loaded module of :attr:`export_savedmodel`."""
+        """The loaded module of :attr:`export_savedmodel`, loaded once for every copy of this model."""
         if self.export_dir is None:
             return self.module()
-        if self._export_module is None:
+        key = f"module:{self.export_dir}"
+        if key not in self._routes:
             import tensorflow_hub as hub
 
-            self._export_module = _load_savedmodel(self.export_dir, hub.load)
-        return self._export_module
+            self._routes[key] = _load_savedmodel(self.export_dir, hub.load)
+        return self._routes[key]
 
     def reference(self, threads: int | None = None):  # -> runtimes.tf_reference.TFReferencePredictor
         """The FP32 TensorFlow reference predictor for this model."""
@@ -307,6 +307,20 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None, for
     return _from_savedmodel_dir(directory, spec.handle, spec, record["source"])
 
 
+def _checkpoint_info(name: str, path: Path, architecture: Any, num_classes: int | None) -> ModelInfo:
+    """The catalog's facts (input size, labels, activation) for a checkpoint when its architecture, head and the
+    family in its file name (``BiT-M``/``BiT-S``) single out one entry; generic ones otherwise."""
+    width = num_classes or architecture.feature_size
+    family = re.match(r"(?i)bit-([ms])\b", path.name)
+    matches = [spec for spec in catalog.all_models() if spec.architecture == architecture
+               and spec.num_outputs == width and spec.task == ("classification" if num_classes else "feature_vector")
+               and (family is None or spec.family.lower() == f"bit-{family.group(1).lower()}")]
+    if len(matches) == 1:
+        spec = matches[0]
+        return ModelInfo(name, spec.task, spec.num_outputs, spec.activation, spec.labels, spec.input_size, str(path))
+    return info_for_outputs(name, width, str(path))
+
+
 def load_checkpoint(path: Path) -> LoadedModel:
     """A BiT ``.npz`` given as the model itself: its architecture and head are recognised from the weights'
     names and shapes (``exporter.bit_layout``), then it is built with the edge builder and cached like a twin."""
@@ -314,13 +328,13 @@ def load_checkpoint(path: Path) -> LoadedModel:
     from exporter.bit_layout import Unrecognised, recognise
     from exporter.savedmodel import save_hub_module
 
-    found = recognise(list(read_npz(path).items()))
-    if isinstance(found, Unrecognised):
-        raise CorruptModelError(f"{path} is not a BiT checkpoint hubedge can build ({found.reason})")
     name = _safe_name(Path(path.stem)).lower()
-    info = info_for_outputs(name, found.num_classes or found.architecture.feature_size, str(path))
     directory = cache_dir() / "twins" / f"v{TWIN_VERSION}" / "checkpoints" / f"{name}-{sha256_of(path)[:16]}"
     if not (directory / "saved_model.pb").is_file():
+        found = recognise(list(read_npz(path).items()))
+        if isinstance(found, Unrecognised):
+            raise CorruptModelError(f"{path} is not a BiT checkpoint hubedge can build ({found.reason})")
+        info = _checkpoint_info(name, path, found.architecture, found.num_classes)
         twin = BitTwin(found.architecture, found.num_classes)
         twin.set_weights(found.weights, source=str(path))
         record = {"source": "npz", "checkpoint": str(path), "twin_version": TWIN_VERSION,

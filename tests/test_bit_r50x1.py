@@ -77,6 +77,7 @@ def test_the_published_form_r50x1_is_re_authored_into_the_edge_twins_graph(in21k
     chosen = choose_graph(published)
     assert chosen.graph["route"] == "re-authored", chosen.graph
     assert (chosen.graph["architecture"], chosen.graph["num_classes"]) == ("R50x1", 21843)
+    assert chosen.graph["matched_by"] == "layer order" and len(published.module().variables) == 153
     original = published.reference().predict(images)
     rebuilt = np.asarray(chosen.export_module()(images))
     assert np.abs(rebuilt - original).max() <= 1e-5 * np.abs(original).max()

@@ -31,7 +31,7 @@ def test_a_slower_machine_that_keeps_the_ratios_passes():
 def test_a_relative_slowdown_fails_with_a_readable_message():
     problems = compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.10))
     assert len(problems) == 1
-    assert "m tflite int8 on x/cpu: 20% slower relative to its reference" in problems[0]
+    assert "m tflite int8 on x/cpu: 20% slower relative to the TF reference" in problems[0]
     assert compare(_report(100.0, 30.0), _report(100.0, 25.0), GateOptions(max_slowdown=0.25)) == []
 
 
@@ -50,7 +50,7 @@ def test_the_paired_ratio_is_used_where_the_run_timed_one():
     baseline, current = _report(100.0, 25.0), _report(100.0, 25.0)
     baseline["rows"][1]["vs_reference"] = {"ratio": 0.25}
     current["rows"][1]["vs_reference"] = {"ratio": 0.30}  # same p50s, but 20 % slower against its reference
-    assert "20% slower relative to its reference" in compare(current, baseline, GateOptions())[0]
+    assert "20% slower relative to the TF reference" in compare(current, baseline, GateOptions())[0]
     current["rows"][1]["vs_reference"] = {"ratio": 0.25}
     current["rows"][1]["latency_ms"]["p50"] = 40.0  # the separate p50 drifted, the paired ratio did not
     assert compare(current, baseline, GateOptions()) == []
@@ -67,6 +67,6 @@ def test_recorded_mode_rows_are_compared_with_their_own_reference_artifact():
         return {"reference_mode": "recorded", "rows": rows}
 
     assert compare(report(40.0, 10.0), report(20.0, 5.0), GateOptions()) == []  # a slower device, same ratio
-    assert "50% slower relative to its reference" in compare(report(20.0, 7.5), report(20.0, 5.0), GateOptions())[0]
+    assert "50% slower relative to its reference artifact" in compare(report(20.0, 7.5), report(20.0, 5.0), GateOptions())[0]
     with pytest.raises(HubedgeError, match="baseline was taken with --reference-mode tf and this run used recorded"):
         compare(report(20.0, 5.0), _report(100.0, 25.0), GateOptions())

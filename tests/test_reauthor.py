@@ -95,7 +95,7 @@ def test_a_published_bit_is_re_authored_recorded_and_equal_to_the_module(tiny_pu
     assert "Shape" not in ops and "ConcatV2" not in ops  # no run-time shape chains
     assert "Sqrt" in edge_ops and "Sqrt" not in ops  # weight standardization folded into the constant kernels
     assert chosen.module() is tiny_published.module()  # the module as loaded stays the reference
-    assert choose_graph(tiny_published).export_dir == chosen.export_dir  # chosen once, rebuilt once
+    assert choose_graph(tiny_published).graph is chosen.graph  # chosen once per model, rebuilt once
 
 
 def test_hubedges_own_edge_builds_and_as_is_requests_keep_their_graph(tiny_classifier, tiny_published):
@@ -170,6 +170,7 @@ def test_a_model_that_is_no_bit_goes_as_is_in_one_line(tmp_path):
     chosen = choose_graph(load_model(str(tmp_path / "m")))
     assert chosen.graph["route"] == "as-is" and "warning" not in chosen.graph
     assert chosen.graph["why"].startswith("not recognised as a BiT (its first variable has shape (3, 3, 3, 8)")
+    assert "\n" not in describe_route(chosen.graph)
 
 
 def test_the_cli_re_authors_by_default_and_honours_graph_as_is(tiny_published, tmp_path, capsys):
@@ -188,3 +189,33 @@ def test_the_cli_re_authors_by_default_and_honours_graph_as_is(tiny_published, t
         # the reference is the module as given, whatever was converted
         assert manifest["weights"]["savedmodel"] == str(tiny_published.savedmodel_dir)
     assert routes == {"auto": "re-authored", "as-is": "as-is"}
+
+
+def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tmp_path, monkeypatch):
+    """With the equivalence check fooled, a wrong rebuild (the swapped module's weights in the wrong places) is
+    exported, and verification fails it: the reference is the user's module, not the rebuilt graph."""
+    from exporter import reauthor
+    from exporter.export import VerificationFailed, export_one
+    from exporter.formats import FORMATS
+    from exporter.sources import load_model
+
+    monkeypatch.setattr(reauthor, "_equivalence", lambda loaded, rebuilt: {"equal": True, "max_relative_diff": 0.0})
+    chosen = choose_graph(load_model(str(tampered["swapped"])))
+    assert chosen.graph["route"] == "re-authored"
+    with pytest.raises(VerificationFailed, match="FAILED verification"):
+        export_one(chosen, FORMATS["tflite"], "fp32", tmp_path)
+    assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_a_re_authored_savedmodel_says_so_and_is_not_re_authored_again(tiny_published, tmp_path):
+    from exporter.export import export_one
+    from exporter.formats import FORMATS
+    from exporter.savedmodel import read_module_info
+    from exporter.sources import load_model
+
+    result = export_one(choose_graph(tiny_published), FORMATS["savedmodel"], "fp32", tmp_path, verify_output=False)
+    record = read_module_info(result.artifact)["weights"]
+    assert record["graph"] == "re-authored" and record["reauthored_from"] == str(tiny_published.savedmodel_dir)
+    again = load_model(str(result.artifact))
+    assert again.weights_record()["sha256"] != tiny_published.weights_record()["sha256"]
+    assert choose_graph(again).graph["why"].startswith("re-authored by hubedge already")

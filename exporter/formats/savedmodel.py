@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.savedmodel import write_module_info
+from exporter.savedmodel import read_module_info, write_module_info
 from exporter.sources import LoadedModel
 
 
@@ -20,7 +20,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     if precision != "fp32":
         raise ValueError(f"savedmodel has no {precision}")  # the formats table refuses this earlier
     shutil.copytree(loaded.export_savedmodel, target, dirs_exist_ok=True)
-    write_module_info(target, loaded.info, loaded.weights_record())
+    # the record inside says what these variables are: a rebuild's says "re-authored" and where from
+    rebuilt = read_module_info(loaded.export_dir) if loaded.export_dir else None
+    write_module_info(target, loaded.info, rebuilt["weights"] if rebuilt else loaded.weights_record())
     copied = "the re-authored edge-form SavedModel" if loaded.export_dir else "the source SavedModel"
     return FormatResult(input_shape=[None, None, None, 3], recipe={"method": f"copy of {copied}"},
                         tools=("tensorflow", "tensorflow-hub"))
