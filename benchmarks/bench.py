@@ -190,22 +190,29 @@ def reference_mode(choice: str = "auto") -> str:
     return choice if choice != "auto" else ("tf" if has_tf else "recorded")
 
 
-def _recorded_outputs(members: list[tuple[Path, dict[str, Any]]], images: np.ndarray) -> np.ndarray:
-    """The recorded FP32 outputs every member names (one file, checked), for exactly these input images."""
-    from runtimes.reference import batch_sha256, read_recorded
+def _recorded_reference(members: list[tuple[Path, dict[str, Any]]],
+                        images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The recorded FP32 outputs every member names (one file, checked), the images they belong to, and a note.
+    Where this machine's preprocessing of the photos differs from export's, the recorded input batch is used."""
+    from runtimes.reference import batch_sha256, read_recorded, read_recorded_inputs
 
     recorded = [read_recorded(manifest, artifact.parent) for artifact, manifest in members]
     first = recorded[0]
     if any(not np.array_equal(other.outputs, first.outputs) for other in recorded[1:]):
         raise HubedgeError(f"the artifacts of {members[0][1]['model']['name']} name different recorded references; "
                            "re-export them together")
-    if batch_sha256(images) != first.input_sha256:
-        import PIL
+    if batch_sha256(images) == first.input_sha256:
+        return first.outputs, images, ""
+    import PIL
 
-        raise HubedgeError(f"this machine's preprocessing of the evaluation photos differs from the one at export "
-                           f"(input sha256 mismatch; Pillow {PIL.__version__} here), so {first.path.name} cannot "
-                           "judge agreement; install the Pillow version the manifest's tools record")
-    return first.outputs
+    artifact, manifest = members[0]
+    try:
+        recorded_images = read_recorded_inputs(manifest, artifact.parent)
+    except HubedgeError as error:
+        raise HubedgeError(f"this machine's preprocessing of the evaluation photos differs from export's (Pillow "
+                           f"{PIL.__version__} here), and {error}") from None
+    return first.outputs, recorded_images, (f"preprocessing here (Pillow {PIL.__version__}) differs from export's: "
+                                            "judged on the recorded input batch")
 
 
 def _latency_partner(artifact: Path, manifest: dict[str, Any], members: list[tuple[Path, dict[str, Any]]],
@@ -260,7 +267,11 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
             reference_outputs, reference_predictor = _tf_reference_row(first, images, info, options, rows, progress)
         else:
             progress(f"{model}: FP32 outputs recorded at export …")
-            reference_outputs, reference_predictor = _recorded_outputs(members, images), None
+            reference_outputs, images, note = _recorded_reference(members, images)
+            reference_predictor = None
+            if note:
+                progress(f"note: {model}: {note}")
+                image_sets[-1] += f"; {note}"
         partners: dict[tuple[Path, str], Predictor | None] = {}
 
         def measure_member(artifact: Path, manifest: dict[str, Any], device: str, is_reference: bool = False,

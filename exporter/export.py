@@ -153,17 +153,22 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
     manifest that named it then fails its sha256 check, loudly, instead of using the wrong outputs."""
     import io
 
-    weights = loaded.weights_record().get("sha256", "")[:12] or "unhashed"
-    path = output_dir / f"{loaded.info.name}.{weights}{reference.SUFFIX}"
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(outputs, dtype=np.float32), allow_pickle=False)
-    content = buffer.getvalue()
-    if not path.is_file() or path.read_bytes() != content:
-        with atomic_path(path) as temp:
-            temp.write_bytes(content)
-    return {"file": path.name, "sha256": hashlib.sha256(content).hexdigest(), "images": len(outputs),
-            "input_sha256": reference.batch_sha256(images.images), "image_set": images.description,
-            "photos": [photo.name for photo in calibration_data.evaluation_photos()],
+    def write(path: Path, array: np.ndarray) -> dict[str, str]:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        content = buffer.getvalue()
+        if not path.is_file() or path.read_bytes() != content:
+            with atomic_path(path) as temp:
+                temp.write_bytes(content)
+        return {"file": path.name, "sha256": hashlib.sha256(content).hexdigest()}
+
+    stem = f"{loaded.info.name}.{loaded.weights_record().get('sha256', '')[:12] or 'unhashed'}"
+    record = write(output_dir / f"{stem}{reference.SUFFIX}", outputs.astype(np.float32))
+    pixels = reference.to_pixels(images.images)  # the batch as the uint8 pixels it was made from
+    if pixels is not None:
+        record["inputs"] = write(output_dir / f"{stem}{reference.INPUTS_SUFFIX}", pixels)
+    return {**record, "images": len(outputs), "input_sha256": reference.batch_sha256(images.images),
+            "image_set": images.description, "photos": [photo.name for photo in calibration_data.evaluation_photos()],
             "computed_by": "the TensorFlow FP32 module as loaded (the verification reference)"}
 
 

@@ -1,10 +1,11 @@
 """FP32 reference outputs recorded at export, so that a device without TensorFlow can still judge an artifact.
 
 Export writes the model's FP32 outputs on its evaluation images once per model and weights
-(``<model>.<weights>.reference.npy`` beside the artifacts) and records, in every manifest, the file's sha256 and
-the sha256 of the exact preprocessed input batch (``batch_sha256``). A reader gets the outputs only if the file
-is the one the manifest names and fits the model; the batch hash says whether this machine's preprocessing
-reproduces the inputs the outputs belong to. ``.npy`` because it is byte-stable (no zip timestamps) and numpy
+(``<model>.<weights>.reference.npy`` beside the artifacts), and the input batch as its uint8 pixels
+(``….inputs.npy``), and records, in every manifest, both files' sha256 and the sha256 of the exact preprocessed
+batch (``batch_sha256``). A reader gets the outputs only if the file is the one the manifest names and fits the
+model; the batch hash says whether this machine's preprocessing reproduces the inputs the outputs belong to, and
+where it does not, the recorded batch stands in. ``.npy`` because it is byte-stable (no zip timestamps) and numpy
 reads it with nothing else installed.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from runtimes.errors import CorruptModelError
 
 SUFFIX = ".reference.npy"
+INPUTS_SUFFIX = ".inputs.npy"
 
 
 def batch_sha256(images: np.ndarray) -> str:
@@ -28,6 +30,18 @@ def batch_sha256(images: np.ndarray) -> str:
     digest = hashlib.sha256(repr(batch.shape).encode())
     digest.update(batch.tobytes())
     return digest.hexdigest()
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray | None:
+    """The uint8 pixels a [0, 1] batch was made from (``preprocess`` divides them by 255), or None when the batch
+    is not exactly that (then it cannot be recorded this way)."""
+    pixels = np.rint(np.asarray(images, np.float32) * np.float32(255.0)).clip(0, 255).astype(np.uint8)
+    return pixels if batch_sha256(from_pixels(pixels)) == batch_sha256(images) else None
+
+
+def from_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The float32 batch of uint8 pixels, computed exactly as ``runtimes.preprocess`` computes it."""
+    return pixels.astype(np.float32) / np.float32(255.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,3 +80,20 @@ def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReferenc
         raise CorruptModelError(f"{path} holds outputs of shape {list(outputs.shape)}, not {record.get('images')} x "
                                 f"{width} of {manifest['model']['name']}; re-export")
     return RecordedReference(outputs, record["input_sha256"], record.get("image_set", ""), path)
+
+
+def read_recorded_inputs(manifest: dict[str, Any], directory: Path) -> np.ndarray:
+    """The exact input batch the recorded outputs belong to, checked against its record; for a machine whose
+    own preprocessing of the photos differs (another Pillow, another decoder)."""
+    record = (manifest.get("reference") or {}).get("inputs") or {}
+    path = directory / record.get("file", "")
+    if not record or not path.is_file():
+        raise CorruptModelError(f"no recorded input batch beside {manifest['artifact']['file']} "
+                                f"({record.get('file', 'none recorded')}); copy it with the reference, or re-export")
+    if file_sha256(path) != record["sha256"]:
+        raise CorruptModelError(f"{path} is not the input batch {manifest['artifact']['file']} was verified on "
+                                "(sha256 mismatch); copy the matching file or re-export")
+    images = from_pixels(np.load(path, allow_pickle=False))
+    if batch_sha256(images) != manifest["reference"]["input_sha256"]:
+        raise CorruptModelError(f"{path} does not rebuild the batch its manifest records; re-export")
+    return images

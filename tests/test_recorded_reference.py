@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from exporter.export import evaluation_set
-from runtimes.errors import CorruptModelError
+from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.manifest import read_manifest
 from runtimes.reference import batch_sha256, read_recorded
 
@@ -60,3 +60,41 @@ def test_a_damaged_or_foreign_reference_is_refused_in_one_line(tiny_exports, tmp
         read_recorded(manifest, tmp_path)
     with pytest.raises(CorruptModelError, match="has no recorded reference"):
         read_recorded({**manifest, "reference": {}}, tmp_path)
+
+
+def test_the_exact_input_batch_is_recorded_too(tiny_exports):
+    from runtimes.reference import read_recorded_inputs
+
+    artifact = tiny_exports[("tflite", "fp32")].artifact
+    recorded = read_recorded_inputs(read_manifest(artifact), artifact.parent)
+    np.testing.assert_array_equal(recorded, evaluation_set(64, "seeded").images)
+
+
+def test_a_machine_that_preprocesses_otherwise_is_judged_on_the_recorded_batch(tiny_exports, tmp_path, monkeypatch):
+    """Another Pillow would give other pixels: bench says so and uses the batch recorded at export."""
+    import dataclasses
+
+    from benchmarks import bench
+    from exporter import export
+
+    artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
+    options = bench.BenchOptions(runs=2, warmup=1, threads=1, paired_blocks=1, paired_calls=1,
+                                 reference_mode="recorded")
+    same = bench.run(artifacts, options, progress=lambda _: None)
+    real = export.evaluation_set
+    monkeypatch.setattr(export, "evaluation_set", lambda size, source: dataclasses.replace(
+        real(size, source), images=np.clip(real(size, source).images + 1.0 / 255, 0.0, 1.0)))
+    said: list[str] = []
+    other = bench.run(artifacts, options, progress=said.append)
+    assert any("differs from export's: judged on the recorded input batch" in line for line in said)
+    for before, after in zip(same["rows"], other["rows"]):
+        assert before["agreement"] == after["agreement"]
+    folder = tmp_path / "no-inputs"
+    folder.mkdir()
+    for path in artifacts:
+        manifest = read_manifest(path)
+        shutil.copy(path, folder)
+        shutil.copy(path.rsplit(".", 1)[0] + ".json", folder)
+        shutil.copy(tiny_exports[("tflite", "fp32")].artifact.parent / manifest["reference"]["file"], folder)
+    with pytest.raises(HubedgeError, match="differs from export.s .*no recorded input batch"):
+        bench.run([str(folder)], options, progress=lambda _: None)
