@@ -87,3 +87,38 @@ def test_the_gate_runs_without_tensorflow_and_refuses_other_modes(recorded_run, 
     refused = _bench_without_tf([*artifacts, "--baseline", str(folder / "tf-mode.json")])
     assert refused.returncode == 2
     assert "taken with --reference-mode tf and this run used recorded" in refused.stderr.strip().splitlines()[-1]
+
+
+LITERT_ONLY = ("ai_edge_litert", "numpy", "numpy.libs", "PIL", "pillow.libs", "tqdm", "flatbuffers", "ml_dtypes",
+               "google", "backports", "typing_extensions.py")  # what `pip install hubedge[tflite]` brings
+
+
+def test_bench_runs_where_nothing_but_litert_is_installed(tiny_exports, tmp_path):
+    """A runtimes-only device: a Python that sees hubedge's source and LiteRT's wheel with its dependencies, and no
+    other site-packages at all (``-I -S``), runs ``hubedge bench`` with the gate; no network, no TensorFlow."""
+    import numpy
+
+    site_packages = Path(numpy.__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in LITERT_ONLY:
+        (site / name).symlink_to(site_packages / name)
+    for info in site_packages.glob("*.dist-info"):
+        if info.name.split("-")[0].lower() in ("ai_edge_litert", "numpy", "pillow", "tqdm", "flatbuffers"):
+            (site / info.name).symlink_to(info)
+    artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
+    code = (f"import sys; sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}, {str(site)!r}]; "
+            "from exporter.cli import main; code = main(sys.argv[1:]); "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'onnxruntime', 'openvino')]; "
+            "sys.exit(code)")
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", code, "bench", *artifacts, *FAST,
+                          "--json", str(tmp_path / "run.json"), "--save-baseline", str(tmp_path / "base.json")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["reference_mode"] == "recorded" and report["machine"]["versions"]["tensorflow"] == "not installed"
+    assert [row["status"] for row in report["rows"]] == ["ok", "ok"]
+    gate = subprocess.run([sys.executable, "-I", "-S", "-c", code, "bench", *artifacts, *FAST,
+                           "--baseline", str(tmp_path / "base.json"), "--max-slowdown", "1000%"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert gate.returncode == 0 and "passed" in gate.stderr.splitlines()[-1], gate.stderr[-2000:]
