@@ -124,7 +124,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-VENDOR_TOLERANCE = 0.10  # DESIGN.md: our p50 within about 10 % of the runtime's own timer
+VENDOR_TOLERANCE = 0.10  # docs/stack-facts.md, "Timing": our p50 within about 10 % of the runtime's own timer
 
 
 def vendor_lines(report: dict[str, Any]) -> list[str]:

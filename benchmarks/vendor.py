@@ -1,9 +1,9 @@
 """The runtimes' own timers, run on the same artifact and thread count as a check on ``hubedge bench``.
 
 ``benchmark_app`` ships with openvino and ``litert-benchmark`` with ai-edge-litert. If our p50 through
-``predict()`` lands far from theirs, either our timing or our runtime settings are wrong (DESIGN.md: within
-about 10 %). onnxruntime's wheel ships no timer (``onnxruntime_perf_test`` is a source build), so ONNX rows
-say so instead of a figure.
+``predict()`` lands far from theirs, either our timing or our runtime settings are wrong (docs/stack-facts.md,
+"Timing": within about 10 %). onnxruntime's wheel ships no timer (``onnxruntime_perf_test`` is a source build), so
+ONNX rows say so instead of a figure.
 """
 
 from __future__ import annotations

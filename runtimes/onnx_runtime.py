@@ -1,12 +1,12 @@
 """The ONNX Runtime adapter: CPU execution provider, CUDA/TensorRT on GPUs, the QNN HTP on NPUs.
 
-Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL) and, on the CPU,
-the optimized graph is cached (``$HUBEDGE_CACHE_DIR/ort-optimized``) so later loads skip the optimizer.
-For a quantized artifact the first CPU load also tries the graph without ONNX Runtime's ``NhwcTransformer``
-and keeps whichever layout runs faster on this CPU (see :func:`_choose_cpu_layout`). On a GPU or
-NPU, ONNX Runtime silently runs what the accelerator cannot take on the CPU, and ``get_providers()`` lists
-the accelerator either way (PITFALLS.md). So this adapter either forbids that fallback (``strict``: the
-session fails instead) or measures it with one profiled run and reports it in ``placement``.
+Threads are pinned through SessionOptions; the graph is optimized at load (ORT_ENABLE_ALL) and, on the CPU, the
+optimized graph is cached (``$HUBEDGE_CACHE_DIR/ort-optimized``) so later loads skip the optimizer. For a quantized
+artifact the first CPU load also tries the graph without ONNX Runtime's ``NhwcTransformer`` and keeps whichever
+layout runs faster on this CPU (see :func:`_choose_cpu_layout`). On a GPU or NPU, ONNX Runtime silently runs what
+the accelerator cannot take on the CPU, and ``get_providers()`` lists the accelerator either way
+(docs/stack-facts.md, "Runtime settings"). So this adapter either forbids that fallback (``strict``: the session
+fails instead) or measures it with one profiled run and reports it in ``placement``.
 The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to 1 there.
 On x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels saturate (``VPMADDUBSW``): int8 artifacts
 there run with ``session.x64quantprecision=1``, ONNX Runtime's exact uint8 × uint8 path. It is set on those

@@ -1,10 +1,10 @@
 """The OpenVINO adapter: runs IR artifacts (``.xml`` + ``.bin``) with OpenVINO on its CPU, GPU or NPU plugin.
 
-The inference precision is set explicitly to f32 on CPU and GPU: on CPUs with AVX512_BF16, OpenVINO's
-default runs fp32 IRs in bf16, which silently changes results (PITFALLS.md). bf16 runs only when the artifact
-says so (``rt_info`` hubedge/precision = bf16, exported as a precision of its own), and only on a CPU that has
-bf16 arithmetic: elsewhere OpenVINO would quietly run f32, so the load fails instead. Latency hint; threads through
-``INFERENCE_NUM_THREADS``. A model is compiled for the named device alone (no AUTO/HETERO), so it either
+The inference precision is set explicitly to f32 on CPU and GPU: on CPUs with AVX512_BF16, OpenVINO's default runs
+fp32 IRs in bf16, which silently changes results (docs/stack-facts.md, "Runtime settings"). bf16 runs only when the
+artifact says so (``rt_info`` hubedge/precision = bf16, exported as a precision of its own), and only on a CPU that
+has bf16 arithmetic: elsewhere OpenVINO would quietly run f32, so the load fails instead. Latency hint; threads
+through ``INFERENCE_NUM_THREADS``. A model is compiled for the named device alone (no AUTO/HETERO), so it either
 runs there wholly or fails to load.
 """
 

@@ -6,11 +6,11 @@ folds weight standardization with ONNX Runtime's basic optimizations: BiT-M R50x
 peak instead of 7.3 GB (11.3 GB before that). ``HUBEDGE_TF2ONNX_WEIGHTS_IN_GRAPH=1`` converts the previous way,
 for comparison. The graph has a dynamic batch and a fixed
 spatial size. fp16 converts weights and arithmetic with onnxruntime's float16 tool, keeping float32 I/O.
-int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only
-the ops that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less
-accurate than float there (PITFALLS.md) — plus the activations that follow convs (Clip for ReLU6, Relu), so
-that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range:
-on EfficientNet-Lite0 that took top-1 agreement from 0.58 to 0.91 (cosine_min 0.68 → 0.975).
+int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only the ops
+that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less accurate than
+float there (docs/stack-facts.md, "Quantizing") — plus the activations that follow convs (Clip for ReLU6, Relu), so
+that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range: on
+EfficientNet-Lite0 that took top-1 agreement from 0.58 to 0.91 (cosine_min 0.68 → 0.975).
 The int8 artifact is the same for every CPU: on x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels
 saturate, and the session option ``session.x64quantprecision=1`` switches them to the exact uint8 × uint8
 ones. hubedge's adapter sets it on those CPUs only (on VNNI CPUs it costs 30-100 % and changes nothing); the

@@ -1,7 +1,7 @@
 """The ``openvino`` format: OpenVINO IR (``.xml`` + ``.bin``) at fp32, fp16 and int8 (NNCF).
 
 Converted with ``ov.convert_model`` straight from the hub-form SavedModel (NNCF on an IR converted from the
-SavedModel is more accurate than on one converted from ONNX, PITFALLS.md), with a dynamic batch and a fixed
+SavedModel is more accurate than on one converted from ONNX, docs/stack-facts.md), with a dynamic batch and a fixed
 spatial size. fp32 is saved with ``compress_to_fp16=False`` (``ov.save_model`` compresses to fp16 by
 default); fp16 compresses the weights. bf16 is the fp32 IR marked to run with bf16 inference precision (the
 adapter sets ``INFERENCE_PRECISION_HINT=bf16``), a precision of its own that CPUs with AVX512_BF16 or AMX run

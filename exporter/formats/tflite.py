@@ -1,7 +1,7 @@
 """The ``tflite`` format: LiteRT flatbuffers at fp32, fp16, dynamic-range and full int8.
 
 Converted from the hub-form SavedModel's ``__call__`` traced at a fixed ``[1, size, size, 3]`` input: mobile
-runtimes run one image at a time, and a fully static graph keeps XNNPACK in one partition (PITFALLS.md).
+runtimes run one image at a time, and a fully static graph keeps XNNPACK in one partition (docs/stack-facts.md).
 The LiteRT adapter splits larger batches. Full int8 uses a representative dataset from the calibration set
 and integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay
 float through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no
