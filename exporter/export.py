@@ -162,7 +162,7 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
                 temp.write_bytes(content)
         return {"file": path.name, "sha256": hashlib.sha256(content).hexdigest()}
 
-    stem = f"{loaded.info.name}.{loaded.weights_record().get('sha256', '')[:12] or 'unhashed'}"
+    stem = f"{loaded.info.name}.{loaded.weights_record()['sha256'][:12]}"
     record = write(output_dir / f"{stem}{reference.SUFFIX}", outputs.astype(np.float32))
     pixels = reference.to_pixels(images.images)  # the batch as the uint8 pixels it was made from
     if pixels is not None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from exporter.bit_layout import BitLayout, Unrecognised, recognise
 from exporter.fsutil import sha256_of
-from exporter.sources import LoadedModel
+from exporter.sources import TWIN_VERSION, LoadedModel
 from runtimes.cache import cache_dir
 from runtimes.errors import HubedgeError
 
@@ -69,7 +69,7 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
                       "exporting its own graph", warning=True)
     try:
         rebuilt = _rebuild(loaded, found)
-        equivalence = _equivalence(loaded, rebuilt)
+        equivalence = _equivalence(loaded, dataclasses.replace(loaded, export_dir=rebuilt))
     except Exception as error:  # a cache that cannot be written, a graph TF cannot run: the module's own graph
         text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         return _as_is(f"its variables make a {found.describe()}, but re-authoring failed ({type(error).__name__}: "
@@ -94,8 +94,6 @@ def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
     from exporter.bit import BitTwin
     from exporter.savedmodel import save_hub_module
 
-    from exporter.sources import TWIN_VERSION
-
     digest = sha256_of(loaded.savedmodel_dir / "variables")[:16]  # the variables themselves, not a record of them
     version = f"v{REAUTHOR_VERSION}.{TWIN_VERSION}"  # a builder change must not reuse old rebuilds
     directory = cache_dir() / "reauthored" / version / f"{loaded.info.name}-{digest}"
@@ -109,18 +107,18 @@ def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
     return directory
 
 
-def _equivalence(loaded: LoadedModel, rebuilt: Path) -> dict[str, Any]:
-    """Both graphs on held-apart photos: the largest difference relative to the largest output, the lowest
-    per-image cosine, and whether the top-1 of every image agrees."""
+def _equivalence(loaded: LoadedModel, rebuilt: LoadedModel) -> dict[str, Any]:
+    """Both graphs (the module as loaded, and ``rebuilt.export_module()``, loaded once for the export too) on
+    held-apart photos: the largest difference relative to the largest output, the lowest per-image cosine, and
+    whether the top-1 of every image agrees."""
     import calibration_data
     import tensorflow as tf
-    import tensorflow_hub as hub
 
     from runtimes.preprocess import preprocess
 
     images = tf.constant(preprocess(calibration_data.evaluation_photos()[:PROBE_PHOTOS], loaded.info.input_size))
     original = np.asarray(loaded.module()(images), np.float64).reshape(len(images), -1)
-    candidate = np.asarray(hub.load(str(rebuilt))(images), np.float64).reshape(len(images), -1)
+    candidate = np.asarray(rebuilt.export_module()(images), np.float64).reshape(len(images), -1)
     relative = float(np.abs(original - candidate).max() / max(np.abs(original).max(), 1e-30))
     norms = np.linalg.norm(original, axis=1) * np.linalg.norm(candidate, axis=1)
     cosine = float(np.min(np.sum(original * candidate, axis=1) / np.maximum(norms, 1e-30)))
