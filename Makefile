@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	out=$$($(VENV)/bin/python -c "import exporter, runtimes, tensorflow_hub, onnxruntime, openvino, ai_edge_litert" 2>&1) \
+	out=$$($(VENV)/bin/python -c "import exporter, runtimes, tensorflow_hub, onnxruntime, openvino, ai_edge_litert, \
+		mediapipe.tasks.python.vision; from exporter.formats.tflite_metadata import metadata_writers; metadata_writers()" 2>&1) \
 		|| { echo "$$out"; exit 1; }
 	touch $(STAMP)
 

@@ -23,13 +23,14 @@ import numpy as np
 import runtimes
 from benchmarks.latency import measure, paired_timing, predict_overhead
 from benchmarks.vendor import vendor_timing
-from runtimes.agreement import summarize
+from runtimes.agreement import agreement_with_reference
 from runtimes.base import Predictor
 from runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
 from runtimes.memory import PeakMemory
+from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import list_images, preprocess
 
 
@@ -136,7 +137,7 @@ def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: s
     }
 
 
-def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, task: str, activation: str,
+def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, info: ModelInfo,
                  options: BenchOptions, paired_with: Predictor | None = None) -> tuple[dict[str, Any], Predictor]:
     """The row's figures, and its predictor (the reference row's is kept to pair the artifacts with)."""
     with PeakMemory() as peak:
@@ -149,7 +150,7 @@ def _measure_row(predictor_factory, images: np.ndarray, reference: np.ndarray, t
     # outside the row's peak memory: it runs the reference too
     paired = (paired_timing(predictor, paired_with, images[:1], options.paired_blocks, options.paired_calls)
               if paired_with is not None and options.paired_blocks > 0 else None)
-    agreement = summarize(reference, outputs, task, activation)
+    agreement = agreement_with_reference(reference, outputs, info)
     note = predictor.device_status.note if predictor.device_status else ""
     layout = getattr(predictor, "cpu_layout", {}) or {}
     if layout.get("layout", "default") != "default":  # ONNX Runtime's graph layout, timed at first load
@@ -290,7 +291,7 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
             try:
                 figures, predictor = _measure_row(
                     lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
-                    images, reference_outputs, info.task, info.activation, options, paired_with=paired_with)
+                    images, reference_outputs, runtimes.model_info(manifest), options, paired_with=paired_with)
                 if device == "cpu" and cpu_class() not in base["right_on"]:
                     wrong = f"recipe right only on {', '.join(base['right_on'])}, not on this {cpu_class()} CPU"
                     figures["note"] = f"{figures['note']}; {wrong}" if figures["note"] else wrong
@@ -342,7 +343,7 @@ def _tf_reference_row(first: dict[str, Any], images: np.ndarray, info, options: 
     loaded = _reference(first)
     reference_outputs = loaded.reference().predict(images)
     figures, reference_predictor = _measure_row(
-        loaded.reference, images, reference_outputs, info.task, info.activation,
+        loaded.reference, images, reference_outputs, loaded.info,
         dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
     row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32", graph="as-is",
                reference=True, reference_kind="tf", targets=["cpu"], targeted=True,

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 from exporter import __version__, catalog  # noqa: E402
 from exporter.formats import FORMATS  # noqa: E402
+from exporter.formats.tflite import INT8_IO_CHOICES  # noqa: E402
 from runtimes.errors import HubedgeError  # noqa: E402
 
 SEEDED_NOTE = "note: seeded weights: the scores show the pipeline works, not what the photos show"
@@ -229,6 +230,7 @@ def _announce_emulation() -> None:
 
 def _print_export_table(results: list) -> None:
     from exporter.export import verified_cpu_line
+    from exporter.mobile_sdk import summary_line
 
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:
@@ -243,6 +245,8 @@ def _print_export_table(results: list) -> None:
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
             check += f"  [{verified_cpu_line(v)}]"
+            if "mobile_sdk" in v:
+                check += f"  [{summary_line(v['mobile_sdk'])}]"
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
 
 
@@ -463,8 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration-size", type=_positive_int, default=None, metavar="N",
                         help="calibration samples; beyond the photos, deterministic crops and flips (default: "
                              "one per photo, at least 64)")
-    export.add_argument("--int8-io", action="store_true",
-                        help="tflite int8: integer input/output tensors (scale and zero point in the manifest)")
+    export.add_argument("--int8-io", nargs="?", const="int8", default=None, choices=INT8_IO_CHOICES,
+                        help="tflite int8: integer input/output tensors, int8 (the default when given bare) or "
+                             "uint8 (raw camera pixels in, scale 1/255, float32 scores out, as MediaPipe Tasks "
+                             "feeds them); scale and zero point "
+                             "go into the manifest")
     export.add_argument("--tflite-int8-recipe", choices=("xnnpack", "full"), default="xnnpack",
                         help="tflite int8: xnnpack (default) keeps the normalization ops XNNPACK cannot run in int8 "
                              "float, so the graph stays in one fast partition; full quantizes every op")

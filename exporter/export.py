@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import calibration_data
-from exporter import cpu_emulation
+from exporter import cpu_emulation, mobile_sdk
 from exporter.artifact_child import predict_isolated
 from exporter.calibration import augment
 from exporter.formats import Floor, Format, floor_for, yardstick_target
@@ -25,7 +25,7 @@ from exporter.manifest import build_manifest, write_manifest
 from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes import reference
-from runtimes.agreement import summarize
+from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
 from runtimes.errors import HubedgeError, UnsupportedError
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
@@ -102,11 +102,15 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     there, so falling short there fails it too. Classes that cannot be checked here are named, with why."""
     device = verification_device(fmt)
     outputs, note, cpu = predict_isolated(artifact, device, images.images)
-    figures = summarize(reference_outputs, outputs, info.task, info.activation)
+    figures = agreement_with_reference(reference_outputs, outputs, info)
     failures = floor.failures(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
         target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
     classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not failures}}
+    # a .tflite file is also run as a phone app runs it (exporter.mobile_sdk)
+    mobile = (mobile_sdk.verify_on_sdk(artifact, info, precision, images.images, outputs, reference_outputs, floor)
+              if fmt.name == "tflite" else None)
+    failures += mobile["failures"] if mobile else []
     unchecked: dict[str, str] = {}
     if device == "cpu" and verify_cpu == "all" and fmt.runtime != "tf":  # the TF reference is FP32 by definition
         for other in (c for c in right_on if c not in classes):
@@ -115,7 +119,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
                 unchecked[other] = emulator
                 continue
             other_outputs, _, other_cpu = predict_isolated(artifact, device, images.images, emulator)
-            other_figures = summarize(reference_outputs, other_outputs, info.task, info.activation)
+            other_figures = agreement_with_reference(reference_outputs, other_outputs, info)
             other_failures = floor.failures(other_figures)
             failures += [f"as {other} ({emulator.description}): {failure}" for failure in other_failures]
             classes[other] = {"cpu": other_cpu, "emulated": emulator.description, "passed": not other_failures,
@@ -129,10 +133,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
             **({"target": target_record} if target is not None else {}),
             "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,
             "device": device, **({"device_note": note} if note else {}), "cpu": cpu,
-            "cpu_classes": classes, "cpu_classes_unchecked": unchecked, **figures}
-
-
-SUMMARY_KEYS = ("cosine_min", "cosine", "top1", "top5", "sqnr_db", "max_abs_diff")
+            "cpu_classes": classes, "cpu_classes_unchecked": unchecked, **({"mobile_sdk": mobile} if mobile else {}),
+            **figures}
 
 
 def verified_cpu_line(verification: dict[str, Any]) -> str:
@@ -201,7 +203,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             if reference_outputs is None:
                 reference_outputs = loaded.reference().predict(images.images)
             source = loaded.weights.get("source", "")
-            verification = verify(temp, fmt, precision, reference_outputs, images, loaded.info,
+            verification = verify(temp, fmt, precision, reference_outputs, images, result.info or loaded.info,
                                   floor_for(fmt, precision, source), yardstick_target(precision, source),
                                   tuple(result.right_on), options.get("verify_cpu", "native"))
             manifest["verification"] = verification

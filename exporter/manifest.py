@@ -41,7 +41,7 @@ def build_manifest(
     result: FormatResult,
     seconds: float,
 ) -> dict[str, Any]:
-    info = loaded.info
+    info = result.info or loaded.info
     files = [artifact, *(artifact.with_suffix(suffix) for suffix in fmt.companions)]
     return {
         "schema": SCHEMA,
@@ -71,7 +71,8 @@ def build_manifest(
         "output": {
             "task": info.task,
             "num_outputs": info.num_outputs,
-            "meaning": "logits" if info.task == "classification" else "features",
+            "meaning": ("features" if info.task != "classification" else
+                        f"scores ({info.activation} applied in the graph)" if info.activation_in_graph else "logits"),
             "activation": info.activation,
             "labels": info.labels,
             **({"quantization": result.io["output"]} if "output" in result.io else {}),

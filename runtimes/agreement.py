@@ -49,6 +49,9 @@ def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
+SUMMARY_KEYS = ("cosine_min", "cosine", "top1", "top5", "sqnr_db", "max_abs_diff")  # the figures a record keeps
+
+
 def summarize(reference: np.ndarray, output: np.ndarray, task: str, activation: str = "none") -> dict[str, float]:
     """The agreement figures for one task: classification adds top-1 and top-5 (and, for sigmoid heads, the
     F1 of the above-threshold label sets); feature vectors add k-nearest-neighbour agreement."""
@@ -68,6 +71,31 @@ def summarize(reference: np.ndarray, output: np.ndarray, task: str, activation: 
     elif ref.shape[0] > 1:
         figures["knn3"] = knn_agreement(ref, out, 3)
     return figures
+
+
+def agreement_with_reference(reference_logits: np.ndarray, output: np.ndarray, info) -> dict[str, float]:
+    """:func:`summarize` of an artifact's outputs against the FP32 reference's logits, always in logit space.
+
+    Where the artifact's graph applies its softmax itself (``info.activation_in_graph``: a mobile softmax
+    head), its probabilities are turned back into logits first, so every artifact of a model is judged in one
+    space against the same floors. A softmax fixes its logits only up to a per-image constant, so both sides
+    are then compared centred (each row minus its mean), which leaves top-k unchanged."""
+    if info.activation_in_graph:
+        if info.activation != "softmax":
+            raise ValueError(f"only a softmax is ever applied in an artifact's graph, not {info.activation!r}")
+        reference_logits, output = _centred(reference_logits), _centred(_log(output))
+    return summarize(reference_logits, output, info.task, info.activation)
+
+
+def _log(probabilities: np.ndarray) -> np.ndarray:
+    """``log p``: a softmax's logits up to a per-row constant; a probability that underflowed to 0 stands at
+    the smallest positive float32."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), np.finfo(np.float32).tiny, 1.0))
+
+
+def _centred(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.mean(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def label_set_f1(reference: np.ndarray, output: np.ndarray, threshold: float = 0.5) -> float:

@@ -54,12 +54,13 @@ def activate(logits: np.ndarray, activation: str) -> np.ndarray:
 
 
 def top_k_from_outputs(outputs: np.ndarray, info: ModelInfo, k: int = 5) -> list[list[Prediction]]:
-    """The ``k`` best classes of each row of ``outputs`` (logits), with labels and activated scores."""
+    """The ``k`` best classes of each row of ``outputs`` (logits, or scores where the graph applied the
+    activation), with labels and activated scores."""
     if info.task != "classification":
         raise HubedgeError(f"{info.name} is a feature vector model: it has no classes to rank")
     if k < 1:
         raise InvalidInputError(f"k must be at least 1; got {k}")
-    scores = activate(outputs, info.activation)
+    scores = activate(outputs, info.pending_activation)
     labels = load_labels(info.labels) if info.labels else None
     k = min(k, scores.shape[-1])
     result = []
@@ -100,7 +101,8 @@ class Predictor(abc.ABC):
         return self.fixed_input_size or self.info.input_size
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
-        """Float32 outputs in the reference's meaning (logits or features), one row per image."""
+        """Float32 outputs in the reference's meaning (logits or features), one row per image; scores where the
+        artifact's graph applies the activation (``info.activation_in_graph``: a mobile softmax head)."""
         batch = preprocess(images, self.input_size)
         if self.fixed_input_size and batch.shape[1:3] != (self.fixed_input_size, self.fixed_input_size):
             raise InvalidInputError(

@@ -27,6 +27,8 @@ class ModelInfo:
         labels: name of a bundled label list (``imagenet21k``, ``ilsvrc2012``) or ``None``.
         input_size: the square side the model is usually run at; hub modules accept any size.
         handle: where the model comes from (hub handle, URL or path), for the record.
+        activation_in_graph: the artifact's graph already applies ``activation`` (a mobile ``.tflite`` of a
+            softmax head, since TFLite Metadata cannot express softmax): its outputs are scores, not logits.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ModelInfo:
     labels: str | None
     input_size: int = 224
     handle: str = ""
+    activation_in_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "feature_vector"):
@@ -44,6 +47,11 @@ class ModelInfo:
             raise ValueError(f"unknown activation {self.activation!r}")
         if self.task == "feature_vector" and (self.activation != "none" or self.labels is not None):
             raise ValueError("a feature vector has neither an activation nor labels")
+
+    @property
+    def pending_activation(self) -> Activation:
+        """What still turns this model's outputs into scores: ``none`` where the graph already applied it."""
+        return "none" if self.activation_in_graph else self.activation
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

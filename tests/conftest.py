@@ -60,6 +60,8 @@ def tiny_spec(task: str = "classification", num_outputs: int = 10, name: str = "
     arch = Architecture((1, 1, 1, 1), 0.5)
     if task == "feature_vector":
         return ModelSpec(name, f"test/{name}/1", "test", "feature_vector", arch.feature_size, "none", None, 64, arch)
+    if num_outputs == 21843:  # ImageNet-21k: multi-label logits, sigmoid scores
+        return ModelSpec(name, f"test/{name}/1", "test", "classification", num_outputs, "sigmoid", "imagenet21k", 64, arch)
     labels = "ilsvrc2012" if num_outputs == 1000 else None
     return ModelSpec(name, f"test/{name}/1", "test", "classification", num_outputs, "softmax", labels, 64, arch)
 
@@ -91,7 +93,7 @@ def tiny_features(tmp_path_factory: pytest.TempPathFactory):
                       tmp_path_factory.mktemp("tiny") / "features")
 
 
-def export_all(loaded, output: Path, pairs, int8_io: bool = False, graph: str = "auto") -> dict:
+def export_all(loaded, output: Path, pairs, int8_io: str | None = None, graph: str = "auto") -> dict:
     """Exports ``loaded`` to every (format, precision) in ``pairs``, verified, sharing one calibration set;
     ``graph`` is the graph route (exporter.reauthor)."""
     import functools

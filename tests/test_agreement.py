@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from runtimes.agreement import (
+    agreement_with_reference,
     cosines,
     knn_agreement,
     label_set_f1,
@@ -35,6 +36,28 @@ def test_summary_per_task():
     assert figures["top1"] == 1.0 and figures["cosine_min"] == pytest.approx(1.0)
     assert figures["max_abs_diff"] == 1.0
     assert "top1" not in summarize(ref, ref, "feature_vector")
+
+
+def test_an_in_graph_softmax_is_judged_in_logit_space():
+    """A softmax head's probabilities compare with the reference's logits as the logits they came from."""
+    from runtimes.base import activate
+    from runtimes.modelinfo import ModelInfo
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4, 10)).astype(np.float32)
+    info = ModelInfo("m", "classification", 10, "softmax", None)
+    in_graph = ModelInfo("m", "classification", 10, "softmax", None, activation_in_graph=True)
+    probabilities = activate(logits, "softmax").astype(np.float32)
+    same = agreement_with_reference(logits, probabilities, in_graph)
+    assert same["cosine_min"] > 0.99999 and same["top1"] == 1.0 and same["max_abs_diff"] < 1e-5
+    noisy = logits + rng.normal(0, 0.5, logits.shape).astype(np.float32)
+    from_scores = agreement_with_reference(logits, activate(noisy, "softmax").astype(np.float32), in_graph)
+    centred = agreement_with_reference(logits - logits.mean(1, keepdims=True), noisy - noisy.mean(1, keepdims=True), info)
+    assert from_scores["cosine_min"] == pytest.approx(centred["cosine_min"], abs=1e-6)
+    assert from_scores["top5"] == centred["top5"]
+    with pytest.raises(ValueError, match="only a softmax"):
+        agreement_with_reference(logits, probabilities, ModelInfo("m", "classification", 10, "sigmoid", None,
+                                                                   activation_in_graph=True))
 
 
 def test_mismatched_shapes_are_refused():

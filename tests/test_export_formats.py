@@ -10,7 +10,7 @@ import pytest
 import runtimes
 from exporter.export import verification_images
 from exporter.formats import FORMATS
-from runtimes.agreement import summarize
+from runtimes.agreement import agreement_with_reference
 from runtimes.manifest import read_manifest
 from tests.conftest import cpu_has_bf16, export_all
 
@@ -36,8 +36,9 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
     # an independent check of the published file, not the temporary one verification saw
     images = verification_images(64)
     device = manifest["verification"]["device"]
-    figures = summarize(tiny_classifier.reference().predict(images),
-                        runtimes.load(result.artifact, device=device).predict(images), "classification")
+    predictor = runtimes.load(result.artifact, device=device)
+    figures = agreement_with_reference(tiny_classifier.reference().predict(images), predictor.predict(images),
+                                       predictor.info)
     assert not FORMATS[name].floors[precision].failures(figures)
     if precision == "int8":
         assert manifest["quantization"]["calibration"]["samples"] == 64  # 29 photos + augmentations
@@ -56,11 +57,18 @@ def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier
     import onnx
     import openvino as ov
 
+    import zipfile
+
     from exporter.formats.tflite import read_metadata
 
-    tflite = read_metadata(classifier_exports[("tflite", "int8")].artifact)
-    assert tflite["hubedge.labels"].decode().splitlines()[281].startswith("tabby")
-    assert json.loads(tflite["hubedge.model"])["precision"] == "int8"
+    artifact = classifier_exports[("tflite", "int8")].artifact
+    tflite = read_metadata(artifact)
+    assert "hubedge.labels" not in tflite  # the labels travel once, as the standard metadata's associated files
+    with zipfile.ZipFile(artifact) as packed:  # TFLite Metadata zips them after the flatbuffer
+        assert packed.read("labels_en.txt").decode().splitlines()[281].startswith("tabby")
+        assert packed.read("labels.txt").decode().splitlines()[281] == "n02123045"
+    model_record = json.loads(tflite["hubedge.model"])
+    assert model_record["precision"] == "int8" and model_record["activation_in_graph"] is True
 
     props = {p.key: p.value for p in onnx.load(str(classifier_exports[("onnx", "int8")].artifact)).metadata_props}
     assert props["hubedge.labels"].splitlines()[281].startswith("tabby")
@@ -80,10 +88,11 @@ def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
 def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    (result,) = export_all(tiny_classifier, tmp_path, [("tflite", "int8")], int8_io=True).values()
+    (result,) = export_all(tiny_classifier, tmp_path, [("tflite", "int8")], int8_io="int8").values()
     manifest = read_manifest(result.artifact)
     in_q, out_q = manifest["input"]["quantization"], manifest["output"]["quantization"]
     assert in_q["dtype"] == out_q["dtype"] == "int8" and manifest["quantization"]["io"] == "int8"
+    assert manifest["model"]["activation_in_graph"] is False  # integer logits: no softmax in an int8-I/O graph
     image = verification_images(64)[:1]
     interpreter = Interpreter(model_path=str(result.artifact))
     interpreter.allocate_tensors()
@@ -113,7 +122,8 @@ def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny
 
     xnnpack = tiny_exports[("tflite", "int8")]
     recipe = read_manifest(xnnpack.artifact)["quantization"]
-    assert recipe["float_ops"][:2] == ["SQUARED_DIFFERENCE", "RSQRT"] and "13 nodes" in recipe["float_ops"][2]
+    # the softmax of a softmax head is in the graph (for mobile SDKs), kept float too
+    assert recipe["float_ops"][:3] == ["SQUARED_DIFFERENCE", "RSQRT", "SOFTMAX"] and "13 nodes" in recipe["float_ops"][3]
     options = {"calibration": functools.cache(lambda: build_calibration_set(None, 64)), "int8_recipe": "full"}
     full = export_one(tiny_classifier, FORMATS["tflite"], "int8", tmp_path, True, None, options)
     assert _xnnpack_partitions(xnnpack.artifact) == 1 and _xnnpack_partitions(full.artifact) > 10

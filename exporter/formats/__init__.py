@@ -16,6 +16,7 @@ from typing import Any
 
 from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import UnsupportedError
+from runtimes.modelinfo import ModelInfo
 
 # int8 recipes by the CPUs they must be right on: "portable" (every class; the default) or "vnni" (the recipe that
 # is closest to FP32 on x86 CPUs with VNNI and ARM, and saturates on x86 without VNNI). Only openvino has two.
@@ -58,6 +59,7 @@ class FormatResult:
     io: dict[str, Any] = dataclasses.field(default_factory=dict)  # integer I/O: dtype, scale, zero point
     child_peak_rss_bytes: int = 0  # peak of a converter run in a child process during this export
     right_on: tuple[str, ...] = ALL_CLASSES  # the CPU classes (runtimes.cpu) the recipe is meant to be right on
+    info: ModelInfo | None = None  # the artifact's own contract where it differs from the model's (scores in graph)
     runtime_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a runtime must set, and where
 
 

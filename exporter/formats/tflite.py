@@ -8,14 +8,23 @@ float through the converter's selective quantization (QuantizationDebugger's den
 int8 kernel for the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a
 fully integer BiT falls apart into 148 XNNPACK partitions and runs slower than fp32 (R50x1, 2 threads: 100 ms
 against 18 ms in one partition, same agreement; ``benchmarks/records/tflite-int8-partitions.md``).
-``int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io`` also makes the input and output
-tensors int8 (their scale and zero point go into the manifest, and the adapter applies them). The model's
-contract and labels go into the flatbuffer's own metadata list (``hubedge.model``, ``hubedge.labels``), so an
-app needs only the one file.
+``int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
+output tensors int8 (their scale and zero point go into the manifest, and the adapter applies them), for
+integer-only accelerators. ``int8_io="uint8"`` makes the input uint8 with scale 1/255 and zero point 0, so raw
+camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps float32 scores out: an integer output
+would round a softmax's small probabilities to zero, and nothing on a phone needs it.
+
+Every file is a mobile file: it carries the standard TFLite Metadata that MediaPipe Tasks and the Task Library
+read (``exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has
+its softmax in the graph (outputs are probabilities; the manifest's model record says
+``activation_in_graph``), kept float in int8 so small probabilities keep their precision; an all-integer
+file (``int8_io="int8"``, ``int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own
+contract stays in the flatbuffer's metadata list as ``hubedge.model``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -23,17 +32,34 @@ from typing import Any
 import numpy as np
 
 from exporter.formats import FormatResult
+from exporter.formats.tflite_metadata import with_standard_metadata
 from exporter.sources import LoadedModel
+from runtimes.errors import UnsupportedError
+from runtimes.modelinfo import ModelInfo
+
+INT8_IO_CHOICES = ("int8", "uint8")
 
 
-def _converter(loaded: LoadedModel, size: int):
+def artifact_info(info: ModelInfo, all_integer: bool = False) -> ModelInfo:
+    """The contract of a .tflite artifact: a softmax head's probabilities come out of the graph, for the mobile
+    SDKs. Not in an all-integer graph (``int8_io="int8"`` or ``int8_recipe="full"``): an int8 softmax rounds
+    most probabilities to zero, integer-only accelerators want integer logits, and MediaPipe does not take
+    int8 input anyway."""
+    return dataclasses.replace(info, activation_in_graph=info.activation == "softmax" and not all_integer)
+
+
+def _converter(loaded: LoadedModel, size: int, in_graph: bool):
     import tensorflow as tf
 
     module = loaded.export_module()
+
+    def scores(images):
+        outputs = module(images)
+        return tf.nn.softmax(outputs, axis=-1) if in_graph else outputs
+
     # A restored function keeps the shapes it was saved with ([None, None, None, 3]); calling it from a new
     # function with a static signature lets the converter's shape inference make every tensor static.
-    fixed = tf.function(lambda images: module(images),
-                        input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
+    fixed = tf.function(scores, input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
     return tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], module)
 
 
@@ -41,7 +67,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     import tensorflow as tf
 
     size = loaded.info.input_size
-    converter = _converter(loaded, size)
+    all_integer = precision == "int8" and (options.get("int8_io") == "int8" or options.get("int8_recipe") == "full")
+    info = artifact_info(loaded.info, all_integer)
+    converter = _converter(loaded, size, info.activation_in_graph)
     recipe: dict[str, Any] = {"method": "none (fp32)"}
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -51,51 +79,95 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe = {"method": "dynamic range: int8 weights (per-channel), activations quantized on the fly"}
     if precision == "int8":
-        content, recipe = _int8(converter, loaded, options)
+        content, recipe = _int8(converter, loaded, info, options)
     else:
         content = converter.convert()
-    target.write_bytes(with_metadata(content, metadata_entries(loaded, precision)))
-    return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
-                        tools=("tensorflow", "ai-edge-litert"), io=_io_quantization(target))
+    content = with_metadata(content, metadata_entries(loaded, info, precision))
+    target.write_bytes(with_standard_metadata(content, info, _description(loaded, precision)))
+    return FormatResult(input_shape=[1, size, size, 3], recipe=recipe, tools=("tensorflow", "ai-edge-litert",
+                        "mediapipe"), io=_io_quantization(target), info=info)
 
 
-def _int8(converter, loaded: LoadedModel, options: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def _description(loaded: LoadedModel, precision: str) -> str:
+    info = loaded.info
+    kind = "image classifier" if info.task == "classification" else "image feature vector"
+    return (f"{info.name} {kind} ({precision}), exported by hubedge from {info.handle or info.name}; input RGB "
+            f"{info.input_size}x{info.input_size}, centre square crop, bilinear resize")
+
+
+def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """Integer post-training quantization; by default selective, so XNNPACK keeps the graph in one partition."""
     import tensorflow as tf
 
     calibration = options["calibration"]()
     representative = lambda: ([batch] for batch in calibration.batches(1))  # noqa: E731
-    int8_io = bool(options.get("int8_io"))
+    int8_io = options.get("int8_io") or None
+    if int8_io not in (None, *INT8_IO_CHOICES):
+        raise UnsupportedError(f"int8_io must be one of {', '.join(INT8_IO_CHOICES)}; got {int8_io!r}")
+    io_type = {"int8": (tf.int8, tf.int8), "uint8": (tf.uint8, tf.float32)}.get(int8_io)
     selective = options.get("int8_recipe") != "full"
-    float_nodes = epsilon_adds(_converter(loaded, loaded.info.input_size).convert()) if selective else []
+    float_nodes = epsilon_adds(_converter(loaded, info.input_size, info.activation_in_graph).convert()) if selective else []
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    if int8_io:
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    if io_type is not None:
+        converter.inference_input_type, converter.inference_output_type = io_type
     recipe = {
         "method": "full integer post-training quantization (TFLite converter)",
         "weights": "int8 per-channel (symmetric)",
         "activations": "int8 per-tensor (asymmetric), ranges from the representative dataset",
-        "io": "int8" if int8_io else "float32",
+        "io": int8_io or "float32",
         "calibration": calibration.record,
     }
     if not selective:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert(), recipe
+        content = converter.convert()
+        return (pixel_input(content) if int8_io == "uint8" else content), recipe
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=float_nodes)
+    float_ops = [*FLOAT_OPS, *(["SOFTMAX"] if info.activation_in_graph else [])]
+    deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops, denylisted_nodes=float_nodes)
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                          debug_options=deny)
     content = debugger.get_nondebug_quantized_model()
-    if int8_io:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
+    if io_type is not None:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
         from tensorflow.lite.python.util import modify_model_io_type
 
-        content = modify_model_io_type(content, tf.int8, tf.int8)
+        content = modify_model_io_type(content, *io_type)
+    if int8_io == "uint8":
+        content = pixel_input(content)
     recipe["method"] = ("post-training integer quantization (TFLite converter), selective: normalization "
                         "arithmetic XNNPACK cannot run in int8 kept float")
-    recipe["float_ops"] = [*FLOAT_OPS, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
+    recipe["float_ops"] = [*float_ops, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
     return content, recipe
+
+
+PIXEL_SCALE, PIXEL_ZERO_POINT = 1.0 / 255.0, 0  # a uint8 input that is the camera's pixel value itself
+
+
+def pixel_input(content: bytes) -> bytes:
+    """A uint8-input model whose input tensor reads raw pixels: scale 1/255, zero point 0.
+
+    The converter takes the input's scale from the calibration images' range, which is [0, 1] only when they
+    hold both pure black and pure white. Where it is not, the uint8 tensor gets the pixel scale here; the
+    QUANTIZE op after it (uint8 to the graph's int8) then converts to the graph's own scale, so the model
+    computes the same function of the pixels and MediaPipe's raw-pixel feed is exact."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    graph = model.subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    scale, zero_point = float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
+    if np.float32(scale) == np.float32(PIXEL_SCALE) and zero_point == PIXEL_ZERO_POINT:
+        return content
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    readers = [codes[op.opcodeIndex] for op in graph.operators if graph.inputs[0] in op.inputs]
+    if not readers or any(code != schema.BuiltinOperator.QUANTIZE for code in readers):
+        raise UnsupportedError("the uint8 input is read by ops other than QUANTIZE; its scale cannot be set to "
+                               "raw pixels. Export without --int8-io uint8")
+    tensor.quantization.scale = [PIXEL_SCALE]
+    tensor.quantization.zeroPoint = [PIXEL_ZERO_POINT]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 FLOAT_OPS = ("SQUARED_DIFFERENCE", "RSQRT")  # no int8 kernels in XNNPACK: each would split the graph
@@ -126,20 +198,15 @@ def epsilon_adds(float_model: bytes) -> list[str]:
             if op.opcodeIndex == add and any(epsilon(i) for i in op.inputs)]
 
 
-def metadata_entries(loaded: LoadedModel, precision: str) -> dict[str, bytes]:
-    """What a mobile app needs from the file alone: the model's contract, its preprocessing and its labels."""
-    info = loaded.info
-    entries = {
+def metadata_entries(loaded: LoadedModel, info: ModelInfo, precision: str) -> dict[str, bytes]:
+    """hubedge's contract for the file alone: the model, its precision and preprocessing. The labels are not
+    repeated here: they travel once, as the standard metadata's associated files."""
+    return {
         "hubedge.model": json.dumps({
             **info.to_dict(), "precision": precision, "weights": loaded.weights.get("source", ""),
             "preprocessing": f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
         }).encode(),
     }
-    if info.labels:
-        from runtimes.labels import load_labels
-
-        entries["hubedge.labels"] = "\n".join(load_labels(info.labels).lemmas).encode()
-    return entries
 
 
 def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
