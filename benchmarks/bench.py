@@ -259,7 +259,7 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         if photos is not None:
             images, image_set = preprocess(photos, info.input_size), options.images
         else:  # the set export verified on: held-apart photos, with crops of them for trained weights
-            from exporter.export import evaluation_set
+            from exporter.pipeline import evaluation_set
 
             chosen_set = evaluation_set(info.input_size, first.get("weights", {}).get("source", ""))
             images, image_set = chosen_set.images, chosen_set.description

@@ -108,128 +108,34 @@ def _load(model: str, weights: str, threads: int | None = None, twin_form: str =
     return loaded
 
 
-def _choose_graph(loaded, graph: str):
-    """The graph route (exporter.reauthor), said in one line; recognising and rebuilding a BiT takes seconds."""
-    from exporter.reauthor import choose_graph, describe_route
-
-    started = time.perf_counter()
-    if graph == "auto":
-        say("choosing the graph to convert (a BiT is re-authored into the edge form) …")
-    loaded = choose_graph(loaded, graph)
-    say(f"  {describe_route(loaded.graph)} ({time.perf_counter() - started:.1f}s)")
-    return loaded
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    import functools
-    import tempfile
-
-    from exporter.calibration import build_calibration_set, check_calibration_folder
-    from exporter.export import evaluation_set, export_one
-    from exporter.formats import parse_precisions, plan
+    """Parses the export flags into ``exporter.export`` (``exporter.api``) and prints its results."""
+    from exporter.api import ExportOptions, ExportsFailed, check_options, export, planned_pairs
     from exporter.fsutil import ensure_writable_dir
 
-    precisions = parse_precisions(args.quantize)
-    if args.format == "all":  # every format, at each requested precision it offers
-        pairs = [(fmt, p) for fmt in FORMATS.values() for p in precisions if p in fmt.floors]
-        skipped = [f"{fmt.name} {p}" for fmt in FORMATS.values() for p in precisions if p not in fmt.floors]
-        if not pairs:
-            raise HubedgeError(f"no format offers {args.quantize}")
-        if skipped:
-            say(f"note: --format all skips what a format does not offer: {', '.join(skipped)}")
-    else:  # named formats: an unsupported pair is refused before any work
-        pairs = plan([f.strip() for f in args.format.split(",") if f.strip()], precisions)
-    int8_pairs = [fmt.name for fmt, precision in pairs if precision == "int8"]
-    if args.int8_io and "tflite" not in int8_pairs:
-        raise HubedgeError("--int8-io applies to tflite int8 exports; add --format tflite --quantize int8")
-    _check_int8_cpu(args.int8_cpu, int8_pairs, args.no_verify)
-    if args.verify_cpu == "all" and not args.no_verify:
-        _announce_emulation()
-    if int8_pairs:
-        check_calibration_folder(args.calibration_data)
-    elif args.calibration_data or args.calibration_size:
-        say("note: --calibration-data/--calibration-size only matter for int8 exports; ignored")
-    output = ensure_writable_dir(Path(args.output))
-    loaded = _load(args.model, args.weights, twin_form=args.twin_form)
+    options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
+                            int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
+                            int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu)
+    formats = "all" if args.format == "all" else args.format
+    # everything that can be refused is refused before the model loads; export() says the notes once
+    check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
+    ensure_writable_dir(Path(args.output))
+    loaded = _load(args.model, args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
     if loaded.seeded:
         say(SEEDED_NOTE)
-    loaded = _choose_graph(loaded, args.graph)
-
-    @functools.cache
-    def calibration():
-        say(f"preparing the calibration set at {loaded.info.input_size}px …")
-        return build_calibration_set(args.calibration_data, loaded.info.input_size, args.calibration_size)
-
-    reference = None
-    if not args.no_verify:
-        images = evaluation_set(loaded.info.input_size, loaded.weights.get("source", ""))
-        say(f"computing the FP32 reference on the {images.description} …")
-        reference = loaded.reference().predict(images.images)
-    results, failed = [], []
-    with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=output) as scratch:
-        options = {"calibration": calibration, "int8_io": args.int8_io, "scratch": scratch,
-                   "int8_recipe": args.tflite_int8_recipe, "int8_cpu": args.int8_cpu, "verify_cpu": args.verify_cpu}
-        for step, (fmt, precision) in enumerate(pairs, 1):
-            say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
-            try:
-                result = export_one(loaded, fmt, precision, output, not args.no_verify, reference, options)
-            except HubedgeError as error:
-                if _INTERRUPTED.is_set():
-                    raise KeyboardInterrupt from None
-                say(f"hubedge: error: {error}")
-                failed.append(f"{fmt.name} {precision}")
-                continue
-            results.append(result)
-            say(f"[{step}/{len(pairs)}] {result.artifact.name} written in {result.seconds:.0f}s")
-    _print_export_table(results)
-    if failed:
-        say(f"{len(failed)} export(s) failed: {', '.join(failed)}")
+    try:
+        results = export(loaded, formats=formats, precisions=args.quantize, output=args.output, options=options,
+                         verify=not args.no_verify, progress=say, interrupted=_INTERRUPTED.is_set)
+    except ExportsFailed as failed:
+        _print_export_table(failed.results)
+        say(str(failed))
         return 1
+    _print_export_table(results)
     return 0
 
 
-def _check_int8_cpu(choice: str, int8_formats: list[str], no_verify: bool) -> None:
-    """``--int8-cpu vnni`` only where a format has a VNNI-only recipe, and only where it can be verified (a CPU
-    it is meant for); refused before any work otherwise."""
-    from exporter.formats import INT8_CPU_CHOICES, INT8_CPU_PORTABLE
-    from runtimes.cpu import ARM64, X86_VNNI, cpu_class
-
-    if choice == INT8_CPU_PORTABLE:
-        return
-    takers = [name for name in int8_formats if choice in INT8_CPU_CHOICES.get(name, ())]
-    others = [name for name in int8_formats if name not in takers]
-    if not takers or others:
-        raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(INT8_CPU_CHOICES)} int8 exports only; the "
-                           f"int8 recipe of {', '.join(others) or 'the formats asked for'} is right on every CPU class "
-                           "already (export those without it)")
-    if not no_verify and cpu_class() not in (X86_VNNI, ARM64):
-        raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
-                           f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "
-                           "default --int8-cpu portable")
-    say(f"note: --int8-cpu {choice}: the {', '.join(takers)} int8 artifact is right only on CPUs with VNNI (and ARM); "
-        "its manifest says so, and runtimes warn elsewhere")
-
-
-def _announce_emulation() -> None:
-    """Says which CPU classes ``--verify-cpu all`` adds here; refuses when an emulator it needs is missing."""
-    from exporter.cpu_emulation import emulator_for, other_classes
-    from runtimes.cpu import cpu_class
-
-    others = other_classes()
-    if not others:
-        say(f"note: --verify-cpu all: this CPU is {cpu_class()}, and no other CPU class can be emulated on it (QEMU "
-            "has no AVX-512); artifacts are verified on this class only, and their manifests say so")
-        return
-    for other in others:
-        emulator = emulator_for(other)
-        if isinstance(emulator, str):
-            raise HubedgeError(f"--verify-cpu all cannot run artifacts as {other} here: {emulator}")
-        say(f"note: --verify-cpu all: CPU artifacts are also verified as {other} ({emulator.description}; slow, "
-            "and never timed)")
-
-
 def _print_export_table(results: list) -> None:
-    from exporter.export import verified_cpu_line
+    from exporter.pipeline import verified_cpu_line
     from exporter.mobile_sdk import summary_line
 
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")

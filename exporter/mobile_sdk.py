@@ -24,6 +24,7 @@ verification, so a crash in its C++ fails the export cleanly; the child blocks T
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import Floor
+from exporter.formats import Floor, Shortfall
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference, cosines, top1_match, topk_overlap
 from runtimes.base import activate
 from runtimes.modelinfo import ModelInfo
@@ -69,7 +70,7 @@ def verify_on_sdk(artifact: Path, info: ModelInfo, precision: str, images: np.nd
     if not reason and pixels is None:
         reason = "the evaluation images are not whole pixel values"
     if reason:
-        return {"sdk": SDK, "skipped": reason, "passed": True, "failures": []}
+        return {"sdk": SDK, "skipped": reason, "passed": True, "failures": [], "shortfalls": []}
     photos = calibration_data.evaluation_photos()
     stride = len(images) // len(photos)
     return check(artifact, info, pixels, outputs, photos, list(range(0, stride * len(photos), stride)),
@@ -95,7 +96,8 @@ def check(artifact: Path, info: ModelInfo, pixels: np.ndarray, outputs: np.ndarr
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
         if done.returncode != 0 or "error" in report:
             said = report.get("error") or (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-            return {"sdk": SDK, "passed": False, "failures": [f"MediaPipe Tasks could not run {artifact.name}: {said}"]}
+            cannot = Shortfall("runs", 0.0, 1.0, "MediaPipe Tasks", f"could not run {artifact.name}: {said}")
+            return {"sdk": SDK, "passed": False, "failures": [cannot.message], "shortfalls": [dataclasses.asdict(cannot)]}
         views = {view: np.load(folder / f"{view}.npy") for view in VIEWS}
     # what MediaPipe should report: the sigmoid its score calibration applies, or the outputs as they are
     ours = activate(outputs, "sigmoid") if info.pending_activation == "sigmoid" else outputs
@@ -110,22 +112,23 @@ def check(artifact: Path, info: ModelInfo, pixels: np.ndarray, outputs: np.ndarr
         record["hubedge_preprocessing"] = {"max_abs_score_diff": diff, "top1": top1,
                                            "top5": topk_overlap(ours, views["pixels"], 5)}
         # within the tolerance everywhere, top-1 can differ only where hubedge's own top two are that close
-        failures = [f"MediaPipe's scores differ from hubedge's by {diff:.2e} > {SCORE_TOLERANCE:g}"] * (
+        shortfalls = [Shortfall("max_abs_score_diff", diff, SCORE_TOLERANCE, "MediaPipe against hubedge")] * (
             exact and diff > SCORE_TOLERANCE)
     else:
         cosine = float(cosines(ours, views["pixels"]).min())
         record["hubedge_preprocessing"] = {"cosine_min": cosine}
-        failures = [f"MediaPipe's embeddings reach cosine {cosine:.6f} < {EMBEDDING_COSINE}"] * (
+        shortfalls = [Shortfall("cosine_min", cosine, EMBEDDING_COSINE, "MediaPipe against hubedge")] * (
             exact and cosine < EMBEDDING_COSINE)
     record["hubedge_preprocessing"]["gated"] = "equal to hubedge" if exact else "the floor only"
     if judged is not None:
         reference, floor = judged
         figures = agreement_with_reference(reference, _as_outputs(views["pixels"], info), info)
         record["against_reference"] = {key: figures[key] for key in SUMMARY_KEYS if key in figures}
-        failures += [f"through MediaPipe: {failure}" for failure in floor.failures(figures)]
+        shortfalls += floor.shortfalls(figures, where="through MediaPipe")
     record["sdk_preprocessing"] = {view: _agreement(ours[photo_rows], views[view], info.task)
                                    for view in ("stretch", "centre_roi")}
-    return {**record, "passed": not failures, "failures": failures}
+    return {**record, "passed": not shortfalls, "failures": [short.message for short in shortfalls],
+            "shortfalls": [dataclasses.asdict(short) for short in shortfalls]}
 
 
 def _as_outputs(scores: np.ndarray, info: ModelInfo) -> np.ndarray:

@@ -99,7 +99,7 @@ def export_all(loaded, output: Path, pairs, int8_io: str | None = None, graph: s
     import functools
 
     from exporter.calibration import build_calibration_set
-    from exporter.export import evaluation_set, export_one
+    from exporter.pipeline import evaluation_set, export_one
     from exporter.formats import FORMATS
 
     calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))

@@ -10,7 +10,7 @@ import pytest
 
 import runtimes
 from exporter import artifact_child
-from exporter.export import export_one
+from exporter.pipeline import export_one
 from exporter.formats import FORMATS
 from runtimes.errors import HubedgeError
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from exporter.export import verification_images
+from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.manifest import manifest_path
 from tests.conftest import cpu_has_bf16, export_all
@@ -90,7 +90,7 @@ def published_exports(tiny_published, tmp_path_factory):
 def test_every_format_exports_and_verifies_from_the_published_form(published_exports, graph, name, precision):
     """On both routes every CPU artifact verifies. The QNN HTP refuses the published graph's 5-D GroupNorm
     arithmetic as it is, as it does in every published module; re-authored into the edge graph, it takes it."""
-    from exporter.export import verification_device
+    from exporter.pipeline import verification_device
 
     if precision == "bf16" and not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 kernels for OpenVINO: bf16 artifacts cannot be verified here")

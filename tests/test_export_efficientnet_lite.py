@@ -87,7 +87,7 @@ def test_every_cpu_artifact_meets_its_floor_as_an_x86_cpu_without_vnni_too(expor
 def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     """The artifact's agreement when its runtime runs as an x86 CPU without VNNI (emulated, or natively)."""
     from exporter.artifact_child import predict_isolated
-    from exporter.export import evaluation_set
+    from exporter.pipeline import evaluation_set
     from runtimes.agreement import summarize
 
     images = evaluation_set(224, "package").images

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import runtimes
-from exporter.export import verification_images
+from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.agreement import agreement_with_reference
 from runtimes.manifest import read_manifest
@@ -117,7 +117,7 @@ def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny
     import functools
 
     from exporter.calibration import build_calibration_set
-    from exporter.export import export_one
+    from exporter.pipeline import export_one
     from exporter.formats import FORMATS
 
     xnnpack = tiny_exports[("tflite", "int8")]

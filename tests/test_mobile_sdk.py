@@ -152,7 +152,8 @@ def test_the_mobile_check_fails_an_artifact_whose_metadata_lies(tiny_mobile_expo
     photos = [calibration_data.photos()[0].parent / name for name in PHOTOS]
     rows = list(range(len(PHOTOS)))
     record = check(lying, tiny_21k.info, pixels, outputs, photos, rows)
-    assert not record["passed"] and "differ from hubedge's" in record["failures"][0]
+    assert not record["passed"] and record["failures"][0].startswith("MediaPipe against hubedge: max_abs_score_diff")
+    assert record["shortfalls"][0]["metric"] == "max_abs_score_diff" and record["shortfalls"][0]["limit"] == 1e-4
     # where equality is not asked (dynamic range), the floor against the FP32 reference still catches it
     judged = (tiny_21k.reference().predict(pixels.astype(np.float32) / np.float32(255)), FORMATS["tflite"].floors["fp32"])
     floor_only = check(lying, tiny_21k.info, pixels, outputs, photos, rows, judged, exact=False)

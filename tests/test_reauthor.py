@@ -11,7 +11,7 @@ import pytest
 
 from exporter.bit_layout import BitLayout, Unrecognised, expected_layout, official_name, recognise
 from exporter.catalog import Architecture
-from exporter.export import verification_images
+from exporter.pipeline import verification_images
 from exporter.reauthor import choose_graph, describe_route
 
 TINY = Architecture((1, 1, 1, 1), 0.5)
@@ -195,7 +195,7 @@ def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tm
     """With the equivalence check fooled, a wrong rebuild (the swapped module's weights in the wrong places) is
     exported, and verification fails it: the reference is the user's module, not the rebuilt graph."""
     from exporter import reauthor
-    from exporter.export import VerificationFailed, export_one
+    from exporter.pipeline import VerificationFailed, export_one
     from exporter.formats import FORMATS
     from exporter.sources import load_model
 
@@ -208,7 +208,7 @@ def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tm
 
 
 def test_a_re_authored_savedmodel_says_so_and_is_not_re_authored_again(tiny_published, tmp_path):
-    from exporter.export import export_one
+    from exporter.pipeline import export_one
     from exporter.formats import FORMATS
     from exporter.savedmodel import read_module_info
     from exporter.sources import load_model

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from exporter.export import evaluation_set
+from exporter.pipeline import evaluation_set
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.manifest import read_manifest
 from runtimes.reference import batch_sha256, read_recorded
@@ -75,14 +75,14 @@ def test_a_machine_that_preprocesses_otherwise_is_judged_on_the_recorded_batch(t
     import dataclasses
 
     from benchmarks import bench
-    from exporter import export
+    from exporter import pipeline
 
     artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
     options = bench.BenchOptions(runs=2, warmup=1, threads=1, paired_blocks=1, paired_calls=1,
                                  reference_mode="recorded")
     same = bench.run(artifacts, options, progress=lambda _: None)
-    real = export.evaluation_set
-    monkeypatch.setattr(export, "evaluation_set", lambda size, source: dataclasses.replace(
+    real = pipeline.evaluation_set
+    monkeypatch.setattr(pipeline, "evaluation_set", lambda size, source: dataclasses.replace(
         real(size, source), images=np.clip(real(size, source).images + 1.0 / 255, 0.0, 1.0)))
     said: list[str] = []
     other = bench.run(artifacts, options, progress=said.append)

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import runtimes
 from exporter.cli import main
-from exporter.export import verification_images
+from exporter.pipeline import verification_images
 from tests.conftest import cpu_has_bf16
 from runtimes.agreement import summarize
 from runtimes.devices import DEVICES, DeviceUnavailableError, discover, status

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from exporter import catalog, efficientnet_lite
-from exporter.export import evaluation_set
+from exporter.pipeline import evaluation_set
 from exporter.torch_legacy import load_legacy_state_dict
 from runtimes.agreement import summarize
 

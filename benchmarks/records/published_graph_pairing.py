@@ -24,7 +24,7 @@ from pathlib import Path
 
 import runtimes
 from benchmarks.latency import paired_timing
-from exporter.export import verification_images
+from exporter.pipeline import verification_images
 
 BLOCKS, CALLS, THREADS = 6, 10, 2
 

@@ -27,6 +27,31 @@ PRECISION_NAMES = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16
                    "int8": "int8"}
 
 
+CEILINGS = ("max_abs_diff", "max_abs_score_diff")  # figures that must stay below their limit, not above
+DIGITS = {"cosine_min": ".6f", "top1": ".3f", "top5": ".3f", "max_abs_diff": ".3g", "max_abs_score_diff": ".2e"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortfall:
+    """One verification figure on the wrong side of its limit: what a caller can act on without parsing text.
+
+    ``where`` is empty for the artifact's own runtime on this CPU, else the run it was measured in (an emulated
+    CPU class, or MediaPipe Tasks)."""
+
+    metric: str
+    value: float
+    limit: float
+    where: str = ""
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        sign = ">" if self.metric in CEILINGS else "<"
+        figure = f"{self.metric} {self.value:{DIGITS.get(self.metric, '.6g')}} {sign} {self.limit:g}"
+        figure = f"{figure} ({self.detail})" if self.detail else figure
+        return f"{self.where}: {figure}" if self.where else figure
+
+
 @dataclasses.dataclass(frozen=True)
 class Floor:
     """The least agreement with the FP32 reference an artifact must reach to be called good."""
@@ -36,17 +61,21 @@ class Floor:
     top5: float = 0.0
     max_abs_diff: float | None = None
 
-    def failures(self, figures: dict[str, float]) -> list[str]:
-        """What falls short, as readable phrases; empty when the floor is met."""
+    def shortfalls(self, figures: dict[str, float], where: str = "") -> list[Shortfall]:
+        """What falls short of the floor; empty when it is met."""
         short = []
         if figures["cosine_min"] < self.cosine:
-            short.append(f"cosine_min {figures['cosine_min']:.6f} < {self.cosine}")
+            short.append(Shortfall("cosine_min", figures["cosine_min"], self.cosine, where))
         for key in ("top1", "top5"):
             if key in figures and figures[key] < getattr(self, key):
-                short.append(f"{key} {figures[key]:.3f} < {getattr(self, key)}")
+                short.append(Shortfall(key, figures[key], getattr(self, key), where))
         if self.max_abs_diff is not None and figures["max_abs_diff"] > self.max_abs_diff:
-            short.append(f"max_abs_diff {figures['max_abs_diff']:.3g} > {self.max_abs_diff}")
+            short.append(Shortfall("max_abs_diff", figures["max_abs_diff"], self.max_abs_diff, where))
         return short
+
+    def failures(self, figures: dict[str, float]) -> list[str]:
+        """What falls short, as readable phrases; empty when the floor is met."""
+        return [shortfall.message for shortfall in self.shortfalls(figures)]
 
 
 @dataclasses.dataclass(frozen=True)

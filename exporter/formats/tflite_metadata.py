@@ -16,7 +16,9 @@ writers (``mediapipe.tasks.python.metadata.metadata_writers``, pinned in the ``e
 
 Two defects of mediapipe 1.2.3 are worked around here, each where it is: its metadata package imports a
 compiled module the wheel does not ship (``_pywrap_metadata_version``; :func:`metadata_writers`), and its writer ends
-the score-calibration file with a newline that reads as one class too many (``_Writer``). The measured facts
+the score-calibration file with a newline that reads as one class too many (``_Writer``). The writer zips the
+associated files stamped with the current time; :func:`reproducible` re-stamps them, so the same export gives
+the same bytes. The measured facts
 behind all of this: ``docs/stack-facts.md``, "Mobile SDKs and TFLite Metadata".
 """
 
@@ -35,6 +37,7 @@ INPUT_NORM_STD = [255.0]  # (pixel - 0) / 255: the [0, 1] floats every hubedge m
 LABEL_FILE = "labels.txt"  # WordNet ids: MediaPipe's category_name
 DISPLAY_LABEL_FILE = "labels_en.txt"  # lemmas: its display_name for the default "en" locale
 MISSING_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+ZIP_TIME = (2000, 1, 1, 0, 0, 0)  # the associated files' time in the zip, so the same export gives the same bytes
 
 
 def metadata_writers():
@@ -148,7 +151,28 @@ def with_standard_metadata(content: bytes, info: ModelInfo, description: str) ->
         writer.add_classification_output(_labels(module, info), _score_calibration(module, info),
                                          description=_scores_description(info))
     model, _ = writer.populate()
-    return bytes(model)
+    return reproducible(bytes(model))
+
+
+def reproducible(content: bytes) -> bytes:
+    """``content`` with the zip of associated files after the flatbuffer rewritten entry for entry, each at
+    :data:`ZIP_TIME` instead of the moment it was written (same names, order, bytes and storage)."""
+    import io
+    import zipfile
+
+    if not zipfile.is_zipfile(io.BytesIO(content)):
+        return content  # no associated files (a feature vector)
+    with zipfile.ZipFile(io.BytesIO(content)) as packed:
+        entries = [(info, packed.read(info)) for info in packed.infolist()]
+    if not entries:
+        return content
+    start = min(info.header_offset for info, _ in entries)
+    buffer = io.BytesIO(content[:start])
+    buffer.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(buffer, "a") as packed:  # the flatbuffer is no zip: "a" appends a new archive
+        for info, data in entries:
+            packed.writestr(zipfile.ZipInfo(info.filename, date_time=ZIP_TIME), data, compress_type=info.compress_type)
+    return buffer.getvalue()
 
 
 def _labels(module, info: ModelInfo):

@@ -19,7 +19,7 @@ import calibration_data
 from exporter import cpu_emulation, mobile_sdk
 from exporter.artifact_child import predict_isolated
 from exporter.calibration import augment
-from exporter.formats import Floor, Format, floor_for, yardstick_target
+from exporter.formats import Floor, Format, Shortfall, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.reauthor import choose_graph
@@ -34,7 +34,14 @@ from runtimes.preprocess import load_image, preprocess, resize_square
 
 
 class VerificationFailed(HubedgeError):
-    """An artifact fell below its precision's floor; it is not published."""
+    """An artifact fell below its precision's floor; it is not published.
+
+    ``shortfalls``: each figure that fell short (``exporter.formats.Shortfall``: metric, value, limit, and
+    where it was measured); ``verification``: the whole record the manifest would have carried."""
+
+    def __init__(self, message: str, shortfalls: list[Shortfall], verification: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.shortfalls, self.verification = shortfalls, verification
 
 
 @dataclasses.dataclass
@@ -103,14 +110,14 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     device = verification_device(fmt)
     outputs, note, cpu = predict_isolated(artifact, device, images.images)
     figures = agreement_with_reference(reference_outputs, outputs, info)
-    failures = floor.failures(figures)
+    shortfalls = floor.shortfalls(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
         target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
-    classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not failures}}
+    classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not shortfalls}}
     # a .tflite file is also run as a phone app runs it (exporter.mobile_sdk)
     mobile = (mobile_sdk.verify_on_sdk(artifact, info, precision, images.images, outputs, reference_outputs, floor)
               if fmt.name == "tflite" else None)
-    failures += mobile["failures"] if mobile else []
+    shortfalls += [Shortfall(**short) for short in mobile["shortfalls"]] if mobile else []
     unchecked: dict[str, str] = {}
     if device == "cpu" and verify_cpu == "all" and fmt.runtime != "tf":  # the TF reference is FP32 by definition
         for other in (c for c in right_on if c not in classes):
@@ -120,16 +127,18 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
                 continue
             other_outputs, _, other_cpu = predict_isolated(artifact, device, images.images, emulator)
             other_figures = agreement_with_reference(reference_outputs, other_outputs, info)
-            other_failures = floor.failures(other_figures)
-            failures += [f"as {other} ({emulator.description}): {failure}" for failure in other_failures]
-            classes[other] = {"cpu": other_cpu, "emulated": emulator.description, "passed": not other_failures,
+            other_shortfalls = floor.shortfalls(other_figures, where=f"as {other} ({emulator.description})")
+            shortfalls += other_shortfalls
+            classes[other] = {"cpu": other_cpu, "emulated": emulator.description, "passed": not other_shortfalls,
                               **{key: other_figures[key] for key in SUMMARY_KEYS if key in other_figures}}
     else:
         why = {"native": "not checked (--verify-cpu native)"}.get(verify_cpu, f"not emulated: verified on the {device}")
         if fmt.runtime == "tf":
             why = "not emulated: the TF reference is FP32 on every CPU"
         unchecked.update({c: why for c in right_on if c not in classes})
-    return {"passed": not failures, "floor": dataclasses.asdict(floor), "failures": failures,
+    return {"passed": not shortfalls, "floor": dataclasses.asdict(floor),
+            "failures": [short.message for short in shortfalls],
+            "shortfalls": [dataclasses.asdict(short) for short in shortfalls],
             **({"target": target_record} if target is not None else {}),
             "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,
             "device": device, **({"device_note": note} if note else {}), "cpu": cpu,
@@ -209,8 +218,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(
-                    f"{final.name} FAILED verification ({'; '.join(verification['failures'])}); not written"
-                )
+                    f"{final.name} FAILED verification ({'; '.join(verification['failures'])}); not written",
+                    [Shortfall(**short) for short in verification["shortfalls"]], verification)
             manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs)
         else:
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}

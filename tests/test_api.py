@@ -1,0 +1,78 @@
+"""The exporter's Python API (``exporter.export``): the same artifacts as the CLI, and refusals before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import exporter
+from exporter.cli import main
+from runtimes.errors import HubedgeError, InvalidInputError, UnsupportedError
+
+STABLE = ("model", "weights", "graph", "input", "output", "quantization", "precision", "format")
+
+
+def test_export_from_python_writes_what_the_cli_writes(tiny_classifier, tmp_path, capsys):
+    said: list[str] = []
+    model = str(tiny_classifier.savedmodel_dir)  # the same model, loaded the same way by both
+    results = exporter.export(model, weights="hub", formats=["tflite"], precisions="none", output=tmp_path / "api",
+                              progress=said.append)
+    assert [(r.format, r.precision) for r in results] == [("tflite", "fp32")]
+    assert any("written in" in line for line in said)
+    assert main(["export", "--model", model, "--weights", "hub", "--format", "tflite",
+                 "--output", str(tmp_path / "cli")]) == 0
+    name = results[0].artifact.name
+    assert (tmp_path / "cli" / name).read_bytes() == results[0].artifact.read_bytes()  # byte for byte
+    ours, theirs = (json.loads((tmp_path / side / name).with_suffix(".json").read_text()) for side in ("api", "cli"))
+    assert ours["artifact"]["sha256"] == theirs["artifact"]["sha256"]
+    for key in STABLE:
+        assert ours.get(key) == theirs.get(key), key
+    assert ours["verification"]["cosine_min"] == theirs["verification"]["cosine_min"]
+
+
+def test_an_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError):
+        exporter.ExportOptions(int8_inputs="uint8")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="ExportOptions"):
+        exporter.export("bit-m-r50x1-in21k", options={"int8_io": "uint8"})  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedError, match="int8_io must be one of"):
+        exporter.ExportOptions(int8_io="int4")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="calibration_size"):
+        exporter.ExportOptions(calibration_size=0)
+
+
+def test_an_option_no_requested_format_takes_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import exporter.sources
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(exporter.sources, "load_model", never)
+    for formats, options, why in (
+        ("onnx", exporter.ExportOptions(int8_io="uint8"), "--int8-io applies to tflite int8"),
+        ("onnx", exporter.ExportOptions(tflite_int8_recipe="full"), "applies to tflite int8 exports only"),
+        ("tflite", exporter.ExportOptions(int8_cpu="vnni"), "--int8-cpu vnni applies to openvino"),
+    ):
+        with pytest.raises(HubedgeError, match=why):
+            exporter.export("bit-m-r50x1-in21k", weights="seeded", formats=formats, precisions="int8",
+                            output=tmp_path, options=options)
+    with pytest.raises(UnsupportedError, match="unsupported format/precision"):
+        exporter.export("bit-m-r50x1-in21k", formats="qnn", precisions="fp16", output=tmp_path)
+
+
+def test_a_failed_verification_carries_its_metric_value_and_floor(tiny_classifier, tmp_path, monkeypatch):
+    import exporter.pipeline
+    from exporter.formats import Floor
+
+    monkeypatch.setattr(exporter.pipeline, "floor_for", lambda fmt, precision, source: Floor(cosine=1.5))
+    with pytest.raises(exporter.ExportsFailed) as caught:
+        exporter.export(tiny_classifier, formats="onnx", precisions="none", output=tmp_path)
+    assert caught.value.results == [] and [(f, p) for f, p, _ in caught.value.failures] == [("onnx", "fp32")]
+    error = caught.value.failures[0][2]
+    assert isinstance(error, exporter.VerificationFailed)
+    (short,) = error.shortfalls
+    assert (short.metric, short.limit, short.where) == ("cosine_min", 1.5, "") and 0.99999 < short.value <= 1.0
+    assert error.verification["shortfalls"] == [{"metric": "cosine_min", "value": short.value, "limit": 1.5,
+                                                 "where": "", "detail": ""}]
+    assert not list(tmp_path.glob("*.onnx"))  # nothing published
