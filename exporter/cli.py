@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
                             int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu)
-    formats = "all" if args.format == "all" else args.format
+    formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
     check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
     ensure_writable_dir(Path(args.output))
