@@ -198,8 +198,10 @@ def _score_calibration(module, info: ModelInfo):
 def _scores_description(info: ModelInfo) -> str:
     if info.activation == "sigmoid":
         return "multi-label logits; the score calibration turns each into an independent sigmoid probability"
-    if info.activation == "softmax":
+    if info.activation == "softmax" and info.activation_in_graph:
         return "softmax probabilities over the classes (computed in the graph)"
+    if info.activation == "softmax":
+        return "logits of a softmax head: this all-integer file leaves the softmax to the app"
     return "raw scores"
 
 
