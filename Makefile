@@ -26,11 +26,13 @@ $(STAMP): pyproject.toml
 
 DEMO_OUT := artifacts
 
-# exporter/demo.py: a failed export does not stop it; it benches and predicts with the rest, then exits non-zero
+# hubedge/demo.py: a failed export does not stop it; it benches and predicts with the rest, then exits non-zero
 demo: $(STAMP)
-	$(VENV)/bin/python -m exporter.demo --output $(DEMO_OUT)
+	$(VENV)/bin/python -m hubedge.demo --output $(DEMO_OUT)
 
+# First the tests a runtimes-only install can run, with the export extra made unimportable, then everything.
 test: $(STAMP)
+	HUBEDGE_TEST_WITHOUT_EXPORT=1 $(VENV)/bin/python -m pytest -m "not export" -q -p no:cacheprovider
 	$(VENV)/bin/python -m pytest
 
 clean:

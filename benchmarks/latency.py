@@ -78,8 +78,8 @@ def paired_timing(predictor: Predictor, reference: Predictor, one: np.ndarray, b
                   calls: int) -> PairedTiming:
     """Times ``predictor`` against ``reference`` in ``blocks`` alternating blocks of ``calls`` calls each.
 
-    Why: on a shared 2-core VM the whole machine runs up to 1.6x slower for tens of seconds at a time (BiT
-    R50x1 OpenVINO int8: blocks of 29 ms, then of 18 ms, in one process). Two rows timed one after the other can
+    Why: on a shared VM the whole machine can run markedly slower for tens of seconds at a time
+    (``benchmarks/records/settings-figures.md``). Two rows timed one after the other can
     land in different phases; two blocks next to each other land in the same one, so the ratio of a block pair
     is steady even when each latency is not. The first call of each block is untimed: it pays for the other
     runtime's threads going idle.

@@ -14,6 +14,9 @@ from typing import Any
 from benchmarks.report import weights_label
 from runtimes.errors import HubedgeError
 
+__all__ = ["FRONT_COLOUR", "MARKERS", "POINT_COLOUR", "REFERENCE_COLOUR", "agreement_metric", "pareto_front",
+    "require_matplotlib", "write_plot"]
+
 POINT_COLOUR = "#1f77b4"
 FRONT_COLOUR = "#d62728"
 REFERENCE_COLOUR = "#2ca02c"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["DIR", "IMAGE_SUFFIXES", "calibration_photos", "evaluation_photos", "photos"]
+
 DIR = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

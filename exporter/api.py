@@ -7,57 +7,16 @@ applies to no requested format, an empty calibration folder) is refused before a
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
-from exporter.formats import FORMATS, INT8_CPU_PORTABLE, INT8_CPU_VNNI, Format, parse_precisions, plan
-from exporter.formats.tflite import INT8_IO_CHOICES
+from exporter.formats import FORMATS, Format, parse_precisions, plan
+from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace, flag
 from exporter.pipeline import ExportResult, evaluation_set, export_one
-from runtimes.errors import HubedgeError, InvalidInputError, UnsupportedError
+from runtimes.errors import HubedgeError
 
-TFLITE_INT8_RECIPES = ("xnnpack", "full")
-GRAPHS = ("auto", "as-is")
-VERIFY_CPUS = ("native", "all")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportOptions:
-    """How to export, beyond which model, formats and precisions. An unknown field is a ``TypeError``.
-
-    Attributes:
-        calibration_data: folder of images that calibrate int8 (default: the bundled photos).
-        calibration_size: calibration samples (default: one per photo, at least 64).
-        int8_io: tflite int8 only: ``int8`` integer input and output, ``uint8`` raw camera pixels in.
-        tflite_int8_recipe: ``xnnpack`` keeps the normalization ops XNNPACK cannot run in int8 float;
-            ``full`` quantizes every op.
-        int8_cpu: ``portable`` (right on every CPU class) or ``vnni`` (openvino: full 8-bit weights, right
-            only on CPUs with VNNI and on ARM).
-        graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own.
-        verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
-    """
-
-    calibration_data: str | Path | None = None
-    calibration_size: int | None = None
-    int8_io: Literal["int8", "uint8"] | None = None
-    tflite_int8_recipe: Literal["xnnpack", "full"] = "xnnpack"
-    int8_cpu: Literal["portable", "vnni"] = "portable"
-    graph: Literal["auto", "as-is"] = "auto"
-    verify_cpu: Literal["native", "all"] = "native"
-
-    def __post_init__(self) -> None:
-        for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
-                              ("int8_cpu", (INT8_CPU_PORTABLE, INT8_CPU_VNNI)), ("graph", GRAPHS),
-                              ("verify_cpu", VERIFY_CPUS)):
-            if getattr(self, name) not in choices:
-                raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "
-                                       f"{getattr(self, name)!r}")
-        if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
-                                                  or self.calibration_size < 1):
-            raise InvalidInputError(f"calibration_size must be a positive integer; got {self.calibration_size!r}")
+__all__ = ["ExportOptions", "ExportsFailed", "check_options", "export", "planned_pairs"]
 
 
 class ExportsFailed(HubedgeError):
@@ -89,21 +48,25 @@ def planned_pairs(formats: str | Sequence[str], precisions: str | Sequence[str],
 
 def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verify: bool,
                   progress: Callable[[str], None]) -> None:
-    """Refuses options that apply to none of ``pairs``, and recipes that cannot be verified here."""
+    """Refuses options that none of ``pairs`` takes (the formats table's ``options``), and recipes that cannot be
+    verified here; says which requested formats ignore an option that others take."""
     from exporter.calibration import check_calibration_folder
 
-    int8_formats = [fmt.name for fmt, precision in pairs if precision == "int8"]
-    if options.int8_io and "tflite" not in int8_formats:
-        raise HubedgeError("--int8-io applies to tflite int8 exports; add --format tflite --quantize int8")
-    if options.tflite_int8_recipe != "xnnpack" and "tflite" not in int8_formats:
-        raise HubedgeError("the tflite int8 recipe (--tflite-int8-recipe) applies to tflite int8 exports only")
-    _check_int8_cpu(options.int8_cpu, int8_formats, verify, progress)
+    for name in (name for name in options.changed() if name != "int8_cpu"):  # int8_cpu: its own rule, below
+        takers = [f"{fmt.name} {precision}" for fmt, precision in pairs if fmt.takes(name, precision)]
+        if not takers:
+            offered = [f"{fmt.name} {p}" for fmt in FORMATS.values() for p in fmt.precisions if fmt.takes(name, p)]
+            raise HubedgeError(f"{flag(name)} applies to {', '.join(offered)} exports only; none was asked for")
+        taking_precisions = {precision for fmt, precision in pairs if fmt.takes(name, precision)}
+        ignored = [f"{fmt.name} {precision}" for fmt, precision in pairs
+                   if precision in taking_precisions and not fmt.takes(name, precision)]  # other formats, same precision
+        if ignored:
+            progress(f"note: {flag(name)} applies to {', '.join(takers)}; {', '.join(ignored)} ignore(s) it")
+    _check_int8_cpu(pairs, options.int8_cpu, verify, progress)
     if options.verify_cpu == "all" and verify:
         _announce_emulation(progress)
-    if int8_formats:
+    if any(fmt.takes("calibration_data", precision) for fmt, precision in pairs):
         check_calibration_folder(options.calibration_data)
-    elif options.calibration_data or options.calibration_size:
-        progress("note: calibration data and size only matter for int8 exports; ignored")
 
 
 def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str | Sequence[str] = "tflite",
@@ -133,13 +96,6 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)
     loaded = _choose_graph(loaded, options.graph, say)
 
-    @functools.cache
-    def calibration():
-        from exporter.calibration import build_calibration_set
-
-        say(f"preparing the calibration set at {loaded.info.input_size}px …")
-        return build_calibration_set(options.calibration_data, loaded.info.input_size, options.calibration_size)
-
     reference = None
     if verify:
         images = evaluation_set(loaded.info.input_size, loaded.weights.get("source", ""))
@@ -148,13 +104,12 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     results: list[ExportResult] = []
     failures: list[tuple[str, str, HubedgeError]] = []
     with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=folder) as scratch:
-        settings = {"calibration": calibration, "int8_io": options.int8_io, "scratch": scratch,
-                    "int8_recipe": options.tflite_int8_recipe, "int8_cpu": options.int8_cpu,
-                    "verify_cpu": options.verify_cpu}
+        work = Workspace.for_model(loaded.info.input_size, options, Path(scratch), announce=say)
         for step, (fmt, precision) in enumerate(pairs, 1):
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
-                result = export_one(loaded, fmt, precision, folder, verify, reference, settings)
+                result = export_one(loaded, fmt, precision, folder, verify, reference,
+                                    fmt.options_for(precision, options), work)
             except HubedgeError as error:
                 if interrupted():
                     raise KeyboardInterrupt from None
@@ -182,20 +137,21 @@ def _choose_graph(loaded, graph: str, say: Callable[[str], None]):
     return loaded
 
 
-def _check_int8_cpu(choice: str, int8_formats: list[str], verify: bool, say: Callable[[str], None]) -> None:
-    """``int8_cpu="vnni"`` only where a format has a VNNI-only recipe, and only where it can be verified (a CPU
-    it is meant for); refused before any work otherwise."""
-    from exporter.formats import INT8_CPU_CHOICES
+def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, say: Callable[[str], None]) -> None:
+    """``int8_cpu="vnni"`` only where every int8 format asked for has a VNNI-only recipe, and only where it can be
+    verified (a CPU it is meant for); refused before any work otherwise."""
     from runtimes.cpu import ARM64, X86_VNNI, cpu_class
 
     if choice == INT8_CPU_PORTABLE:
         return
-    takers = [name for name in int8_formats if choice in INT8_CPU_CHOICES.get(name, ())]
-    others = [name for name in int8_formats if name not in takers]
-    if not takers or others:
-        raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(INT8_CPU_CHOICES)} int8 exports only; the "
-                           f"int8 recipe of {', '.join(others) or 'the formats asked for'} is right on every CPU class "
-                           "already (export those without it)")
+    int8_formats = [fmt for fmt, precision in pairs if precision == "int8"]
+    takers = [fmt.name for fmt in int8_formats if fmt.takes("int8_cpu", "int8")]
+    others = [fmt.name for fmt in int8_formats if not fmt.takes("int8_cpu", "int8")]
+    if others or not takers:
+        offered = [fmt.name for fmt in FORMATS.values() if fmt.takes("int8_cpu", "int8")]
+        raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(offered)} int8 exports only; the int8 recipe "
+                           f"of {', '.join(others) or 'the formats asked for'} is right on every CPU class already (export those "
+                           "without it)")
     if verify and cpu_class() not in (X86_VNNI, ARM64):
         raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
                            f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "

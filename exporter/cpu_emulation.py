@@ -19,6 +19,8 @@ import shutil
 
 from runtimes.cpu import ARM64, X86_NO_VNNI, X86_VNNI, cpu_class
 
+__all__ = ["Emulator", "INSTALL_HINT", "QEMU_MODELS", "QEMU_X86", "emulator_for", "other_classes"]
+
 QEMU_X86 = ("qemu-x86_64-static", "qemu-x86_64")
 QEMU_MODELS = {X86_NO_VNNI: "EPYC-Rome"}  # an AVX2-only x86 (Zen 2), as the CPU the problem was found on
 INSTALL_HINT = "install Debian's qemu-user-static (apt-get install qemu-user-static)"

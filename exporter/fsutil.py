@@ -16,6 +16,8 @@ from pathlib import Path
 
 from runtimes.errors import HubedgeError
 
+__all__ = ["TEMP_PREFIX", "atomic_path", "ensure_writable_dir", "sha256_of", "size_of"]
+
 TEMP_PREFIX = ".hubedge-tmp-"
 
 

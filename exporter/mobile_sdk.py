@@ -40,6 +40,9 @@ from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference, cosines, 
 from runtimes.base import activate
 from runtimes.modelinfo import ModelInfo
 
+__all__ = ["EMBEDDING_COSINE", "EXACT_PRECISIONS", "SCORE_TOLERANCE", "SDK", "VIEWS", "check", "main",
+    "summary_line", "unsupported_reason", "verify_on_sdk"]
+
 SDK = "mediapipe"
 SCORE_TOLERANCE = 1e-4  # MediaPipe's scores against hubedge's on the same pixels
 EMBEDDING_COSINE = 0.99999

@@ -22,15 +22,20 @@ from exporter.calibration import augment
 from exporter.formats import Floor, Format, Shortfall, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
+from exporter.options import ExportOptions, Workspace
 from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
-from runtimes.errors import HubedgeError, UnsupportedError
+from runtimes.errors import HubedgeError
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, preprocess, resize_square
+
+__all__ = ["EVALUATION_CROPS", "EvaluationSet", "ExportResult", "TRAINED_SOURCES", "VerificationFailed",
+    "evaluation_set", "export_one", "record_reference", "verification_device", "verification_images",
+    "verified_cpu_line", "verify"]
 
 
 class VerificationFailed(HubedgeError):
@@ -93,9 +98,6 @@ def verification_device(fmt: Format) -> str:
     from runtimes.devices import status
 
     return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
-
-
-VERIFY_CPU_CHOICES = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
 
 
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
@@ -184,24 +186,25 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
-               reference_outputs: np.ndarray | None = None, options: dict[str, Any] | None = None) -> ExportResult:
+               reference_outputs: np.ndarray | None = None, options: ExportOptions | None = None,
+               work: Workspace | None = None) -> ExportResult:
     """Exports ``loaded`` to one format and precision under ``output_dir``.
 
-    ``options``: ``calibration`` (a callable returning the CalibrationSet), ``int8_io`` and ``int8_cpu`` for
-    the formats that use them, ``verify_cpu`` (``native`` or ``all``: also as the CPU classes this machine
-    can emulate), and ``graph`` (``auto`` or ``as-is``; ``exporter.reauthor``) when ``loaded`` has no route yet.
+    ``options`` may set only what ``fmt`` takes at ``precision`` (its row in the formats table; anything else
+    is refused before work starts); ``options.graph`` is used when ``loaded`` has no graph route yet
+    (``exporter.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one).
     """
-    options = options or {}
-    if options.get("verify_cpu", "native") not in VERIFY_CPU_CHOICES:
-        raise UnsupportedError(f"verify_cpu must be one of {', '.join(VERIFY_CPU_CHOICES)}")
+    options = options if options is not None else ExportOptions()
+    fmt.refuse_options(precision, options)
     if loaded.graph is None:  # the graph route: a recognised BiT is re-authored unless graph="as-is"
-        loaded = choose_graph(loaded, options.get("graph", "auto"))
+        loaded = choose_graph(loaded, options.graph)
+    work = work if work is not None else Workspace.for_model(loaded.info.input_size, options)
     ensure_writable_dir(output_dir)
     final = output_dir / fmt.artifact_name(loaded.info.name, precision)
     started = time.perf_counter()
     with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions) as temp:
         with PeakMemory() as peak:
-            result = fmt.exporter().export(loaded, precision, temp, options)
+            result = fmt.exporter().export(loaded, precision, temp, options, work)
         seconds = time.perf_counter() - started
         manifest = build_manifest(loaded, fmt, precision, temp, result, seconds)
         manifest["export_peak_rss_mb"] = round(max(peak.bytes, result.child_peak_rss_bytes) / 2**20)
@@ -214,7 +217,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             source = loaded.weights.get("source", "")
             verification = verify(temp, fmt, precision, reference_outputs, images, result.info or loaded.info,
                                   floor_for(fmt, precision, source), yardstick_target(precision, source),
-                                  tuple(result.right_on), options.get("verify_cpu", "native"))
+                                  tuple(result.right_on), options.verify_cpu)
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(

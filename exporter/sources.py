@@ -24,6 +24,10 @@ from runtimes.cache import cache_dir
 from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
 from runtimes.modelinfo import ModelInfo
 
+__all__ = ["CENTRING_PHOTOS", "DEFAULT_SEED", "KAGGLE_MODELS", "LoadedModel", "NETWORK_TIMEOUT_S", "OFFLINE_CHOICES",
+    "TWIN_FORMS", "TWIN_VERSION", "build_twin", "infer_info", "info_for_outputs", "load_checkpoint", "load_model",
+    "resolve_hub"]
+
 TWIN_VERSION = 2  # bump when the builder or the seeding recipe changes, to invalidate cached twins
 DEFAULT_SEED = 0
 CENTRING_PHOTOS = 8

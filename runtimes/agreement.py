@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["SUMMARY_KEYS", "agreement_with_reference", "cosines", "knn_agreement", "label_set_f1", "sqnr_db",
+    "summarize", "top1_match", "topk_overlap"]
+
 
 def _pair(reference: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)

@@ -20,6 +20,8 @@ from runtimes.labels import load_labels
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import ImageLike, preprocess
 
+__all__ = ["Prediction", "Predictor", "activate", "import_runtime", "top_k_from_outputs"]
+
 
 def import_runtime(module: str, extra: str) -> Any:
     """Imports an adapter's runtime on first use; a missing one names the extra that installs it."""

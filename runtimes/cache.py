@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["cache_dir"]
+
 
 def cache_dir() -> Path:
     """``$HUBEDGE_CACHE_DIR``, else ``~/.cache/hubedge``."""

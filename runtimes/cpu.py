@@ -17,6 +17,9 @@ import os
 import platform
 from typing import Any
 
+__all__ = ["ALL_CLASSES", "ARM64", "CPU_CLASSES", "EMULATION_ENV", "OTHER", "X86_NO_VNNI", "X86_VNNI", "classify",
+    "cpu_class", "cpu_model", "describe", "features", "machine_record"]
+
 X86_VNNI = "x86-vnni"  # AVX512_VNNI or AVX-VNNI: int8 dot products accumulate in 32 bits
 X86_NO_VNNI = "x86-no-vnni"  # AVX2 (or AVX-512 without VNNI): VPMADDUBSW saturates at 16 bits
 ARM64 = "arm64"

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from runtimes.errors import HubedgeError
 
+__all__ = ["DEVICES", "DISCOVERERS", "DeviceStatus", "DeviceUnavailableError", "GPU_EPS", "LITERT_GPU_ACCELERATOR",
+    "QNN_EP", "TENSORRT_EP", "TENSORRT_LIBRARY", "VULKAN_LOADER", "discover", "litert_gpu_probe", "register_qnn",
+    "require", "status"]
+
 DEVICES = ("cpu", "gpu", "npu")
 QNN_EP = "QNNExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
@@ -41,7 +45,10 @@ class DeviceStatus:
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as none
+        return False
 
 
 def _loadable(library: str) -> bool:

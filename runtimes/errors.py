@@ -7,6 +7,9 @@ line and exits non-zero; anything else escaping is a bug and keeps its traceback
 
 from __future__ import annotations
 
+__all__ = ["CorruptModelError", "HubedgeError", "InvalidInputError", "ModelNotFoundError", "SourceUnavailableError",
+    "UnsupportedError"]
+
 
 class HubedgeError(Exception):
     """A user-facing error: ``str(error)`` is the whole message, one line."""

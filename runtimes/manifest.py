@@ -14,6 +14,8 @@ from typing import Any
 from runtimes.errors import CorruptModelError, ModelNotFoundError
 from runtimes.modelinfo import ModelInfo
 
+__all__ = ["SCHEMA", "fixed_input_size", "has_manifest", "jsonable", "manifest_path", "model_info", "read_manifest"]
+
 SCHEMA = "hubedge.manifest/1"
 
 

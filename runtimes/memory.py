@@ -11,6 +11,8 @@ import resource
 import threading
 from types import TracebackType
 
+__all__ = ["PeakMemory", "SAMPLE_SECONDS", "current_rss_bytes"]
+
 SAMPLE_SECONDS = 0.05
 
 

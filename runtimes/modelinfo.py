@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+__all__ = ["Activation", "ModelInfo", "Task"]
+
 Task = Literal["classification", "feature_vector"]
 Activation = Literal["sigmoid", "softmax", "none"]
 

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+__all__ = ["CapturedLog", "captured_native_log"]
+
 
 class CapturedLog:
     """What native code wrote to stderr inside :func:`captured_native_log` (filled in when the block ends)."""

@@ -34,12 +34,12 @@ import numpy as np
 from runtimes import cpu
 from runtimes.base import Predictor, import_runtime
 from runtimes.cache import cache_dir
+from runtimes.contract import BATCH_DIM, metadata_key
 from runtimes.devices import QNN_EP, DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 from runtimes.native_log import captured_native_log
 
-BATCH_DIM = "batch"  # the exporter names the dynamic batch dimension so runtimes can pin it
 
 
 # ONNX Runtime's exact uint8 × uint8 integer kernels instead of the uint8 × int8 ones that saturate without VNNI
@@ -57,7 +57,7 @@ def cpu_session_config() -> dict[str, str]:
 
 
 LAYOUT_TRIAL_ENV = "HUBEDGE_ORT_LAYOUT_TRIAL"  # "0": keep ONNX Runtime's default layout (for comparisons)
-QUANTIZED_PRECISIONS = ("int8",)  # what the exporter writes to metadata_props["hubedge.precision"]
+QUANTIZED_PRECISIONS = ("int8",)  # what the exporter writes to metadata_props[metadata_key("precision")]
 LAYOUT_ALTERNATIVE = ("NhwcTransformer",)  # disabled: quantized convs stay NCHW, as the ONNX graph has them
 LAYOUT_MIN_GAIN = 0.10  # the alternative must be this much faster; below it timing noise could decide
 
@@ -110,9 +110,9 @@ def _choose_cpu_layout(ort, path: str, threads: int | None, target: Path) -> dic
     """Optimizes ``path`` for this CPU into ``target``; for a quantized model, in the faster of two layouts.
 
     ONNX Runtime's NhwcTransformer turns quantized convs into NHWC kernels and its transpose optimizer then
-    moves the float ops between them into NHWC too. That pays for conv-only stacks (EfficientNet-Lite0 int8:
-    3.6 ms against 4.8 ms without it) but not when those ops are normalization statistics, whose ReduceMean
-    over H and W is slow in NHWC (BiT-M R50x1 int8, GroupNorm: 47 ms against 30 ms, 2 threads). Which wins
+    moves the float ops between them into NHWC too. That pays for conv-only stacks (EfficientNet-Lite0 int8)
+    but not when those ops are normalization statistics, whose ReduceMean over H and W is slow in NHWC (BiT's
+    GroupNorm; figures: ``benchmarks/records/onnx-int8-layout.md``). Which wins
     depends on the model and the CPU, so the first load times both (spinning off, alternating blocks, medians)
     and the saved graph fixes the choice for later loads. Returns the choice and the timings.
     """
@@ -130,7 +130,7 @@ def _choose_cpu_layout(ort, path: str, threads: int | None, target: Path) -> dic
                                     disabled_optimizers=list(disabled))
 
     default = optimize((), target)
-    precision = default.get_modelmeta().custom_metadata_map.get("hubedge.precision", "")
+    precision = default.get_modelmeta().custom_metadata_map.get(metadata_key("precision"), "")
     if precision not in QUANTIZED_PRECISIONS or not layout_trial_enabled():
         return {"layout": "default"}
     alternative_path = target.with_name(target.name + ".alt")

@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 
 from runtimes.base import Predictor, import_runtime
+from runtimes.contract import rt_info_path
 from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError
 from runtimes.modelinfo import ModelInfo
+
+__all__ = ["OpenVINOPredictor", "STATIC_BATCH_ENV", "cpu_has_bf16", "static_batch_enabled"]
 
 
 STATIC_BATCH_ENV = "HUBEDGE_OV_STATIC_BATCH"  # "0": run single images on the dynamic-batch model (comparisons)
@@ -37,8 +40,8 @@ def cpu_has_bf16(core) -> bool:
 
 def _inference_precision(core, model, device: str, name: str) -> str | None:
     """The precision OpenVINO must compute in: f32 unless the artifact is a bf16 one; None on the NPU."""
-    precision = model.get_rt_info(["hubedge", "precision"]).astype(str) if model.has_rt_info(
-        ["hubedge", "precision"]) else ""
+    path = rt_info_path("precision")
+    precision = model.get_rt_info(path).astype(str) if model.has_rt_info(path) else ""
     if precision != "bf16":
         return "f32" if device in ("cpu", "gpu") else None
     if device != "cpu":
@@ -89,8 +92,8 @@ class OpenVINOPredictor(Predictor):
                 from None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick kernels for
-        it (BiT-M R50x1, 2 threads: f32 57.7 → 53.1 ms, bf16 53.7 → 30.7, int8 23.4 → 20.3). Larger batches
+        """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick faster kernels
+        for it, most of all in bf16 (``benchmarks/records/settings-figures.md``). Larger batches
         run on the artifact's dynamic-batch model, compiled the first time one comes."""
         if len(batch) == 1 or self._compiled.input(0).get_partial_shape()[0].is_dynamic:
             return np.asarray(self._request.infer({0: batch})[self._compiled.output(0)])

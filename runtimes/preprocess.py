@@ -18,6 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtimes.errors import InvalidInputError
 
+__all__ = ["IMAGE_SUFFIXES", "ImageLike", "check_float_batch", "list_images", "load_image", "preprocess",
+    "resize_square"]
+
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

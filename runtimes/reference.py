@@ -20,6 +20,9 @@ import numpy as np
 
 from runtimes.errors import CorruptModelError
 
+__all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "file_sha256", "from_pixels",
+    "read_recorded", "read_recorded_inputs", "to_pixels"]
+
 SUFFIX = ".reference.npy"
 INPUTS_SUFFIX = ".inputs.npy"
 

@@ -17,6 +17,8 @@ from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 
+__all__ = ["TFReferencePredictor", "load_savedmodel", "set_threads"]
+
 
 def load_savedmodel(path: str | Path) -> Callable:
     """Loads a SavedModel directory with ``tf.saved_model.load``; a damaged one raises CorruptModelError."""

@@ -2,17 +2,54 @@
 
 The tiny twins go through exactly the code path of the published-size ones (builder → hub-form SavedModel
 → hub.load), at a width and depth that build in seconds.
+
+Tests that need the ``export`` extra (TensorFlow, the converters, MediaPipe) carry the ``export`` marker: set by
+hand on modules and tests, and added here to every test that uses a fixture that exports or builds a model. With
+``HUBEDGE_TEST_WITHOUT_EXPORT=1`` those packages cannot be imported at all, as on a runtimes-only install, and
+``pytest -m "not export"`` must pass like that (``make test`` runs it so before the whole suite).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 import calibration_data
+from tests.helpers import LazyExports, cpu_has_bf16, tiny_spec
+
+
+WITHOUT_EXPORT_ENV = "HUBEDGE_TEST_WITHOUT_EXPORT"
+EXPORT_EXTRA_MODULES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras", "tf2onnx", "onnx", "nncf", "mediapipe")
+# fixtures that build or export models: a test that uses one needs the export extra
+EXPORT_FIXTURES = {"tiny_classifier", "tiny_published", "tiny_features", "tiny_exports", "efficientnet_lite0"}
+# test modules that import the export extra at the top: every test in them needs it, and without the extra
+# they cannot even be collected
+EXPORT_ONLY_MODULES = ("test_bit.py", "test_efficientnet_lite.py")
+
+
+class _WithoutExportExtra:
+    """An import hook that makes the export extra's packages absent, as a runtimes-only install has them."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXPORT_EXTRA_MODULES:
+            raise ModuleNotFoundError(f"No module named {name!r} ({WITHOUT_EXPORT_ENV}=1: a runtimes-only install)")
+        return None
+
+
+collect_ignore: list[str] = []
+if os.environ.get(WITHOUT_EXPORT_ENV) == "1":
+    sys.meta_path.insert(0, _WithoutExportExtra())
+    collect_ignore += list(EXPORT_ONLY_MODULES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in EXPORT_ONLY_MODULES:
+            item.add_marker(pytest.mark.export)
 
 
 class NetworkBlocked(ConnectionRefusedError):
@@ -53,19 +90,6 @@ def photos() -> list[Path]:
     return calibration_data.evaluation_photos()
 
 
-def tiny_spec(task: str = "classification", num_outputs: int = 10, name: str = "tiny-bit"):
-    """A catalog-like spec for a BiT with one unit per stage at half width (GN's 32 groups still fit)."""
-    from exporter.catalog import Architecture, ModelSpec
-
-    arch = Architecture((1, 1, 1, 1), 0.5)
-    if task == "feature_vector":
-        return ModelSpec(name, f"test/{name}/1", "test", "feature_vector", arch.feature_size, "none", None, 64, arch)
-    if num_outputs == 21843:  # ImageNet-21k: multi-label logits, sigmoid scores
-        return ModelSpec(name, f"test/{name}/1", "test", "classification", num_outputs, "sigmoid", "imagenet21k", 64, arch)
-    labels = "ilsvrc2012" if num_outputs == 1000 else None
-    return ModelSpec(name, f"test/{name}/1", "test", "classification", num_outputs, "softmax", labels, 64, arch)
-
-
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory):
     """A seeded tiny ILSVRC-style classifier (1000 softmax classes with labels), saved in hub form."""
@@ -93,39 +117,15 @@ def tiny_features(tmp_path_factory: pytest.TempPathFactory):
                       tmp_path_factory.mktemp("tiny") / "features")
 
 
-def export_all(loaded, output: Path, pairs, int8_io: str | None = None, graph: str = "auto") -> dict:
-    """Exports ``loaded`` to every (format, precision) in ``pairs``, verified, sharing one calibration set;
-    ``graph`` is the graph route (exporter.reauthor)."""
-    import functools
-
-    from exporter.calibration import build_calibration_set
-    from exporter.pipeline import evaluation_set, export_one
-    from exporter.formats import FORMATS
-
-    calibration = functools.cache(lambda: build_calibration_set(None, loaded.info.input_size))
-    reference = loaded.reference().predict(evaluation_set(loaded.info.input_size, loaded.weights["source"]).images)
-    options = {"calibration": calibration, "int8_io": int8_io, "scratch": str(output), "graph": graph}
-    return {(name, precision): export_one(loaded, FORMATS[name], precision, output, True, reference, options)
-            for name, precision in pairs}
-
-
 @pytest.fixture(scope="session")
-def tiny_exports(tiny_classifier, tmp_path_factory) -> dict:
-    """The tiny classifier exported to every format × precision of the formats table."""
+def tiny_exports(tiny_classifier, tmp_path_factory) -> LazyExports:
+    """The tiny classifier exported to every format × precision of the formats table, each pair exported the first
+    time a test asks for it."""
     from exporter.formats import FORMATS
 
     pairs = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions
              if precision != "bf16" or cpu_has_bf16()]
-    return export_all(tiny_classifier, tmp_path_factory.mktemp("exports"), pairs)
-
-
-def cpu_has_bf16() -> bool:
-    """bf16 artifacts verify only where OpenVINO has bf16 kernels; their tests skip, saying so, elsewhere."""
-    import openvino as ov
-
-    from runtimes.openvino_runtime import cpu_has_bf16 as has_bf16
-
-    return has_bf16(ov.Core())
+    return LazyExports(tiny_classifier, tmp_path_factory.mktemp("exports"), pairs)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import exporter
-from exporter.cli import main
+from hubedge.cli import main
 from runtimes.errors import HubedgeError, InvalidInputError, UnsupportedError
 
 STABLE = ("model", "weights", "graph", "input", "output", "quantization", "precision", "format")
@@ -50,7 +50,8 @@ def test_an_option_no_requested_format_takes_is_refused_before_the_model_loads(t
 
     monkeypatch.setattr(exporter.sources, "load_model", never)
     for formats, options, why in (
-        ("onnx", exporter.ExportOptions(int8_io="uint8"), "--int8-io applies to tflite int8"),
+        ("onnx", exporter.ExportOptions(int8_io="uint8"), r"int8_io \(--int8-io\) applies to tflite int8"),
+        ("onnx", exporter.ExportOptions(int8_io="uint8", calibration_size=70), "applies to tflite int8"),
         ("onnx", exporter.ExportOptions(tflite_int8_recipe="full"), "applies to tflite int8 exports only"),
         ("tflite", exporter.ExportOptions(int8_cpu="vnni"), "--int8-cpu vnni applies to openvino"),
     ):

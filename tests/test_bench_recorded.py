@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench
+from benchmarks import runner
 
 PAIRS = [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
 BLOCK_TF = """
@@ -21,7 +21,7 @@ class NoTensorFlow:
             raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
         return None
 sys.meta_path.insert(0, NoTensorFlow())
-from exporter.cli import main
+from hubedge.cli import main
 code = main(sys.argv[1:])
 assert not [m for m in ("tensorflow", "tensorflow_hub", "tf_keras") if m in sys.modules], "TensorFlow was imported"
 sys.exit(code)
@@ -50,7 +50,7 @@ def recorded_run(artifacts, tmp_path_factory) -> tuple[dict, Path, subprocess.Co
 
 def test_without_tensorflow_agreement_equals_the_tf_runs(recorded_run, artifacts):
     recorded, _, result = recorded_run
-    tf_run = bench.run(artifacts, bench.BenchOptions(runs=3, warmup=1, threads=1, paired_blocks=2, paired_calls=2),
+    tf_run = runner.run(artifacts, runner.BenchOptions(runs=3, warmup=1, threads=1, paired_blocks=2, paired_calls=2),
                        progress=lambda _: None)
     assert recorded["reference_mode"] == "recorded" and tf_run["reference_mode"] == "tf"
     assert "reference: the FP32 outputs recorded at export" in result.stderr
@@ -108,7 +108,7 @@ def test_bench_runs_where_nothing_but_litert_is_installed(tiny_exports, tmp_path
             (site / info.name).symlink_to(info)
     artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
     code = (f"import sys; sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}, {str(site)!r}]; "
-            "from exporter.cli import main; code = main(sys.argv[1:]); "
+            "from hubedge.cli import main; code = main(sys.argv[1:]); "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'onnxruntime', 'openvino')]; "
             "sys.exit(code)")
     run = subprocess.run([sys.executable, "-I", "-S", "-c", code, "bench", *artifacts, *FAST,

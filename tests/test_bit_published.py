@@ -10,7 +10,9 @@ import pytest
 from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.manifest import manifest_path
-from tests.conftest import cpu_has_bf16, export_all
+from tests.helpers import cpu_has_bf16, export_all
+
+pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
 
@@ -105,7 +107,7 @@ def test_every_format_exports_and_verifies_from_the_published_form(published_exp
 
 
 def test_the_cli_refuses_a_published_form_where_there_is_none(capsys):
-    from exporter.cli import main
+    from hubedge.cli import main
 
     code = main(["predict", "--model", "efficientnet-lite0", "--weights", "package", "--twin-form", "published",
                  "calibration_data/skimage-coffee.jpg"])

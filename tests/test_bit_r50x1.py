@@ -8,7 +8,7 @@ import pytest
 from exporter.sources import load_model
 from runtimes.preprocess import preprocess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.export]
 
 
 @pytest.fixture(scope="module")

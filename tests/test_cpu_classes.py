@@ -10,9 +10,9 @@ import pytest
 
 import runtimes
 from exporter import artifact_child, cpu_emulation
-from exporter.cli import main
+from hubedge.cli import main
 from runtimes import cpu
-from tests.helpers_cpu import no_vnni_emulator
+from tests.helpers import no_vnni_emulator
 
 
 @pytest.mark.parametrize("arch, features, expected", [
@@ -104,7 +104,7 @@ def test_int8_cpu_vnni_is_refused_before_any_work_where_no_format_has_such_a_rec
 
 
 def test_a_bench_report_tells_cpu_classes_apart():
-    from benchmarks.bench import machine_info
+    from benchmarks.runner import machine_info
 
     machine = machine_info(2)
     assert machine["cpu_class"] == cpu.cpu_class() and machine["cpu_features"] == list(cpu.features())

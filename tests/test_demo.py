@@ -1,10 +1,10 @@
-"""`make demo` (exporter/demo.py): a failed export is reported, and the rest is still benched and predicted."""
+"""`make demo` (hubedge/demo.py): a failed export is reported, and the rest is still benched and predicted."""
 
 from __future__ import annotations
 
 import json
 
-from exporter import demo
+from hubedge import demo
 from runtimes.manifest import manifest_path
 
 

@@ -113,7 +113,7 @@ def test_the_reader_refuses_what_is_not_a_plain_state_dict(tmp_path, state):
 
 def test_the_bench_rebuilds_the_yardstick_reference_from_a_manifest_alone(efficientnet_lite0):
     """With the exporting SavedModel gone, a manifest's weight record still rebuilds the same reference."""
-    from benchmarks.bench import _reference
+    from benchmarks.runner import _reference
 
     record = efficientnet_lite0.weights_record()
     manifest = {"model": {"name": "efficientnet-lite0"},

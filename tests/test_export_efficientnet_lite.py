@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from exporter.cli import main
+from hubedge.cli import main
 from exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
 from runtimes import cpu
-from tests.conftest import cpu_has_bf16
-from tests.helpers_cpu import emulator_runs_here, no_vnni_emulator
+from tests.helpers import cpu_has_bf16
+from tests.helpers import emulator_runs_here, no_vnni_emulator
 
 pytestmark = pytest.mark.slow
 

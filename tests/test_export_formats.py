@@ -12,7 +12,7 @@ from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.agreement import agreement_with_reference
 from runtimes.manifest import read_manifest
-from tests.conftest import cpu_has_bf16, export_all
+from tests.helpers import cpu_has_bf16, export_all
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
 
@@ -114,9 +114,7 @@ def _xnnpack_partitions(path) -> int:
 
 def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny_classifier, tmp_path):
     """Normalization ops XNNPACK cannot run in int8 stay float; quantizing every op splits the graph."""
-    import functools
-
-    from exporter.calibration import build_calibration_set
+    from exporter.options import ExportOptions
     from exporter.pipeline import export_one
     from exporter.formats import FORMATS
 
@@ -124,12 +122,13 @@ def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny
     recipe = read_manifest(xnnpack.artifact)["quantization"]
     # the softmax of a softmax head is in the graph (for mobile SDKs), kept float too
     assert recipe["float_ops"][:3] == ["SQUARED_DIFFERENCE", "RSQRT", "SOFTMAX"] and "13 nodes" in recipe["float_ops"][3]
-    options = {"calibration": functools.cache(lambda: build_calibration_set(None, 64)), "int8_recipe": "full"}
-    full = export_one(tiny_classifier, FORMATS["tflite"], "int8", tmp_path, True, None, options)
+    full = export_one(tiny_classifier, FORMATS["tflite"], "int8", tmp_path, True, None,
+                      ExportOptions(tflite_int8_recipe="full"))
     assert _xnnpack_partitions(xnnpack.artifact) == 1 and _xnnpack_partitions(full.artifact) > 10
     assert "float_ops" not in read_manifest(full.artifact)["quantization"]
 
 
+@pytest.mark.export
 def test_the_tf2onnx_child_collects_garbage_before_each_onnx_optimizer(monkeypatch):
     import gc
 
@@ -173,6 +172,7 @@ def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(mon
     assert ("command line" in onnx_format.conversion_method()) is route_flag
 
 
+@pytest.mark.export
 def test_weights_leave_the_tensorflow_graph_as_placeholders_and_small_constants_stay():
     import tensorflow as tf
 

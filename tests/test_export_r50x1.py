@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from exporter.cli import main
+from hubedge.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.export]
 
 
 def test_full_geometry_exports_to_every_format_at_fp32_and_int8(capsys, tmp_path):

@@ -20,7 +20,9 @@ from exporter.formats.tflite_metadata import minimum_parser_version, read_standa
 from exporter.formats import FORMATS
 from exporter.mobile_sdk import check
 from runtimes.preprocess import load_image, resize_square
-from tests.conftest import export_all, tiny_spec
+from tests.helpers import export_all, tiny_spec
+
+pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
 
 CAT = "skimage-chelsea-cat.jpg"
 PHOTOS = [CAT, "gcompris-giant-panda.jpg", "gcompris-crocodile.jpg", "sklearn-flower.jpg", "gcompris-koala.jpg"]

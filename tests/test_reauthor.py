@@ -143,7 +143,7 @@ def tampered(tiny_published, tmp_path_factory) -> dict[str, Path]:
     ("swapped", "but the rebuilt graph computes something else"),
 ])
 def test_a_tampered_module_goes_as_is_with_a_warning_naming_the_mismatch(tampered, kind, says, tmp_path, capsys):
-    from exporter.cli import main
+    from hubedge.cli import main
 
     code = main(["export", "--model", str(tampered[kind]), "--format", "tflite", "--output", str(tmp_path)])
     err = capsys.readouterr().err
@@ -155,6 +155,7 @@ def test_a_tampered_module_goes_as_is_with_a_warning_naming_the_mismatch(tampere
     assert manifest["verification"]["passed"]  # its own graph, verified against itself
 
 
+@pytest.mark.export
 def test_a_model_that_is_no_bit_goes_as_is_in_one_line(tmp_path):
     import tensorflow as tf
     import tf_keras as keras
@@ -174,7 +175,7 @@ def test_a_model_that_is_no_bit_goes_as_is_in_one_line(tmp_path):
 
 
 def test_the_cli_re_authors_by_default_and_honours_graph_as_is(tiny_published, tmp_path, capsys):
-    from exporter.cli import main
+    from hubedge.cli import main
 
     routes = {}
     for graph in ("auto", "as-is"):

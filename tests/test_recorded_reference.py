@@ -28,7 +28,7 @@ def test_every_artifact_names_one_recorded_reference_of_its_model(tiny_exports, 
 
 
 def test_recorded_references_are_byte_stable_across_exports(tiny_classifier, tmp_path):
-    from exporter.cli import main
+    from hubedge.cli import main
 
     contents = []
     for run in ("a", "b"):
@@ -74,18 +74,18 @@ def test_a_machine_that_preprocesses_otherwise_is_judged_on_the_recorded_batch(t
     """Another Pillow would give other pixels: bench says so and uses the batch recorded at export."""
     import dataclasses
 
-    from benchmarks import bench
+    from benchmarks import runner
     from exporter import pipeline
 
     artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
-    options = bench.BenchOptions(runs=2, warmup=1, threads=1, paired_blocks=1, paired_calls=1,
+    options = runner.BenchOptions(runs=2, warmup=1, threads=1, paired_blocks=1, paired_calls=1,
                                  reference_mode="recorded")
-    same = bench.run(artifacts, options, progress=lambda _: None)
+    same = runner.run(artifacts, options, progress=lambda _: None)
     real = pipeline.evaluation_set
     monkeypatch.setattr(pipeline, "evaluation_set", lambda size, source: dataclasses.replace(
         real(size, source), images=np.clip(real(size, source).images + 1.0 / 255, 0.0, 1.0)))
     said: list[str] = []
-    other = bench.run(artifacts, options, progress=said.append)
+    other = runner.run(artifacts, options, progress=said.append)
     assert any("differs from export's: judged on the recorded input batch" in line for line in said)
     for before, after in zip(same["rows"], other["rows"]):
         assert before["agreement"] == after["agreement"]
@@ -97,4 +97,4 @@ def test_a_machine_that_preprocesses_otherwise_is_judged_on_the_recorded_batch(t
         shutil.copy(path.rsplit(".", 1)[0] + ".json", folder)
         shutil.copy(tiny_exports[("tflite", "fp32")].artifact.parent / manifest["reference"]["file"], folder)
     with pytest.raises(HubedgeError, match="differs from export.s .*no recorded input batch"):
-        bench.run([str(folder)], options, progress=lambda _: None)
+        runner.run([str(folder)], options, progress=lambda _: None)

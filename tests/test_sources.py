@@ -13,6 +13,8 @@ from exporter.sources import load_model
 from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
 from runtimes.preprocess import preprocess
 
+pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
+
 
 def test_the_network_guard_blocks_connections():
     with pytest.raises(ConnectionRefusedError, match="disabled"):
@@ -119,7 +121,7 @@ def test_npz_weights_build_a_twin_labelled_as_such(tmp_path, monkeypatch, photos
     from exporter import catalog
     from exporter.bit import BitTwin
     from exporter.sources import build_twin
-    from tests.conftest import tiny_spec
+    from tests.helpers import tiny_spec
 
     spec = tiny_spec("feature_vector", name="tiny-npz")
     source = BitTwin(spec.architecture, None)

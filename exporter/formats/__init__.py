@@ -1,10 +1,11 @@
 """The formats table: one row per export format, driving the CLI's choices, the dispatch and the checks.
 
 Adding a format is one row here and one module beside this file with
-``export(loaded, precision, target, options) -> FormatResult``; ``options`` holds ``calibration`` (a callable
-returning the CalibrationSet, built once on first use) and ``int8_io``. Each row declares the precisions it
-supports and the agreement floor each must meet against the FP32 reference, so validation is part of export
-and tolerances live beside the format they govern.
+``export(loaded, precision, target, options, work) -> FormatResult``: ``options`` is an
+``exporter.options.ExportOptions`` holding only the options the row declares it takes (and the general ones),
+``work`` the run's ``exporter.options.Workspace`` (the calibration set, built once on first use, and scratch
+space). Each row declares the precisions it supports and the agreement floor each must meet against the FP32
+reference, so validation is part of export and tolerances live beside the format they govern.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from exporter.options import GENERAL_OPTIONS, ExportOptions, flag
+from runtimes.contract import PRECISION_NAMES
 from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import UnsupportedError
 from runtimes.modelinfo import ModelInfo
 
-# int8 recipes by the CPUs they must be right on: "portable" (every class; the default) or "vnni" (the recipe that
-# is closest to FP32 on x86 CPUs with VNNI and ARM, and saturates on x86 without VNNI). Only openvino has two.
-INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
-INT8_CPU_CHOICES = {"openvino": (INT8_CPU_PORTABLE, INT8_CPU_VNNI)}
+__all__ = ["BF16", "CALIBRATED", "CEILINGS", "DIGITS", "DYNAMIC", "FORMATS", "FP16", "FP32", "Floor", "Format",
+    "FormatResult", "INT8", "Shortfall", "YARDSTICK_GATED", "YARDSTICK_SOURCE", "YARDSTICK_TOP_K", "floor_for",
+    "get_format", "parse_precisions", "plan", "yardstick_target"]
 
-PRECISION_NAMES = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "dynamic": "dynamic",
-                   "int8": "int8"}
+# the options of ExportOptions each format takes, by the precisions that use them (GENERAL_OPTIONS go to all)
+CALIBRATED = {"calibration_data": ("int8",), "calibration_size": ("int8",)}
 
 
 CEILINGS = ("max_abs_diff", "max_abs_score_diff")  # figures that must stay below their limit, not above
@@ -105,10 +107,25 @@ class Format:
     runtime: str
     devices: tuple[str, ...]  # where its artifacts are meant to run; the first present one verifies them
     description: str
+    options: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # ExportOptions field → precisions
 
     @property
     def precisions(self) -> tuple[str, ...]:
         return tuple(self.floors)
+
+    def takes(self, option: str, precision: str) -> bool:
+        """Whether an export of this format at ``precision`` uses the ``ExportOptions`` field ``option``."""
+        return option in GENERAL_OPTIONS or precision in self.options.get(option, ())
+
+    def options_for(self, precision: str, options: ExportOptions) -> ExportOptions:
+        """``options`` with what this format does not take at ``precision`` back at the defaults."""
+        return options.without([name for name in options.changed() if not self.takes(name, precision)])
+
+    def refuse_options(self, precision: str, options: ExportOptions) -> None:
+        """Refuses, before any work, options set away from their defaults that this export would not use."""
+        foreign = [name for name in options.changed() if not self.takes(name, precision)]
+        if foreign:
+            raise UnsupportedError(f"{self.name} {precision} does not take {', '.join(map(flag, foreign))}")
 
     def artifact_name(self, model: str, precision: str) -> str:
         return f"{model}.{self.name}.{precision}{self.suffix}"
@@ -154,6 +171,7 @@ FORMATS: dict[str, Format] = {
         runtime="litert",
         devices=("cpu",),
         description="LiteRT (TFLite) flatbuffer, batch 1, run by ai-edge-litert",
+        options={**CALIBRATED, "int8_io": ("int8",), "tflite_int8_recipe": ("int8",)},
     ),
     "onnx": Format(
         name="onnx",
@@ -165,6 +183,7 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("cpu", "gpu"),
         description="ONNX (tf2onnx), dynamic batch, run by ONNX Runtime",
+        options=CALIBRATED,
     ),
     "openvino": Format(
         name="openvino",
@@ -176,6 +195,7 @@ FORMATS: dict[str, Format] = {
         runtime="openvino",
         devices=("cpu", "gpu", "npu"),
         description="OpenVINO IR (.xml + .bin), dynamic batch, run by OpenVINO",
+        options={**CALIBRATED, "int8_cpu": ("int8",)},
     ),
     "qnn": Format(
         name="qnn",
@@ -187,6 +207,7 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
+        options=CALIBRATED,
     ),
 }
 

@@ -2,18 +2,18 @@
 
 tf2onnx runs in a child process (``tf2onnx_child``), which returns its memory to the system when it exits; the
 manifest records its peak RSS. The child keeps the weights out of TensorFlow's and tf2onnx's graph passes and
-folds weight standardization with ONNX Runtime's basic optimizations: BiT-M R50x1 21k converts at a 3.5 GB
-peak instead of 7.3 GB (11.3 GB before that). ``HUBEDGE_TF2ONNX_WEIGHTS_IN_GRAPH=1`` converts the previous way,
+folds weight standardization with ONNX Runtime's basic optimizations, at half the peak memory of tf2onnx's own
+route (``benchmarks/records/tf2onnx-memory.md``). ``HUBEDGE_TF2ONNX_WEIGHTS_IN_GRAPH=1`` converts the previous way,
 for comparison. The graph has a dynamic batch and a fixed
 spatial size. fp16 converts weights and arithmetic with onnxruntime's float16 tool, keeping float32 I/O.
 int8 is static QDQ calibrated on the calibration set: per-channel int8 weights, uint8 activations, and only the ops
 that pay (Conv, MatMul/Gemm for the head) — QDQ around GroupNorm's arithmetic is slower and less accurate than
 float there (docs/stack-facts.md, "Quantizing") — plus the activations that follow convs (Clip for ReLU6, Relu), so
-that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range: on
-EfficientNet-Lite0 that took top-1 agreement from 0.58 to 0.91 (cosine_min 0.68 → 0.975).
+that a conv's output is quantized after its activation, over 0..6, and not over the pre-activation range (on
+EfficientNet-Lite0 that is most of its int8 agreement: ``benchmarks/records/efficientnet-lite0-onnx-int8-layers.md``).
 The int8 artifact is the same for every CPU: on x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels
 saturate, and the session option ``session.x64quantprecision=1`` switches them to the exact uint8 × uint8
-ones. hubedge's adapter sets it on those CPUs only (on VNNI CPUs it costs 30-100 % and changes nothing); the
+ones. hubedge's adapter sets it on those CPUs only (on VNNI CPUs it is slower and changes nothing); the
 manifest and ``metadata_props`` (``hubedge.ort_session_config``) say so for anyone running the file in their
 own session. Measured: docs/portable-int8.md.
 Labels and preprocessing go into ``metadata_props``.
@@ -32,13 +32,12 @@ from typing import Any
 import numpy as np
 
 from exporter.formats import FormatResult
+from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
+from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
 from runtimes.errors import HubedgeError
 
 OPSET = 18  # tf2onnx 1.17's newest
-INPUT_NAME = "images"
-OUTPUT_NAME = "outputs"
-BATCH_DIM = "batch"
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Clip", "Relu"]
 # what a session must set on x86 without VNNI for exact int8 (the adapter: runtimes.onnx_runtime.cpu_session_config)
 INT8_SESSION_CONFIG = {"x86-no-vnni": {"session.x64quantprecision": "1"}}
@@ -91,7 +90,7 @@ def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
     return int(reported[-1])
 
 
-def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tuple[Path, int, int]:
+def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path) -> tuple[Path, int, int]:
     """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``), converted once per run and reused.
 
     Returns its path, the peak RSS of the conversion that made it, and that peak again only if the conversion
@@ -100,11 +99,10 @@ def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tu
     import onnx
 
     size = loaded.info.input_size
-    memo = options.setdefault("memo", {})
     key = ("tf2onnx", str(loaded.export_savedmodel), size)
-    if key in memo and memo[key][0].is_file():
-        return memo[key][0], memo[key][1], 0
-    scratch = Path(options.get("scratch") or work)
+    if key in work.memo and work.memo[key][0].is_file():
+        return work.memo[key][0], work.memo[key][1], 0
+    scratch = Path(work.scratch or beside)
     graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
     path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
     peak = _run_tf2onnx(loaded.export_savedmodel, path, size)
@@ -112,7 +110,7 @@ def convert_fp32(loaded: LoadedModel, options: dict[str, Any], work: Path) -> tu
     for value in (*model.graph.input, *model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
     onnx.save(model, str(path))
-    memo[key] = (path, peak)
+    work.memo[key] = (path, peak)
     return path, peak, peak
 
 
@@ -126,17 +124,17 @@ def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
 
     info = loaded.info
     entries = {
-        "hubedge.model": json.dumps(info.to_dict()),
-        "hubedge.precision": precision,
-        "hubedge.preprocessing": f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
-        "hubedge.weights": loaded.weights.get("source", ""),
+        metadata_key("model"): json.dumps(info.to_dict()),
+        metadata_key("precision"): precision,
+        metadata_key("preprocessing"): f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
+        metadata_key("weights"): loaded.weights.get("source", ""),
     }
     if info.labels:
         from runtimes.labels import load_labels
 
-        entries["hubedge.labels"] = "\n".join(load_labels(info.labels).lemmas)
+        entries[metadata_key("labels")] = "\n".join(load_labels(info.labels).lemmas)
     if precision == "int8":
-        entries["hubedge.ort_session_config"] = json.dumps(int8_settings())
+        entries[metadata_key("ort_session_config")] = json.dumps(int8_settings())
     onnx.helper.set_model_props(model, entries)
 
 
@@ -151,11 +149,12 @@ class CalibrationReader:
         return None if image is None else {INPUT_NAME: image[None]}
 
 
-def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
+           work: Workspace) -> FormatResult:
     import onnx
 
     size = loaded.info.input_size
-    fp32, peak_rss, child_peak = convert_fp32(loaded, options, target.parent)
+    fp32, peak_rss, child_peak = convert_fp32(loaded, work, target.parent)
     recipe: dict[str, Any] = {"method": conversion_method(), "tf2onnx_peak_rss_mb": round(peak_rss / 2**20)}
     if precision == "fp32":
         model = onnx.load(str(fp32))
@@ -167,7 +166,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     else:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-        calibration = options["calibration"]()
+        calibration = work.calibration()
         prepared = target.parent / "model.prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantized = target.parent / "model.int8.onnx"

@@ -22,7 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from exporter.formats import INT8_CPU_PORTABLE, FormatResult
+from exporter.formats import FormatResult
+from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace
+from runtimes.contract import rt_info_path
 from exporter.sources import LoadedModel
 from runtimes.cpu import ALL_CLASSES, ARM64, X86_VNNI
 
@@ -34,18 +36,19 @@ FLOAT_OPS = ("Multiply", "Add", "Subtract", "Power", "ReduceMean", "Reshape", "P
 
 def _add_rt_info(model, loaded: LoadedModel, precision: str) -> None:
     info = loaded.info
-    model.set_rt_info(json.dumps(info.to_dict()), ["hubedge", "model"])
-    model.set_rt_info(precision, ["hubedge", "precision"])
+    model.set_rt_info(json.dumps(info.to_dict()), rt_info_path("model"))
+    model.set_rt_info(precision, rt_info_path("precision"))
     model.set_rt_info(f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
-                      ["hubedge", "preprocessing"])
-    model.set_rt_info(loaded.weights.get("source", ""), ["hubedge", "weights"])
+                      rt_info_path("preprocessing"))
+    model.set_rt_info(loaded.weights.get("source", ""), rt_info_path("weights"))
     if info.labels:
         from runtimes.labels import load_labels
 
-        model.set_rt_info("\n".join(load_labels(info.labels).lemmas), ["hubedge", "labels"])
+        model.set_rt_info("\n".join(load_labels(info.labels).lemmas), rt_info_path("labels"))
 
 
-def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
+           work: Workspace) -> FormatResult:
     import openvino as ov
 
     size = loaded.info.input_size
@@ -65,10 +68,10 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         nncf.set_log_level(logging.WARNING)  # its INFO lists every op left in float: hundreds of lines
-        calibration = options["calibration"]()
+        calibration = work.calibration()
         dataset = nncf.Dataset(list(calibration.images), lambda image: image[None])
         kept_float = nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False)
-        portable = options.get("int8_cpu", INT8_CPU_PORTABLE) == INT8_CPU_PORTABLE
+        portable = options.int8_cpu == INT8_CPU_PORTABLE
         overflow_fix = OverflowFix.ENABLE if portable else OverflowFix.DISABLE
         model = nncf.quantize(model, dataset, subset_size=len(calibration.images),
                               preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=kept_float,

@@ -10,21 +10,23 @@ NPU's numerics here, not its speed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, CalibrationReader, add_metadata, convert_fp32, int8_settings
+from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, int8_settings
+from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
+from runtimes.contract import INPUT_NAME, OUTPUT_NAME
 
 
-def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
+           work: Workspace) -> FormatResult:
     import onnx
     from onnx.tools import update_model_dims
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     size = loaded.info.input_size
-    fp32, peak_rss, child_peak = convert_fp32(loaded, options, target.parent)
+    fp32, peak_rss, child_peak = convert_fp32(loaded, work, target.parent)
     model = onnx.load(str(fp32))
     model = update_model_dims.update_inputs_outputs_dims(
         model, {INPUT_NAME: [1, size, size, 3]}, {OUTPUT_NAME: [1, loaded.info.num_outputs]})
@@ -34,7 +36,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
     onnx.save(model, str(fixed))
     prepared = target.parent / "model.prepared.onnx"
     source = prepared if qnn_preprocess_model(str(fixed), str(prepared)) else fixed  # False: nothing to change
-    calibration = options["calibration"]()
+    calibration = work.calibration()
     config = get_qnn_qdq_config(str(source), CalibrationReader(calibration.images), activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, per_channel=True)
     quantized = target.parent / "model.qnn.onnx"

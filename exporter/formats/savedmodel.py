@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from exporter.formats import FormatResult
+from exporter.options import ExportOptions, Workspace
 from exporter.savedmodel import read_module_info, write_module_info
 from exporter.sources import LoadedModel
 
 
-def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
+           work: Workspace) -> FormatResult:
     if precision != "fp32":
         raise ValueError(f"savedmodel has no {precision}")  # the formats table refuses this earlier
     shutil.copytree(loaded.export_savedmodel, target, dirs_exist_ok=True)

@@ -3,16 +3,15 @@
 Run by the ``onnx`` format as ``python -m exporter.formats.tf2onnx_child --saved-model DIR --size N --opset K
 --output FILE`` (the default route), or with ``--weights-in-graph`` for the previous route, kept for comparison.
 
-Why (``benchmarks/records/tf2onnx-memory.md``): tf2onnx's command line freezes the variables into a GraphDef
-and runs grappler on it. That carries some 16 copies of BiT-M R50x1 21k's 270 MB of weights at once: a 7.2 GB
-peak, and 11.3 GB before the optimizer garbage below was collected. None of that work needs the weights'
-values. So the default route:
+Why (figures: ``benchmarks/records/tf2onnx-memory.md``): tf2onnx's command line freezes the variables into a
+GraphDef and runs grappler on it, which holds many copies of the weights at once, and none of that work needs
+the weights' values. So the default route:
 
 1. traces the SavedModel's ``__call__`` at ``[batch, size, size, 3]`` and freezes it with TensorFlow's
-   ``convert_variables_to_constants_v2``; this is the route's peak, about 3.5 GB for R50x1 21k;
+   ``convert_variables_to_constants_v2``; this is the route's peak memory;
 2. takes every floating constant of at least ``MIN_WEIGHT_VALUES`` values out of the GraphDef and puts a
    placeholder of the same dtype and shape in its place, so that tf2onnx and its grappler pass see a graph of
-   under 1 MB;
+   a few hundred kilobytes;
 3. converts that graph with tf2onnx and puts the weights back as ONNX initializers;
 4. folds what was computed from the weights (weight standardization, the HWIO → OIHW transposes) into
    constants with ONNX Runtime's *basic* graph optimizations: constant folding and fusions into standard ONNX
@@ -20,7 +19,7 @@ values. So the default route:
 
 ``--weights-in-graph`` runs tf2onnx's own command line on the SavedModel, as before, and calls
 ``gc.collect()`` before each ONNX optimizer. The reason: tf2onnx deep-copies the graph before each optimizer,
-and those copies are reference cycles (the 11.3 → 7.3 GB fix). It hooks tf2onnx's private optimizer table; if
+and those copies are reference cycles. It hooks tf2onnx's private optimizer table; if
 a later tf2onnx lacks that table, the route still runs, at the old peak.
 """
 
@@ -44,7 +43,7 @@ def own_peak_rss_bytes() -> int:
 
     Why not the ``ru_maxrss`` the parent gets from ``wait4``: on Linux a child's ``ru_maxrss`` keeps the
     high-water mark of the memory it forked from across ``exec``, so it reports the parent's RSS whenever the
-    parent is larger. A 3.5 GB conversion run from a 4.3 GB test process read 4.3 GB that way.
+    parent is larger (``benchmarks/records/tf2onnx-memory.md``).
     """
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:

@@ -6,9 +6,8 @@ The LiteRT adapter splits larger batches. Full int8 uses a representative datase
 and integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay
 float through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no
 int8 kernel for the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a
-fully integer BiT falls apart into 148 XNNPACK partitions and runs slower than fp32 (R50x1, 2 threads: 100 ms
-against 18 ms in one partition, same agreement; ``benchmarks/records/tflite-int8-partitions.md``).
-``int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
+fully integer BiT falls apart into over a hundred XNNPACK partitions and runs slower than fp32, at the same
+agreement (``benchmarks/records/tflite-int8-partitions.md``). ``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
 output tensors int8 (their scale and zero point go into the manifest, and the adapter applies them), for
 integer-only accelerators. ``int8_io="uint8"`` makes the input uint8 with scale 1/255 and zero point 0, so raw
 camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps float32 scores out: an integer output
@@ -18,7 +17,7 @@ Every file is a mobile file: it carries the standard TFLite Metadata that MediaP
 read (``exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has
 its softmax in the graph (outputs are probabilities; the manifest's model record says
 ``activation_in_graph``), kept float in int8 so small probabilities keep their precision; an all-integer
-file (``int8_io="int8"``, ``int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own
+file (``int8_io="int8"``, ``tflite_int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own
 contract stays in the flatbuffer's metadata list as ``hubedge.model``.
 """
 
@@ -33,16 +32,17 @@ import numpy as np
 
 from exporter.formats import FormatResult
 from exporter.formats.tflite_metadata import with_standard_metadata
+from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
+from runtimes.contract import metadata_key
 from runtimes.errors import UnsupportedError
 from runtimes.modelinfo import ModelInfo
 
-INT8_IO_CHOICES = ("int8", "uint8")
 
 
 def artifact_info(info: ModelInfo, all_integer: bool = False) -> ModelInfo:
     """The contract of a .tflite artifact: a softmax head's probabilities come out of the graph, for the mobile
-    SDKs. Not in an all-integer graph (``int8_io="int8"`` or ``int8_recipe="full"``): an int8 softmax rounds
+    SDKs. Not in an all-integer graph (``int8_io="int8"`` or ``tflite_int8_recipe="full"``): an int8 softmax rounds
     most probabilities to zero, integer-only accelerators want integer logits, and MediaPipe does not take
     int8 input anyway."""
     return dataclasses.replace(info, activation_in_graph=info.activation == "softmax" and not all_integer)
@@ -63,11 +63,12 @@ def _converter(loaded: LoadedModel, size: int, in_graph: bool):
     return tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], module)
 
 
-def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str, Any]) -> FormatResult:
+def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
+           work: Workspace) -> FormatResult:
     import tensorflow as tf
 
     size = loaded.info.input_size
-    all_integer = precision == "int8" and (options.get("int8_io") == "int8" or options.get("int8_recipe") == "full")
+    all_integer = precision == "int8" and (options.int8_io == "int8" or options.tflite_int8_recipe == "full")
     info = artifact_info(loaded.info, all_integer)
     converter = _converter(loaded, size, info.activation_in_graph)
     recipe: dict[str, Any] = {"method": "none (fp32)"}
@@ -79,7 +80,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: dict[str,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe = {"method": "dynamic range: int8 weights (per-channel), activations quantized on the fly"}
     if precision == "int8":
-        content, recipe = _int8(converter, loaded, info, options)
+        content, recipe = _int8(converter, loaded, info, options, work)
     else:
         content = converter.convert()
     content = with_metadata(content, metadata_entries(loaded, info, precision))
@@ -95,17 +96,16 @@ def _description(loaded: LoadedModel, precision: str) -> str:
             f"{info.input_size}x{info.input_size}, centre square crop, bilinear resize")
 
 
-def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOptions,
+          work: Workspace) -> tuple[bytes, dict[str, Any]]:
     """Integer post-training quantization; by default selective, so XNNPACK keeps the graph in one partition."""
     import tensorflow as tf
 
-    calibration = options["calibration"]()
+    calibration = work.calibration()
     representative = lambda: ([batch] for batch in calibration.batches(1))  # noqa: E731
-    int8_io = options.get("int8_io") or None
-    if int8_io not in (None, *INT8_IO_CHOICES):
-        raise UnsupportedError(f"int8_io must be one of {', '.join(INT8_IO_CHOICES)}; got {int8_io!r}")
+    int8_io = options.int8_io
     io_type = {"int8": (tf.int8, tf.int8), "uint8": (tf.uint8, tf.float32)}.get(int8_io)
-    selective = options.get("int8_recipe") != "full"
+    selective = options.tflite_int8_recipe != "full"
     float_nodes = epsilon_adds(_converter(loaded, info.input_size, info.activation_in_graph).convert()) if selective else []
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
@@ -202,7 +202,7 @@ def metadata_entries(loaded: LoadedModel, info: ModelInfo, precision: str) -> di
     """hubedge's contract for the file alone: the model, its precision and preprocessing. The labels are not
     repeated here: they travel once, as the standard metadata's associated files."""
     return {
-        "hubedge.model": json.dumps({
+        metadata_key("model"): json.dumps({
             **info.to_dict(), "precision": precision, "weights": loaded.weights.get("source", ""),
             "preprocessing": f"RGB float32 in [0,1], NHWC, centre square crop, resize to {info.input_size}",
         }).encode(),

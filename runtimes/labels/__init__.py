@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from runtimes.errors import HubedgeError
 
+__all__ = ["LABEL_SETS", "LabelList", "load_labels"]
+
 _DIR = Path(__file__).resolve().parent
 LABEL_SETS: dict[str, int] = {"imagenet21k": 21843, "ilsvrc2012": 1000}
 

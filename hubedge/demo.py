@@ -5,7 +5,7 @@ what failed, benches and predicts with what it has, and exits non-zero only if s
 not. bf16 is not attempted where the CPU has no bf16 arithmetic (it would be refused): the demo says so and that
 is no failure.
 
-Run as ``python -m exporter.demo [--output artifacts]``.
+Run as ``python -m hubedge.demo [--output artifacts]``.
 """
 
 from __future__ import annotations
@@ -104,13 +104,13 @@ def run(models: list[DemoModel], output: Path, cli: Callable[[Sequence[str]], in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hubedge.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="artifacts", help="output folder (default: artifacts/)")
     args = parser.parse_args(argv)
     import openvino as ov
 
-    from exporter.cli import main as cli
-    from exporter.cli import say
+    from hubedge.cli import main as cli
+    from hubedge.cli.common import say
     from runtimes.openvino_runtime import cpu_has_bf16
 
     with_bf16 = cpu_has_bf16(ov.Core())

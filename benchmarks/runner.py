@@ -49,9 +49,8 @@ class BenchOptions:
     reference: str | None = None  # recorded mode: the artifact every row's latency is paired with
 
 
-# Every `× ref` ratio divides by the TF reference's p50, and TF's own latency on 2 cores drifts by ±15 % between
-# blocks of calls (BiT-M R50x1: 117 to 149 ms in blocks of 15 in one process), so the denominator is timed over
-# this many times the runs.
+# Every `× ref` ratio divides by the TF reference's p50, and TF's own latency drifts between blocks of calls in one
+# process (benchmarks/records/settings-figures.md), so the denominator is timed over this many times the runs.
 REFERENCE_RUNS_FACTOR = 3
 
 

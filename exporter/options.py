@@ -1,0 +1,112 @@
+"""What a user can set about an export (``ExportOptions``), and what one export run shares between its formats
+(``Workspace``).
+
+Format modules receive both: ``export(loaded, precision, target, options, work) -> FormatResult``. Which format
+takes which option is declared in the formats table (``Format.options``); the API refuses an option no requested
+format takes before any model is loaded, and hands each format only the options it takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from runtimes.errors import InvalidInputError, UnsupportedError
+
+__all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
+    "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
+
+INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
+TFLITE_INT8_RECIPES = ("xnnpack", "full")
+# int8 recipes by the CPUs they must be right on: "portable" (every class; the default) or "vnni" (the recipe that
+# is closest to FP32 on x86 CPUs with VNNI and ARM, and saturates on x86 without VNNI). Only openvino has two.
+INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
+INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
+GRAPHS = ("auto", "as-is")
+VERIFY_CPUS = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
+
+# options every format takes; the others are declared per format and precision in the formats table
+GENERAL_OPTIONS = ("graph", "verify_cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How to export, beyond which model, formats and precisions. An unknown field is a ``TypeError``.
+
+    Attributes:
+        calibration_data: folder of images that calibrate int8 (default: the bundled photos).
+        calibration_size: calibration samples (default: one per photo, at least 64).
+        int8_io: tflite int8 only: ``int8`` integer input and output, ``uint8`` raw camera pixels in.
+        tflite_int8_recipe: ``xnnpack`` keeps the normalization ops XNNPACK cannot run in int8 float;
+            ``full`` quantizes every op.
+        int8_cpu: ``portable`` (right on every CPU class) or ``vnni`` (openvino: full 8-bit weights, right
+            only on CPUs with VNNI and on ARM).
+        graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own.
+        verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
+    """
+
+    calibration_data: str | Path | None = None
+    calibration_size: int | None = None
+    int8_io: Literal["int8", "uint8"] | None = None
+    tflite_int8_recipe: Literal["xnnpack", "full"] = "xnnpack"
+    int8_cpu: Literal["portable", "vnni"] = "portable"
+    graph: Literal["auto", "as-is"] = "auto"
+    verify_cpu: Literal["native", "all"] = "native"
+
+    def __post_init__(self) -> None:
+        for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
+                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("verify_cpu", VERIFY_CPUS)):
+            if getattr(self, name) not in choices:
+                raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "
+                                       f"{getattr(self, name)!r}")
+        if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
+                                                  or isinstance(self.calibration_size, bool)
+                                                  or self.calibration_size < 1):
+            raise InvalidInputError(f"calibration_size must be a positive integer; got {self.calibration_size!r}")
+
+    def changed(self) -> list[str]:
+        """The fields set away from their defaults, in declaration order."""
+        defaults = ExportOptions()
+        return [field.name for field in dataclasses.fields(self) if getattr(self, field.name) != getattr(defaults,
+                                                                                                     field.name)]
+
+    def without(self, names: list[str]) -> ExportOptions:
+        """These options with ``names`` back at their defaults."""
+        defaults = ExportOptions()
+        return dataclasses.replace(self, **{name: getattr(defaults, name) for name in names})
+
+
+def flag(option: str) -> str:
+    """The CLI flag of an ``ExportOptions`` field, for messages both kinds of caller can read."""
+    return f"{option} (--{option.replace('_', '-')})"
+
+
+@dataclasses.dataclass
+class Workspace:
+    """What the formats of one export run share: not settings, but work done once.
+
+    ``calibration()`` builds the calibration set on first use; ``scratch`` is a folder for intermediate files
+    (None: beside the artifact being written); ``memo`` keeps results one format makes and another reuses
+    (the fp32 ONNX that onnx and qnn both start from)."""
+
+    calibration: Callable[[], Any]
+    scratch: Path | None = None
+    memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, input_size: int, options: ExportOptions, scratch: Path | None = None,
+                  announce: Callable[[str], None] | None = None) -> Workspace:
+        """A workspace whose calibration set follows ``options``, built at ``input_size`` when first asked for."""
+
+        @functools.cache
+        def calibration():
+            from exporter.calibration import build_calibration_set
+
+            if announce is not None:
+                announce(f"preparing the calibration set at {input_size}px …")
+            return build_calibration_set(options.calibration_data, input_size, options.calibration_size)
+
+        return cls(calibration, scratch)

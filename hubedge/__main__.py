@@ -1,0 +1,7 @@
+"""``python -m hubedge …`` is ``hubedge …``."""
+
+import sys
+
+from hubedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""``hubedge bench``: the flags, parsed into ``benchmarks.bench`` and, with ``--baseline``, the regression gate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from hubedge.cli.common import count, fraction, import_tensorflow_quietly, int_list, positive_int, say
+from runtimes.errors import HubedgeError
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("bench", help="latency and agreement with the FP32 reference, per artifact and device")
+    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT_OR_DIR", help="artifacts, or folders of them")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "npu", "all"),
+                        help="device(s) to run on; absent ones are reported as not available (default: cpu)")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="evaluation images (default: the held-apart bundled photos, never calibration ones)")
+    parser.add_argument("--batch", type=int_list, default=(1,), help="batch sizes for throughput (default: 1)")
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count(),
+                        help="threads for every runtime, recorded in the report (default: all cores)")
+    parser.add_argument("--runs", type=positive_int, default=20, help="timed calls per row (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
+    parser.add_argument("--paired-blocks", type=count, default=6, metavar="N",
+                        help="time each artifact in N blocks alternating with its TF reference and give `× ref` "
+                        "from them, steady when the machine's speed drifts (default: 6; 0: from separate p50s)")
+    parser.add_argument("--reference-mode", choices=("auto", "tf", "recorded"), default="auto",
+                        help="tf: rebuild and time each model's TF reference; recorded: agreement against the "
+                             "outputs recorded at export, latency against a reference artifact, no TensorFlow "
+                             "needed; auto (default): tf where TensorFlow is installed")
+    parser.add_argument("--reference", metavar="ARTIFACT", default=None,
+                        help="recorded mode: the artifact every row's latency is paired with (default: the model's "
+                             "fp32 artifact of the same format)")
+    parser.add_argument("--vendor-check", action="store_true", help="also time each CPU artifact with its "
+                        "runtime's own timer (benchmark_app, litert-benchmark) and show the gap")
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
+    parser.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw latency against agreement, Pareto front marked "
+                        "(needs matplotlib: hubedge[plot])")
+    parser.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline for later runs")
+    parser.add_argument("--baseline", metavar="FILE", help="compare with a saved run; regressions exit non-zero")
+    parser.add_argument("--max-slowdown", type=fraction, default=0.10,
+                        help="allowed growth of a row's latency relative to its TF reference (default: 10%%)")
+    parser.add_argument("--min-top1", type=float, default=None, help="fail rows whose top-1 agreement is lower")
+    parser.add_argument("--min-cosine", type=float, default=None, help="fail rows whose minimum cosine is lower")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import benchmarks
+    from benchmarks import report
+    from runtimes.devices import DEVICES
+
+    mode = benchmarks.reference_mode(args.reference_mode)
+    if mode == "tf":
+        import_tensorflow_quietly()  # the reference rows run TensorFlow
+        if args.reference:
+            raise HubedgeError("--reference pairs latencies in recorded mode; with TensorFlow here the rows are paired "
+                               "with the TF reference (add --reference-mode recorded to pair with an artifact)")
+    else:
+        say("reference: the FP32 outputs recorded at export, and for latency "
+            + (f"{args.reference}" if args.reference else "each model's fp32 artifact of the same format")
+            + ("" if args.reference_mode == "recorded" else " (TensorFlow is not installed)"))
+    devices = DEVICES if args.device == "all" else (args.device,)
+    options = benchmarks.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
+                                      runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check,
+                                      paired_blocks=args.paired_blocks, reference_mode=mode, reference=args.reference)
+    baseline = read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
+    if args.plot:
+        from benchmarks.plot import require_matplotlib, write_plot
+
+        require_matplotlib()
+    result = benchmarks.bench(args.artifacts, options, progress=say)
+    report.write(result, args.json, args.markdown, args.csv)
+    if args.plot:
+        write_plot(result, args.plot)
+    report.write(result, args.save_baseline, None, None)
+    print(report.markdown(result), end="")
+    regressions = []
+    if baseline is not None:
+        regressions = benchmarks.compare(result, baseline,
+                                         benchmarks.GateOptions(args.max_slowdown, args.min_top1, args.min_cosine))
+        for problem in regressions:
+            say(f"REGRESSION: {problem}")
+        say(f"baseline {args.baseline}: {'FAILED, ' + str(len(regressions)) + ' regression(s)' if regressions else 'passed'}")
+    failed = [row for row in result["rows"] if row["status"] == "failed" and row["targeted"]]
+    for row in result["rows"]:
+        if row["status"] == "failed" and not row["targeted"]:
+            say(f"note: {Path(row['artifact']).name} is not made for the {row['device']} (its manifest targets "
+                f"{', '.join(row['targets'])}); its failure there is reported, not counted")
+    return 1 if failed or regressions else 0
+
+
+def read_baseline(path: str) -> dict:
+    try:
+        baseline = json.loads(Path(path).read_text(encoding="utf-8"))
+        baseline["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise HubedgeError(f"cannot read the baseline {path} ({error}); save one with --save-baseline") from None
+    return baseline

@@ -1,0 +1,94 @@
+"""``hubedge export``: the flags, parsed into ``exporter.export`` (``exporter.api``), and its results printed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from exporter.formats import FORMATS
+from exporter.options import GRAPHS, INT8_CPUS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
+from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_model_arguments, load_model, positive_int,
+                                say)
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("export", help="export a model to edge formats, verified against FP32")
+    add_model_arguments(parser)
+    parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}, a comma list, or all")
+    parser.add_argument("--quantize", default="none",
+                        help="none (fp32), fp16, bf16 (openvino), dynamic (tflite), int8, or a comma list "
+                             "(default: none)")
+    parser.add_argument("--output", default="artifacts", help="output folder (default: artifacts/)")
+    parser.add_argument("--calibration-data", default=None, metavar="DIR",
+                        help="int8: folder of images that calibrate (default: the bundled calibration_data/)")
+    parser.add_argument("--calibration-size", type=positive_int, default=None, metavar="N",
+                        help="int8: calibration samples; beyond the photos, deterministic crops and flips "
+                             "(default: one per photo, at least 64)")
+    parser.add_argument("--int8-io", nargs="?", const="int8", default=None, choices=INT8_IO_CHOICES,
+                        help="tflite int8: integer input/output tensors, int8 (the default when given bare) or "
+                             "uint8 (raw camera pixels in, scale 1/255, float32 scores out, as MediaPipe Tasks "
+                             "feeds them); scale and zero point go into the manifest")
+    parser.add_argument("--tflite-int8-recipe", choices=TFLITE_INT8_RECIPES, default="xnnpack",
+                        help="tflite int8: xnnpack (default) keeps the normalization ops XNNPACK cannot run in int8 "
+                             "float, so the graph stays in one fast partition; full quantizes every op")
+    parser.add_argument("--int8-cpu", choices=INT8_CPUS, default="portable",
+                        help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
+                             "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
+    parser.add_argument("--graph", choices=GRAPHS, default="auto",
+                        help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
+                             "(static GroupNorm, weight standardization folded), verified against the module as "
+                             "loaded; as-is: convert the module's own graph")
+    parser.add_argument("--verify-cpu", choices=VERIFY_CPUS, default="native",
+                        help="verify on this CPU (default), or also as each CPU class it can emulate (an x86 without "
+                             "VNNI, through qemu-user-static; slow)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the check against the FP32 reference (recorded in the manifest)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from exporter.api import ExportOptions, ExportsFailed, check_options, export, planned_pairs
+    from exporter.fsutil import ensure_writable_dir
+
+    options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
+                            int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
+                            int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu)
+    formats = args.format  # a comma list, or "all"
+    # everything that can be refused is refused before the model loads; export() says the notes once
+    check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
+    ensure_writable_dir(Path(args.output))
+    loaded = load_model(args.model, args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
+    if loaded.seeded:
+        say(SEEDED_NOTE)
+    try:
+        results = export(loaded, formats=formats, precisions=args.quantize, output=args.output, options=options,
+                         verify=not args.no_verify, progress=say, interrupted=INTERRUPTED.is_set)
+    except ExportsFailed as failed:
+        print_results(failed.results)
+        say(str(failed))
+        return 1
+    print_results(results)
+    return 0
+
+
+def print_results(results: list) -> None:
+    """One line per artifact: size, time, peak memory and what verification found."""
+    from exporter.mobile_sdk import summary_line
+    from exporter.pipeline import verified_cpu_line
+
+    print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
+    for r in results:
+        v = r.verification
+        if "skipped" in v:
+            check = "skipped (--no-verify)"
+        else:
+            check = "ok" if v["passed"] else "FAILED"
+            check += f"  cosine_min {v['cosine_min']:.6f}"
+            if "top1" in v:
+                check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
+            if v.get("target", {}).get("missed"):
+                check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
+            check += f"  [{verified_cpu_line(v)}]"
+            if "mobile_sdk" in v:
+                check += f"  [{summary_line(v['mobile_sdk'])}]"
+        print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
