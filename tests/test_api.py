@@ -77,3 +77,28 @@ def test_a_failed_verification_carries_its_metric_value_and_floor(tiny_classifie
     assert error.verification["shortfalls"] == [{"metric": "cosine_min", "value": short.value, "limit": 1.5,
                                                  "where": "", "detail": ""}]
     assert not list(tmp_path.glob("*.onnx"))  # nothing published
+
+
+def test_each_format_gets_only_the_options_its_row_declares_and_refuses_others_itself(tmp_path):
+    from exporter.formats import FORMATS
+    from exporter.pipeline import export_one
+
+    options = exporter.ExportOptions(int8_io="uint8", int8_cpu="vnni", calibration_size=80, graph="as-is")
+    assert FORMATS["tflite"].options_for("int8", options) == exporter.ExportOptions(
+        int8_io="uint8", calibration_size=80, graph="as-is")
+    assert FORMATS["openvino"].options_for("int8", options) == exporter.ExportOptions(
+        int8_cpu="vnni", calibration_size=80, graph="as-is")
+    assert FORMATS["onnx"].options_for("fp32", options) == exporter.ExportOptions(graph="as-is")
+    # called directly, a format refuses what it does not take, before it loads or converts anything
+    with pytest.raises(UnsupportedError, match=r"onnx int8 does not take int8_io \(--int8-io\)"):
+        export_one(None, FORMATS["onnx"], "int8", tmp_path, options=exporter.ExportOptions(int8_io="uint8"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_option_only_some_requested_formats_take_is_noted_for_the_others():
+    from exporter.api import check_options, planned_pairs
+
+    said: list[str] = []
+    pairs = planned_pairs("tflite,onnx", "int8", said.append)
+    check_options(pairs, exporter.ExportOptions(int8_io="uint8"), verify=False, progress=said.append)
+    assert said == ["note: int8_io (--int8-io) applies to tflite int8; onnx int8 ignore(s) it"]
