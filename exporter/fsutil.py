@@ -7,7 +7,6 @@ complete, so an interrupted or failed export never leaves anything that looks fi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runtimes.errors import HubedgeError
+from runtimes.integrity import sha256_of  # one hash for writers and readers
 
 __all__ = ["TEMP_PREFIX", "atomic_path", "ensure_writable_dir", "sha256_of", "size_of"]
 
@@ -61,19 +61,6 @@ def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...
         os.replace(target, final)
     finally:
         _remove(temp)
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's relative file names and contents in sorted order."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file is not path:
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def size_of(path: Path) -> int:

@@ -17,7 +17,6 @@ import numpy as np
 
 import calibration_data
 from exporter import cpu_emulation, mobile_sdk
-from exporter.artifact_child import predict_isolated
 from exporter.calibration import augment
 from exporter.formats import Floor, Format, Shortfall, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
@@ -28,6 +27,7 @@ from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
 from runtimes.errors import HubedgeError
+from runtimes.isolated import RuntimeCrashed, predict_isolated
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
@@ -104,7 +104,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
            info: ModelInfo, floor: Floor, target: Floor | None = None, right_on: tuple[str, ...] = (),
            verify_cpu: str = "native") -> dict[str, Any]:
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
-    down with (``exporter.artifact_child``), and compares with the reference outputs on the same images.
+    down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
 
     With ``verify_cpu="all"`` a CPU artifact is also run as each other CPU class of ``right_on`` that this
     machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
@@ -215,9 +215,12 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             if reference_outputs is None:
                 reference_outputs = loaded.reference().predict(images.images)
             source = loaded.weights.get("source", "")
-            verification = verify(temp, fmt, precision, reference_outputs, images, result.info or loaded.info,
-                                  floor_for(fmt, precision, source), yardstick_target(precision, source),
-                                  tuple(result.right_on), options.verify_cpu)
+            try:
+                verification = verify(temp, fmt, precision, reference_outputs, images, result.info or loaded.info,
+                                      floor_for(fmt, precision, source), yardstick_target(precision, source),
+                                      tuple(result.right_on), options.verify_cpu)
+            except RuntimeCrashed as crash:
+                raise RuntimeCrashed(f"{crash}; {final.name} was not written") from None
             manifest["verification"] = verification
             if not verification["passed"]:
                 raise VerificationFailed(

@@ -17,6 +17,7 @@ from runtimes import cpu
 from runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
 from runtimes.devices import DEVICES, DeviceUnavailableError
 from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
+from runtimes.integrity import check_artifact
 from runtimes.manifest import fixed_input_size, model_info, read_manifest
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, preprocess
@@ -64,7 +65,8 @@ ADAPTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def load(path: str | Path, device: str = "cpu", threads: int | None = None, strict: bool = False) -> Predictor:
+def load(path: str | Path, device: str = "cpu", threads: int | None = None, strict: bool = False,
+         check_sha256: bool = True) -> Predictor:
     """Loads an exported artifact with the adapter its manifest names, on ``device`` (cpu, gpu or npu).
 
     ``threads`` pins the runtime's intra-op threads where the runtime allows it (None: the runtime's default).
@@ -72,13 +74,17 @@ def load(path: str | Path, device: str = "cpu", threads: int | None = None, stri
     part of the graph on the CPU instead (ONNX Runtime on GPU/NPU), ``strict`` refuses that; otherwise the
     predictor's ``placement`` says how much ran where. On a CPU whose class the artifact's recipe is not right
     on (``cpu_classes.right_on`` in its manifest: a ``--int8-cpu vnni`` artifact on x86 without VNNI), it
-    warns once, in one line; ``strict`` refuses.
+    warns once, in one line; ``strict`` refuses. Before any runtime parses it, the artifact (and each companion
+    file) must hash to the sha256 its manifest records, so a swapped or damaged file is refused, not run
+    (``runtimes.integrity``; ``check_sha256=False`` skips that, for a file being built).
     """
     if device not in DEVICES:
         raise InvalidInputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if threads is not None and threads < 1:
         raise InvalidInputError(f"threads must be at least 1; got {threads}")
     manifest = read_manifest(path)
+    if check_sha256:
+        check_artifact(path, manifest)
     if device == "cpu":
         check_cpu_class(path, manifest, strict)
     info = model_info(manifest)

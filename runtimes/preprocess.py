@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -18,27 +19,98 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtimes.errors import InvalidInputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageLike", "check_float_batch", "list_images", "load_image", "preprocess",
-    "resize_square"]
+__all__ = ["ALPHA_BACKGROUND", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS_ENV", "ImageLike",
+    "check_float_batch", "list_images", "load_image", "max_image_pixels", "preprocess", "resize_square"]
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decodes an image file to an RGB PIL image, honouring EXIF orientation.
+# Decompression bombs: a few hundred bytes can declare billions of pixels. Images over this many pixels are refused
+# from their header, before any pixel is decoded; the default takes every phone camera up to 108 megapixels.
+DEFAULT_MAX_IMAGE_PIXELS = 120_000_000
+MAX_IMAGE_PIXELS_ENV = "HUBEDGE_MAX_IMAGE_PIXELS"
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_PIL_LIMIT = threading.Lock()  # Pillow's own bomb check is a process-wide setting
 
-    Raises InvalidInputError for a missing file or one that is not a decodable image.
+
+def max_image_pixels() -> int:
+    """The largest image (width × height) hubedge decodes: ``HUBEDGE_MAX_IMAGE_PIXELS`` if set, else the default.
+
+    ``hubedge … --max-image-pixels N`` sets that variable for the command (and the child processes it starts)."""
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidInputError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive whole number of pixels; got {text!r}")
+    return value
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Decodes an image file to an 8-bit RGB PIL image, honouring EXIF orientation.
+
+    The first frame of an animation is used. Transparent pixels are composited on white. 16-bit images are
+    scaled to 8 bits (v / 257), not clipped; 32-bit integer images are read as 16-bit when their values fit
+    0–65535, and float images only when their values lie in [0, 1]: other ranges are refused, since their
+    meaning is unknown. CMYK and other colour modes go through Pillow's conversion (ICC profiles are not
+    applied, as TensorFlow's decoders do not apply them either). An image with more than ``max_pixels`` pixels
+    (default :func:`max_image_pixels`) is refused from its header, before it is decoded.
+
+    Raises InvalidInputError for a missing file, one that is not a decodable image, or one refused as above.
     """
     file = Path(path)
     if not file.is_file():
         raise InvalidInputError(f"image file not found: {file}")
+    limit = max_pixels if max_pixels is not None else max_image_pixels()
     try:
-        with Image.open(file) as image:
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        with _PIL_LIMIT:  # hubedge's limit replaces Pillow's, which would warn or fail with a traceback
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(file)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+        with image:
+            width, height = image.size
+            if width * height > limit:
+                raise InvalidInputError(
+                    f"{file} declares {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                    f"(a decompression bomb, or a very large image: raise it with --max-image-pixels or "
+                    f"{MAX_IMAGE_PIXELS_ENV} if you trust the file)")
+            image.seek(0)  # the first frame of an animation
+            return _to_rgb(ImageOps.exif_transpose(image), file)
+    except InvalidInputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError,
+            Image.DecompressionBombError) as error:
         raise InvalidInputError(f"{file} is not a readable image ({type(error).__name__}: {error})") from None
+
+
+def _to_rgb(image: Image.Image, file: Path | str) -> Image.Image:
+    """8-bit RGB pixels of any Pillow mode, by the rules in :func:`load_image`."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise InvalidInputError(f"{file} has 32-bit integer pixels in [{values.min()}, {values.max()}], a range "
+                                    "hubedge cannot interpret; save it as an 8- or 16-bit image")
+        eight = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not (math.isfinite(low) and math.isfinite(high)) or low < 0.0 or high > 1.0:
+            raise InvalidInputError(f"{file} has floating-point pixels in [{low:.4g}, {high:.4g}]; hubedge reads "
+                                    "float images only in [0, 1]: save it as an 8- or 16-bit image")
+        return Image.fromarray(np.rint(values * 255.0).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -120,7 +192,7 @@ def preprocess(images: ImageLike | Sequence[ImageLike], size: int) -> np.ndarray
         if isinstance(item, (str, os.PathLike)):
             pil = load_image(item)
         elif isinstance(item, Image.Image):
-            pil = item.convert("RGB")
+            pil = _to_rgb(item, f"image {i}")
         elif isinstance(item, np.ndarray) and item.dtype == np.uint8:
             pil = _uint8_to_pil(item)
         else:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from runtimes.errors import CorruptModelError
+from runtimes.integrity import member, sha256_of
 
-__all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "file_sha256", "from_pixels",
+__all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "from_pixels",
     "read_recorded", "read_recorded_inputs", "to_pixels"]
 
 SUFFIX = ".reference.npy"
@@ -57,21 +58,16 @@ class RecordedReference:
     path: Path
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReference:
     """The recorded reference a manifest (read from ``directory``) names, checked; one clear error otherwise."""
     record = manifest.get("reference") or {}
     if "file" not in record:
         why = record.get("skipped", "it predates recorded references")
         raise CorruptModelError(f"{manifest['artifact']['file']} has no recorded reference ({why}); re-export it")
-    path = directory / record["file"]
+    path = member(directory, record["file"], "the recorded reference")
     if not path.is_file():
         raise CorruptModelError(f"the recorded reference {path} is missing; copy it with the artifact and manifest")
-    if file_sha256(path) != record["sha256"]:
+    if sha256_of(path) != record.get("sha256"):
         raise CorruptModelError(f"{path} is not the reference {manifest['artifact']['file']} was verified against "
                                 "(sha256 mismatch); copy the matching file or re-export")
     try:
@@ -89,11 +85,14 @@ def read_recorded_inputs(manifest: dict[str, Any], directory: Path) -> np.ndarra
     """The exact input batch the recorded outputs belong to, checked against its record; for a machine whose
     own preprocessing of the photos differs (another Pillow, another decoder)."""
     record = (manifest.get("reference") or {}).get("inputs") or {}
-    path = directory / record.get("file", "")
-    if not record or not path.is_file():
+    if not isinstance(record, dict) or not record:
+        raise CorruptModelError(f"no recorded input batch beside {manifest['artifact']['file']} (none recorded); "
+                                "copy it with the reference, or re-export")
+    path = member(directory, record.get("file"), "the recorded input batch")
+    if not path.is_file():
         raise CorruptModelError(f"no recorded input batch beside {manifest['artifact']['file']} "
                                 f"({record.get('file', 'none recorded')}); copy it with the reference, or re-export")
-    if file_sha256(path) != record["sha256"]:
+    if sha256_of(path) != record.get("sha256"):
         raise CorruptModelError(f"{path} is not the input batch {manifest['artifact']['file']} was verified on "
                                 "(sha256 mismatch); copy the matching file or re-export")
     images = from_pixels(np.load(path, allow_pickle=False))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import runtimes
-from exporter import artifact_child, cpu_emulation
+from exporter import cpu_emulation
+from runtimes import isolated
 from hubedge.cli import main
 from runtimes import cpu
 from tests.helpers import no_vnni_emulator
@@ -82,8 +83,8 @@ def test_an_emulator_that_does_not_change_the_cpu_class_voids_the_check(tiny_exp
     other = cpu.X86_NO_VNNI if cpu.cpu_class() != cpu.X86_NO_VNNI else cpu.X86_VNNI
     fake = cpu_emulation.Emulator(other, (), "no emulator at all")
     images = np.zeros((1, 64, 64, 3), np.float32)
-    with pytest.raises(artifact_child.EmulationFailed, match="the emulated check is void"):
-        artifact_child.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, fake)
+    with pytest.raises(isolated.EmulationFailed, match="the emulated check is void"):
+        isolated.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, fake)
 
 
 def test_the_emulator_runs_the_runtimes_as_an_x86_cpu_without_vnni(tiny_exports):
@@ -91,7 +92,7 @@ def test_the_emulator_runs_the_runtimes_as_an_x86_cpu_without_vnni(tiny_exports)
     if emulator is None:
         pytest.skip("this machine is an x86 CPU without VNNI itself: nothing to emulate")
     images = np.zeros((1, 64, 64, 3), np.float32)
-    _, _, seen = artifact_child.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, emulator)
+    _, _, seen = isolated.predict_isolated(tiny_exports[("onnx", "int8")].artifact, "cpu", images, emulator)
     assert seen["class"] == cpu.X86_NO_VNNI and "avx2" in seen["features"] and "avx512f" not in seen["features"]
     assert seen["emulated"] == "qemu EPYC-Rome"
 

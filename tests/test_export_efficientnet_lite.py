@@ -86,7 +86,7 @@ def test_every_cpu_artifact_meets_its_floor_as_an_x86_cpu_without_vnni_too(expor
 
 def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     """The artifact's agreement when its runtime runs as an x86 CPU without VNNI (emulated, or natively)."""
-    from exporter.artifact_child import predict_isolated
+    from runtimes.isolated import predict_isolated
     from exporter.pipeline import evaluation_set
     from runtimes.agreement import summarize
 

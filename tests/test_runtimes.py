@@ -117,8 +117,10 @@ def test_truncated_artifacts_are_reported_as_damaged(tiny_exports, tmp_path, nam
         target = target.with_suffix(".bin")  # the weights file, truncated
     data = target.read_bytes()
     target.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptModelError, match="cannot load"):
-        runtimes.load(tmp_path / source.name).predict(np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(CorruptModelError, match="is not the file its manifest describes"):  # before any runtime
+        runtimes.load(tmp_path / source.name)
+    with pytest.raises(CorruptModelError, match="cannot load"):  # and the runtime's own refusal, unchecked
+        runtimes.load(tmp_path / source.name, check_sha256=False).predict(np.zeros((1, 64, 64, 3), np.float32))
 
 
 def test_a_missing_manifest_or_artifact_is_a_clear_error(tiny_exports, tmp_path):

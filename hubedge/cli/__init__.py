@@ -18,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 from exporter import __version__  # noqa: E402
 from hubedge.cli import bench, devices, export, models, predict  # noqa: E402
-from hubedge.cli.common import INTERRUPTED, say  # noqa: E402
+from hubedge.cli.common import INTERRUPTED, native_output_to_stderr, say  # noqa: E402
 from runtimes.errors import HubedgeError  # noqa: E402
+from runtimes.preprocess import MAX_IMAGE_PIXELS_ENV  # noqa: E402
 
 COMMANDS = (models, export, bench, devices, predict)  # in the order `hubedge --help` lists them
 
@@ -49,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is \
             signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_interrupt)
+    image_limit = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if getattr(args, "max_image_pixels", None) is not None:  # for this command and the children it starts
+        os.environ[MAX_IMAGE_PIXELS_ENV] = str(args.max_image_pixels)
     try:
-        return args.run(args)
+        with native_output_to_stderr():
+            return args.run(args)
     except BrokenPipeError:  # `hubedge models | head`: the reader left, which is no error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -66,5 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("hubedge: interrupted; nothing half-written was left behind")
         return 130
     finally:
+        if image_limit is None:
+            os.environ.pop(MAX_IMAGE_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_IMAGE_PIXELS_ENV] = image_limit
         if signal.getsignal(signal.SIGINT) is _on_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from hubedge.cli.common import count, fraction, import_tensorflow_quietly, int_list, positive_int, say
+from hubedge.cli.common import (add_image_limit_argument, count, fraction, import_tensorflow_quietly, int_list,
+                                positive_int, say)
 from runtimes.errors import HubedgeError
 
 
@@ -46,6 +47,7 @@ def add_parser(commands) -> None:
                         help="allowed growth of a row's latency relative to its TF reference (default: 10%%)")
     parser.add_argument("--min-top1", type=float, default=None, help="fail rows whose top-1 agreement is lower")
     parser.add_argument("--min-cosine", type=float, default=None, help="fail rows whose minimum cosine is lower")
+    add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
 

@@ -4,10 +4,13 @@ model with TensorFlow's start-up chatter kept off the terminal."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from runtimes.errors import HubedgeError
 
@@ -20,6 +23,37 @@ INTERRUPTED = threading.Event()
 def say(message: str) -> None:
     """Progress and notes go to stderr, so that stdout stays the results (machine-readable with --json)."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def native_output_to_stderr() -> Iterator[None]:
+    """Keeps native libraries' chatter off stdout, so that stdout holds only the command's results (``--json``).
+
+    Native code (the QNN SDK's LIBNATIVE notes, for one) writes to file descriptor 1 directly, past Python. For the
+    command's duration descriptor 1 is stderr, and Python's ``sys.stdout`` a new stream on the real stdout. Where
+    ``sys.stdout`` is not descriptor 1 (a test's capture, an embedding program), nothing is changed.
+    """
+    try:
+        is_fd1 = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        is_fd1 = False
+    if not is_fd1:
+        yield
+        return
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    previous = sys.stdout
+    sys.stdout = open(real, "w", encoding=previous.encoding, errors=previous.errors, buffering=1, closefd=False)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            sys.stdout = previous
+            os.dup2(real, 1)
+            os.close(real)
 
 
 def import_tensorflow_quietly() -> None:
@@ -70,6 +104,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False)
     parser.add_argument("--twin-form", choices=("edge", "published"), default="edge",
                         help="a BiT built offline: hubedge's edge graph (default), or the graph form of the "
                              "published TF Hub modules (5-D GroupNorm, weight standardization in the graph)")
+
+
+def add_image_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-image-pixels``: for commands that decode image files (runtimes.preprocess.load_image)."""
+    from runtimes.preprocess import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
+
+    parser.add_argument("--max-image-pixels", type=positive_int, default=None, metavar="N",
+                        help=f"refuse images of more than N pixels, from their header, before decoding them "
+                             f"(decompression bombs; default: {DEFAULT_MAX_IMAGE_PIXELS:,}, or "
+                             f"${MAX_IMAGE_PIXELS_ENV})")
 
 
 def positive_int(text: str) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from exporter.formats import FORMATS
 from exporter.options import GRAPHS, INT8_CPUS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
-from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_model_arguments, load_model, positive_int,
-                                say)
+from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
+                                positive_int, say)
 
 
 def add_parser(commands) -> None:
@@ -43,6 +43,7 @@ def add_parser(commands) -> None:
                              "VNNI, through qemu-user-static; slow)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
+    add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
 

@@ -7,7 +7,8 @@ import json
 import warnings
 from pathlib import Path
 
-from hubedge.cli.common import SEEDED_NOTE, add_model_arguments, import_tensorflow_quietly, load_model, positive_int, say
+from hubedge.cli.common import (SEEDED_NOTE, add_image_limit_argument, add_model_arguments, import_tensorflow_quietly,
+                                load_model, positive_int, say)
 from runtimes.errors import HubedgeError
 
 
@@ -23,6 +24,7 @@ def add_parser(commands) -> None:
                         help="refuse to run if part of the graph would fall back to the CPU")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="runtime threads (default: the runtime's)")
+    add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
 

@@ -1,5 +1,5 @@
-"""Export verification runs the new artifact in a child process: a runtime that aborts fails the export
-cleanly, and a runtime's own error comes back as the same error."""
+"""Artifacts run in a child process (``runtimes.isolated``): a runtime that aborts fails an export cleanly, and a
+runtime's own error comes back as the same error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runtimes
-from exporter import artifact_child
+from runtimes import isolated
 from exporter.pipeline import export_one
 from exporter.formats import FORMATS
 from runtimes.errors import HubedgeError
@@ -20,8 +20,8 @@ ABORTING_RUNTIME = ("import os, sys; print('F0000 delegate.cc:1] Check failed: d
 
 def test_a_runtime_that_aborts_fails_the_export_with_one_line_and_leaves_nothing(tiny_classifier, tmp_path,
                                                                                  monkeypatch):
-    monkeypatch.setattr(artifact_child, "child_command", lambda *args: [sys.executable, "-c", ABORTING_RUNTIME])
-    with pytest.raises(artifact_child.RuntimeCrashed) as caught:
+    monkeypatch.setattr(isolated, "child_command", lambda *args: [sys.executable, "-c", ABORTING_RUNTIME])
+    with pytest.raises(isolated.RuntimeCrashed) as caught:
         export_one(tiny_classifier, FORMATS["tflite"], "fp32", tmp_path)
     message = str(caught.value)
     assert "killed by SIGABRT" in message and "Check failed: degenerate range" in message
@@ -35,6 +35,6 @@ def test_a_runtime_error_in_the_child_comes_back_as_the_same_error(tmp_path):
     broken.write_bytes(b"not a flatbuffer")
     with pytest.raises(HubedgeError) as in_process:
         runtimes.load(broken, device="cpu", strict=True)
-    with pytest.raises(HubedgeError) as isolated:
-        artifact_child.predict_isolated(broken, "cpu", np.zeros((1, 8, 8, 3), np.float32))
-    assert type(isolated.value) is type(in_process.value) and str(isolated.value) == str(in_process.value)
+    with pytest.raises(HubedgeError) as in_child:
+        isolated.predict_isolated(broken, "cpu", np.zeros((1, 8, 8, 3), np.float32))
+    assert type(in_child.value) is type(in_process.value) and str(in_child.value) == str(in_process.value)

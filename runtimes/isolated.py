@@ -1,12 +1,12 @@
-"""Runs a new artifact through its runtime in a child process, so that a runtime that aborts fails the export
-cleanly instead of killing the exporter.
+"""Runs an artifact through its runtime in a child process, so that a runtime that aborts on it is one clear error
+instead of the end of the calling process.
 
-Why: while #7's GroupNorm share was being measured, LiteRT aborted the whole process (SIGABRT, exit 134) right
-after creating the XNNPACK delegate for a TFLite int8 model whose activation ranges were degenerate. Export
-verification is the first thing to load every new artifact, so in-process such an artifact took ``hubedge
-export`` down with a C++ message and left its temporary files behind. In a child, the crash is one line
-saying which runtime crashed on which artifact, the artifact is not published, and the temporary files are
-removed like those of any failed export.
+Why: native runtimes do not always fail politely. LiteRT once aborted the whole process (SIGABRT) right after
+creating the XNNPACK delegate for a TFLite int8 model whose activation ranges were degenerate, and a damaged or
+hostile file can do the same to any of them. Export verification is the first thing to load every new artifact,
+and ``hubedge predict`` and ``hubedge bench`` load files a user was handed; in a child, a crash is one line saying
+which runtime crashed on which artifact, and the caller goes on (an export removes its temporary files like
+those of any failed export).
 
 The child imports ``runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
 outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
@@ -15,7 +15,7 @@ The child can run under a CPU emulator (``exporter.cpu_emulation``), so that an 
 runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
 see the class it was started as is refused rather than counted.
 
-Run as ``python -m exporter.artifact_child ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
+Run as ``python -m runtimes.isolated ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,8 +36,15 @@ from runtimes.cpu import EMULATION_ENV, machine_record
 from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import HubedgeError
 
-if TYPE_CHECKING:
-    from exporter.cpu_emulation import Emulator
+__all__ = ["EmulationFailed", "Emulator", "RuntimeCrashed", "predict_isolated"]
+
+
+class Emulator(Protocol):
+    """What runs the child as another CPU class (``exporter.cpu_emulation.Emulator`` is one)."""
+
+    prefix: tuple[str, ...]
+    description: str
+    cpu_class: str
 
 ERROR_TYPES = {cls.__name__: cls for cls in (*vars(errors).values(), DeviceUnavailableError)
                if isinstance(cls, type) and issubclass(cls, HubedgeError)}
@@ -52,7 +59,7 @@ LENIENT = "--lenient"  # load without strict=True: for a control that runs an ar
 
 def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
                   strict: bool = True) -> list[str]:
-    return [sys.executable, "-m", "exporter.artifact_child", str(artifact), device, str(images), str(outputs),
+    return [sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
             str(report), *([] if strict else [LENIENT])]
 
 
@@ -112,7 +119,7 @@ def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str
         how = f"exited with status {returncode}"
     said = f"; it last printed: {lines[-1][:200]}" if lines else ""
     return (f"the runtime crashed while loading or running {artifact.name} on the {device} (its process {how}"
-            f"{said}); the artifact is not usable and was not written")
+            f"{said}); the artifact is damaged, or this runtime cannot run it")
 
 
 def main(argv: list[str]) -> int:
