@@ -28,6 +28,7 @@ from runtimes.base import Predictor
 from runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
+from runtimes.isolated import run_isolated
 from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
@@ -288,6 +289,8 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                 return None
             progress(f"{artifact.name} on {device} …")
             try:
+                if runtime != "tf":  # first in a child: a runtime that aborts on the file is a row, not the end
+                    run_isolated(artifact, device, images[:1], strict=False, threads=options.threads)
                 figures, predictor = _measure_row(
                     lambda a=artifact, d=device: runtimes.load(a, device=d, threads=options.threads),
                     images, reference_outputs, runtimes.model_info(manifest), options, paired_with=paired_with)

@@ -15,6 +15,7 @@ reach the exported graphs and no 5-D tensors reach NPU compilers (docs/stack-fac
 from __future__ import annotations
 
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -97,9 +98,17 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of a checkpoint by name; a damaged file is one clear error."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as error:
-        raise CorruptModelError(f"cannot read the checkpoint {path}: {error}") from None
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile, NotImplementedError,
+            MemoryError, TypeError, struct.error) as error:
+        raise CorruptModelError(f"cannot read the checkpoint {path}: {type(error).__name__}: {str(error)[:200]}") \
+            from None
+    broken = [name for name, array in arrays.items()
+              if array.dtype.kind not in "fiub" or (array.dtype.kind == "f" and not np.isfinite(array).all())]
+    if broken:
+        raise CorruptModelError(f"the checkpoint {path} holds non-numeric or non-finite values in {broken[0]}"
+                                f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}; it is damaged")
+    return arrays
 
 
 def _pad(kernel_size: int) -> keras.layers.Layer:

@@ -101,6 +101,7 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The named arrays of a legacy ``torch.save`` state dict; CorruptModelError if it is not one."""
     path = Path(path)
     try:
+        size = path.stat().st_size
         with path.open("rb") as stream:
             if stream.read(4) == ZIP_MAGIC:
                 raise CorruptModelError(f"{path} is a zip-format torch file (torch >= 1.6), not a legacy "
@@ -119,13 +120,17 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             for key in keys:
                 storage = unpickler.storages[key]
                 (numel,) = struct.unpack("<q", stream.read(8))
+                if not 0 <= numel * storage.dtype.itemsize <= size - stream.tell():  # never read past the file
+                    raise CorruptModelError(f"{path}: storage {key} declares more data than the file holds")
                 raw = stream.read(numel * storage.dtype.itemsize)
                 if numel != storage.numel or len(raw) != numel * storage.dtype.itemsize:
                     raise CorruptModelError(f"{path}: storage {key} is truncated or inconsistent")
                 storage.data = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<"))
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, struct.error, AttributeError) as error:
-        raise CorruptModelError(f"cannot read {path} as a legacy torch state dict: {error}") from None
-    state = _materialize(state)
+        state = _materialize(state)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, struct.error, AttributeError, TypeError,
+            IndexError, OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as error:
+        raise CorruptModelError(f"cannot read {path} as a legacy torch state dict: {type(error).__name__}: "
+                                f"{str(error)[:200]}") from None
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise CorruptModelError(f"{path} holds no state dict of tensors")
     return dict(state)

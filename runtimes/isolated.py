@@ -20,6 +20,7 @@ Run as ``python -m runtimes.isolated ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from runtimes.cpu import EMULATION_ENV, machine_record
 from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import HubedgeError
 
-__all__ = ["EmulationFailed", "Emulator", "RuntimeCrashed", "predict_isolated"]
+__all__ = ["EmulationFailed", "Emulator", "IsolatedRun", "RuntimeCrashed", "predict_isolated", "run_isolated"]
 
 
 class Emulator(Protocol):
@@ -55,44 +56,68 @@ class RuntimeCrashed(HubedgeError):
 
 
 LENIENT = "--lenient"  # load without strict=True: for a control that runs an artifact off its CPU classes
+THREADS = "--threads"
+TIMEOUT_S = 900  # a child that neither finishes nor crashes in this time is stopped: a hang is an error too
 
 
 def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
-                  strict: bool = True) -> list[str]:
+                  strict: bool = True, threads: int | None = None) -> list[str]:
     return [sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
-            str(report), *([] if strict else [LENIENT])]
+            str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else [])]
 
 
 class EmulationFailed(HubedgeError):
     """The child ran under an emulator but saw another CPU class than the one it was meant to run as."""
 
 
+@dataclasses.dataclass(frozen=True)
+class IsolatedRun:
+    """What a child's run of an artifact gave: its outputs, the device note, the CPU it saw, and the warnings
+    ``runtimes.load`` raised there (one line each)."""
+
+    outputs: np.ndarray
+    device_note: str
+    cpu: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
+                 strict: bool = True, threads: int | None = None, timeout_s: float = TIMEOUT_S) -> IsolatedRun:
+    """``runtimes.load(artifact, device, threads, strict).predict(images)`` in a child process.
+
+    ``emulator`` runs the child as another CPU class. Raises the child's HubedgeError as the same type. If the
+    runtime crashed the child, or it ran past ``timeout_s``, raises :class:`RuntimeCrashed`, quoting the last
+    line the runtime printed.
+    """
+    with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
+        paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
+        return _run_child(Path(artifact), device, images, paths, emulator, strict, threads, timeout_s)
+
+
 def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
                      strict: bool = True) -> tuple[np.ndarray, str, dict[str, Any]]:
-    """``runtimes.load(artifact, device, strict=True).predict(images)`` in a child process.
-
-    ``emulator`` runs the child as another CPU class. Returns the
-    outputs, the device note and the CPU record the child saw. Raises the child's HubedgeError as the same
-    type. If the runtime crashed the child, raises :class:`RuntimeCrashed`, quoting the last line the runtime
-    printed.
-    """
-    with tempfile.TemporaryDirectory(prefix="hubedge-verify-") as work:
-        paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
-        return _run_child(artifact, device, images, paths, emulator, strict)
+    """:func:`run_isolated`'s outputs, device note and CPU record, as export verification uses them."""
+    run = run_isolated(artifact, device, images, emulator, strict)
+    return run.outputs, run.device_note, run.cpu
 
 
-def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path],
-               emulator: Emulator | None, strict: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
+def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path], emulator: Emulator | None,
+               strict: bool, threads: int | None, timeout_s: float) -> IsolatedRun:
     np.save(paths["images.npy"], images)
     command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"],
-                            strict)
+                            strict, threads)
     env = dict(os.environ)
     if emulator is not None:
         command = [*emulator.prefix, *command]
         env[EMULATION_ENV] = emulator.description
+    timed_out = False
     with open(paths["log"], "w+", encoding="utf-8", errors="replace") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            process.kill()
             process.wait()
         except BaseException:  # Ctrl-C must not leave a runtime running on its own
             process.kill()
@@ -100,21 +125,36 @@ def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str,
             raise
         log.seek(0)
         lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-    report = json.loads(paths["report.json"].read_text()) if paths["report.json"].is_file() else {}
+    report = _read_report(paths["report.json"])
+    if timed_out:
+        raise RuntimeCrashed(f"the runtime did not finish loading or running {artifact.name} on the {device} in "
+                             f"{timeout_s:.0f} s and was stopped; the artifact is damaged, or this runtime cannot "
+                             "run it")
     if "error" in report:
-        raise ERROR_TYPES.get(report["error"], HubedgeError)(report["message"])
+        raise ERROR_TYPES.get(report["error"], HubedgeError)(report.get("message", "the runtime failed"))
     if process.returncode != 0 or "device_note" not in report:
         raise RuntimeCrashed(_crash_message(artifact, device, process.returncode, lines))
     cpu = report.get("cpu", {})
     if emulator is not None and cpu.get("class") != emulator.cpu_class:
         raise EmulationFailed(f"{emulator.description} was to run {artifact.name} as a {emulator.cpu_class} CPU, but "
                               f"the runtime saw a {cpu.get('class', 'unknown')} CPU; the emulated check is void")
-    return np.load(paths["outputs.npy"]), report["device_note"], cpu
+    return IsolatedRun(np.load(paths["outputs.npy"]), report["device_note"], cpu, tuple(report.get("warnings", ())))
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str]) -> str:
     if returncode < 0:
-        how = f"was killed by {signal.Signals(-returncode).name}"
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
     else:
         how = f"exited with status {returncode}"
     said = f"; it last printed: {lines[-1][:200]}" if lines else ""
@@ -123,15 +163,25 @@ def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str
 
 
 def main(argv: list[str]) -> int:
+    import warnings
+
     import runtimes
 
     strict = LENIENT not in argv
+    threads = None
+    if THREADS in argv:
+        at = argv.index(THREADS)
+        threads = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     artifact, device, images, outputs, report = [arg for arg in argv if arg != LENIENT]
     try:
-        predictor = runtimes.load(artifact, device=device, strict=strict)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = runtimes.load(artifact, device=device, threads=threads, strict=strict)
         np.save(outputs, predictor.predict(np.load(images)))
         note = predictor.device_status.note if predictor.device_status else ""
-        Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record()}))
+        Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record(),
+                                            "warnings": [str(w.message) for w in caught]}))
         return 0
     except HubedgeError as error:
         Path(report).write_text(json.dumps({"error": type(error).__name__, "message": str(error)}))

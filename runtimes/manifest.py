@@ -65,7 +65,40 @@ def read_manifest(artifact: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
         raise CorruptModelError(f"{path} is not a hubedge manifest of schema {SCHEMA} (found {found!r})")
+    problem = _shape_problem(manifest)
+    if problem:
+        raise CorruptModelError(f"{path} is damaged: {problem}; re-export the artifact")
     return manifest
+
+
+# what readers take from a manifest, and the JSON type each must have (required, then optional)
+_REQUIRED = {"artifact": dict, "format": str, "precision": str, "runtime": str, "model": dict}
+_OPTIONAL = {"input": dict, "output": dict, "weights": dict, "reference": dict, "cpu_classes": dict,
+             "devices": list, "io": dict, "graph": dict, "verification": dict, "quantization": dict}
+
+
+def _shape_problem(manifest: dict[str, Any]) -> str:
+    """What makes ``manifest`` unusable by the readers (a missing section, a wrong JSON type), or ``""``."""
+    for key, kind in (*_REQUIRED.items(), *_OPTIONAL.items()):
+        if key not in manifest:
+            if key in _REQUIRED:
+                return f"it has no {key!r}"
+            continue
+        if not isinstance(manifest[key], kind):
+            return f"its {key!r} is a {type(manifest[key]).__name__}, not a JSON {kind.__name__}"
+    artifact = manifest["artifact"]
+    if not isinstance(artifact.get("file"), str) or not isinstance(artifact.get("sha256"), str):
+        return "its artifact record lacks the file name or the sha256"
+    shape = manifest.get("input", {}).get("shape", [None, None, None, 3])
+    if not isinstance(shape, list) or len(shape) != 4 or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 16) for d in shape):
+        return f"its input shape {shape!r} is not [batch, height, width, channels]"
+    right_on = manifest.get("cpu_classes", {}).get("right_on", [])
+    if not isinstance(right_on, list) or not all(isinstance(name, str) for name in right_on):
+        return "its cpu_classes.right_on is not a list of CPU class names"
+    if not all(isinstance(device, str) for device in manifest.get("devices", [])):
+        return "its devices are not a list of names"
+    return ""
 
 
 def model_info(manifest: dict[str, Any]) -> ModelInfo:

@@ -43,6 +43,15 @@ class ModelInfo:
     activation_in_graph: bool = False
 
     def __post_init__(self) -> None:
+        for name, kind in (("name", str), ("handle", str), ("activation_in_graph", bool)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}; got {getattr(self, name)!r}")
+        for name in ("num_outputs", "input_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 20:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.labels is not None and not isinstance(self.labels, str):
+            raise ValueError(f"labels must be a label list's name or null; got {self.labels!r}")
         if self.task not in ("classification", "feature_vector"):
             raise ValueError(f"unknown task {self.task!r}")
         if self.activation not in ("sigmoid", "softmax", "none"):
@@ -60,5 +69,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        if not isinstance(data, dict):
+            raise ValueError(f"a model record must be a JSON object; got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in fields})

@@ -12,6 +12,7 @@ reads it with nothing else installed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from runtimes.errors import CorruptModelError
 from runtimes.integrity import member, sha256_of
 
-__all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "from_pixels",
+__all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "from_pixels", "load_npy",
     "read_recorded", "read_recorded_inputs", "to_pixels"]
 
 SUFFIX = ".reference.npy"
@@ -58,6 +59,32 @@ class RecordedReference:
     path: Path
 
 
+def load_npy(path: Path, what: str, kinds: str) -> np.ndarray:
+    """An ``.npy`` file's array, refused in one line unless its header is sound, its dtype one of ``kinds``
+    (numpy kind codes, such as ``"f"`` or ``"u"``) and its declared size exactly what the file holds; so a hostile
+    header cannot make numpy allocate what the file does not contain."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy format version {version} is not one numpy writes for plain arrays")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, SyntaxError, TypeError) as error:
+        raise CorruptModelError(f"cannot read {what} {path}: {error}") from None
+    count = math.prod(shape)
+    if dtype.kind not in kinds or dtype.hasobject or fortran or count * dtype.itemsize != size - offset:
+        raise CorruptModelError(f"{what} {path} is damaged: its header declares {dtype} {list(shape)}, which the "
+                                f"file's {size} bytes do not hold")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise CorruptModelError(f"cannot read {what} {path}: {error}") from None
+
+
 def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReference:
     """The recorded reference a manifest (read from ``directory``) names, checked; one clear error otherwise."""
     record = manifest.get("reference") or {}
@@ -70,15 +97,17 @@ def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReferenc
     if sha256_of(path) != record.get("sha256"):
         raise CorruptModelError(f"{path} is not the reference {manifest['artifact']['file']} was verified against "
                                 "(sha256 mismatch); copy the matching file or re-export")
-    try:
-        outputs = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise CorruptModelError(f"cannot read the recorded reference {path}: {error}") from None
+    outputs = load_npy(path, "the recorded reference", "f")
     width = manifest["model"]["num_outputs"]
     if outputs.ndim != 2 or outputs.shape[1] != width or outputs.shape[0] != record.get("images"):
         raise CorruptModelError(f"{path} holds outputs of shape {list(outputs.shape)}, not {record.get('images')} x "
                                 f"{width} of {manifest['model']['name']}; re-export")
-    return RecordedReference(outputs, record["input_sha256"], record.get("image_set", ""), path)
+    if not np.isfinite(outputs).all():
+        raise CorruptModelError(f"{path} holds NaN or infinite outputs: it is no FP32 reference; re-export")
+    if not isinstance(record.get("input_sha256"), str):
+        raise CorruptModelError(f"the manifest of {manifest['artifact']['file']} records no input hash for its "
+                                "reference; re-export it")
+    return RecordedReference(outputs, record["input_sha256"], str(record.get("image_set", "")), path)
 
 
 def read_recorded_inputs(manifest: dict[str, Any], directory: Path) -> np.ndarray:
@@ -95,7 +124,7 @@ def read_recorded_inputs(manifest: dict[str, Any], directory: Path) -> np.ndarra
     if sha256_of(path) != record.get("sha256"):
         raise CorruptModelError(f"{path} is not the input batch {manifest['artifact']['file']} was verified on "
                                 "(sha256 mismatch); copy the matching file or re-export")
-    images = from_pixels(np.load(path, allow_pickle=False))
+    images = from_pixels(load_npy(path, "the recorded input batch", "u"))
     if batch_sha256(images) != manifest["reference"]["input_sha256"]:
         raise CorruptModelError(f"{path} does not rebuild the batch its manifest records; re-export")
     return images

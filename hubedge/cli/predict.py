@@ -7,8 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
-from hubedge.cli.common import (SEEDED_NOTE, add_image_limit_argument, add_model_arguments, import_tensorflow_quietly,
-                                load_model, positive_int, say)
+from hubedge.cli.common import SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model, positive_int, say
 from runtimes.errors import HubedgeError
 
 
@@ -28,41 +27,49 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def _predictor(args: argparse.Namespace):
-    import runtimes
-    from runtimes.manifest import has_manifest, read_manifest
+def _artifact_outputs(args: argparse.Namespace, path: Path):
+    """Runs an exported artifact on the images in a child process (``runtimes.isolated``): a runtime that aborts on
+    a damaged or hostile file is one line here. Returns the outputs, the model's contract and the runtime."""
+    from runtimes.isolated import run_isolated
+    from runtimes.manifest import fixed_input_size, model_info, read_manifest
+    from runtimes.preprocess import preprocess
 
-    path = Path(args.model)
-    if has_manifest(path):
-        if args.weights != "hub" or args.twin_form != "edge":
-            raise HubedgeError(f"--weights and --twin-form apply to models, not to the exported artifact {path}")
-        manifest = read_manifest(path)
-        seeded = manifest.get("weights", {}).get("source") == "seeded"
-        if manifest.get("runtime") == "tf":
-            import_tensorflow_quietly()
-        return runtimes.load(path, device=args.device, threads=args.threads, strict=args.strict_device), seeded
+    if args.weights != "hub" or args.twin_form != "edge":
+        raise HubedgeError(f"--weights and --twin-form apply to models, not to the exported artifact {path}")
+    manifest = read_manifest(path)
+    info = model_info(manifest)
+    batch = preprocess(list(args.images), fixed_input_size(manifest) or info.input_size)
+    run = run_isolated(path, args.device, batch, strict=args.strict_device, threads=args.threads)
+    for warning in run.warnings:
+        say(f"warning: {warning}")
+    if run.device_note:
+        say(f"note: {manifest['runtime']} on {args.device}: {run.device_note}")
+    seeded = manifest.get("weights", {}).get("source") == "seeded"
+    return run.outputs, info, manifest["runtime"], seeded
+
+
+def _model_outputs(args: argparse.Namespace):
+    """Runs a model (not an artifact) on the TF reference, in this process: loading a SavedModel is trusting it."""
     if args.device != "cpu":
         raise HubedgeError(f"--model {args.model} runs on the TF reference (CPU only); export it and pass the "
                            f"artifact to run on the {args.device}")
-    loaded = load_model(args.model, args.weights, args.threads, args.twin_form)
-    return loaded.reference(threads=args.threads), loaded.seeded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(args.model, args.weights, args.threads, args.twin_form)
+        predictor = loaded.reference(threads=args.threads)
+    for warning in caught:
+        say(f"warning: {warning.message}")
+    return predictor.predict(list(args.images)), predictor.info, predictor.runtime, loaded.seeded
 
 
 def run(args: argparse.Namespace) -> int:
+    from runtimes.manifest import has_manifest
     from runtimes.preprocess import load_image
 
     for image in args.images:  # decode errors surface before any model is loaded
         load_image(image)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        predictor, seeded = _predictor(args)
-    for warning in caught:
-        say(f"warning: {warning.message}")
-    status = predictor.device_status
-    if status is not None and status.note:
-        say(f"note: {predictor.runtime} on {predictor.device}: {status.note}")
-    outputs = predictor.predict(list(args.images))
-    info = predictor.info
+    path = Path(args.model)
+    outputs, info, runtime, seeded = (_artifact_outputs(args, path) if has_manifest(path) else _model_outputs(args))
     records = []
     if info.task == "classification":
         from runtimes.base import top_k_from_outputs
@@ -82,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
         say(SEEDED_NOTE)
     for record in records:
         if "top_k" in record:
-            print(f"{record['image']}  ({info.name}, {predictor.runtime}, {info.activation} scores)")
+            print(f"{record['image']}  ({info.name}, {runtime}, {info.activation} scores)")
             for rank, p in enumerate(record["top_k"], 1):
                 print(f"  {rank}. {p['score']:.4f}  {p['label']}  ({p['wordnet_id'] or p['index']})")
         else:
-            print(f"{record['image']}  ({info.name}, {predictor.runtime}): "
+            print(f"{record['image']}  ({info.name}, {runtime}): "
                   f"feature vector, dim {record['dim']}, norm {record['norm']:.4f}")
     return 0
