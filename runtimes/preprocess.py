@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -68,26 +69,38 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise InvalidInputError(f"image file not found: {file}")
     limit = max_pixels if max_pixels is not None else max_image_pixels()
     try:
-        with _PIL_LIMIT:  # hubedge's limit replaces Pillow's, which would warn or fail with a traceback
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                image = Image.open(file)
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
-        with image:
-            width, height = image.size
-            if width * height > limit:
-                raise InvalidInputError(
-                    f"{file} declares {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
-                    f"(a decompression bomb, or a very large image: raise it with --max-image-pixels or "
-                    f"{MAX_IMAGE_PIXELS_ENV} if you trust the file)")
-            image.seek(0)  # the first frame of an animation
-            return _to_rgb(ImageOps.exif_transpose(image), file)
+        # Pillow warns, and goes on, about damage it skips over (a cut-off file, a tag past its end): the damage
+        # that loses pixels is refused below, the rest kept off the user's terminal
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rgb = _decode(file, limit)
     except InvalidInputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError,
             Image.DecompressionBombError) as error:
         raise InvalidInputError(f"{file} is not a readable image ({type(error).__name__}: {error})") from None
+    truncated = [str(w.message) for w in caught if "runcated" in str(w.message)]
+    if truncated:
+        raise InvalidInputError(f"{file} is not a readable image ({truncated[0]}: the file is cut off)")
+    return rgb
+
+
+def _decode(file: Path, limit: int) -> Image.Image:
+    with _PIL_LIMIT:  # hubedge's limit replaces Pillow's, which would warn or fail with a traceback
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(file)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    with image:
+        width, height = image.size
+        if width * height > limit:
+            raise InvalidInputError(
+                f"{file} declares {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                f"(a decompression bomb, or a very large image: raise it with --max-image-pixels or "
+                f"{MAX_IMAGE_PIXELS_ENV} if you trust the file)")
+        image.seek(0)  # the first frame of an animation
+        return _to_rgb(ImageOps.exif_transpose(image), file)
 
 
 def _to_rgb(image: Image.Image, file: Path | str) -> Image.Image:

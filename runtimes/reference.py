@@ -21,6 +21,7 @@ import numpy as np
 
 from runtimes.errors import CorruptModelError
 from runtimes.integrity import member, sha256_of
+from runtimes.manifest import model_info
 
 __all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "from_pixels", "load_npy",
     "read_recorded", "read_recorded_inputs", "to_pixels"]
@@ -73,8 +74,8 @@ def load_npy(path: Path, what: str, kinds: str) -> np.ndarray:
             shape, fortran, dtype = read_header(handle)
             offset = handle.tell()
         size = path.stat().st_size
-    except (OSError, ValueError, SyntaxError, TypeError) as error:
-        raise CorruptModelError(f"cannot read {what} {path}: {error}") from None
+    except Exception as error:  # numpy parses the header as a Python literal: any parse error means damage
+        raise CorruptModelError(f"cannot read {what} {path}: {type(error).__name__}: {str(error)[:200]}") from None
     count = math.prod(shape)
     if dtype.kind not in kinds or dtype.hasobject or fortran or count * dtype.itemsize != size - offset:
         raise CorruptModelError(f"{what} {path} is damaged: its header declares {dtype} {list(shape)}, which the "
@@ -98,10 +99,10 @@ def read_recorded(manifest: dict[str, Any], directory: Path) -> RecordedReferenc
         raise CorruptModelError(f"{path} is not the reference {manifest['artifact']['file']} was verified against "
                                 "(sha256 mismatch); copy the matching file or re-export")
     outputs = load_npy(path, "the recorded reference", "f")
-    width = manifest["model"]["num_outputs"]
-    if outputs.ndim != 2 or outputs.shape[1] != width or outputs.shape[0] != record.get("images"):
+    info = model_info(manifest)
+    if outputs.ndim != 2 or outputs.shape[1] != info.num_outputs or outputs.shape[0] != record.get("images"):
         raise CorruptModelError(f"{path} holds outputs of shape {list(outputs.shape)}, not {record.get('images')} x "
-                                f"{width} of {manifest['model']['name']}; re-export")
+                                f"{info.num_outputs} of {info.name}; re-export")
     if not np.isfinite(outputs).all():
         raise CorruptModelError(f"{path} holds NaN or infinite outputs: it is no FP32 reference; re-export")
     if not isinstance(record.get("input_sha256"), str):
@@ -125,6 +126,6 @@ def read_recorded_inputs(manifest: dict[str, Any], directory: Path) -> np.ndarra
         raise CorruptModelError(f"{path} is not the input batch {manifest['artifact']['file']} was verified on "
                                 "(sha256 mismatch); copy the matching file or re-export")
     images = from_pixels(load_npy(path, "the recorded input batch", "u"))
-    if batch_sha256(images) != manifest["reference"]["input_sha256"]:
+    if batch_sha256(images) != manifest["reference"].get("input_sha256"):
         raise CorruptModelError(f"{path} does not rebuild the batch its manifest records; re-export")
     return images
