@@ -28,8 +28,9 @@ from runtimes.base import Predictor
 from runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
 from runtimes.devices import DEVICES, status
 from runtimes.errors import HubedgeError, InvalidInputError
+from runtimes.integrity import member
 from runtimes.isolated import run_isolated
-from runtimes.manifest import SCHEMA, fixed_input_size, read_manifest
+from runtimes.manifest import SCHEMA, fixed_input_size, manifest_path, read_manifest
 from runtimes.memory import PeakMemory
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import list_images, preprocess
@@ -59,10 +60,13 @@ def _manifested_artifact(manifest_file: Path) -> Path | None:
     """The artifact a hubedge manifest names, or None when the JSON is something else (a saved report)."""
     try:
         record = json.loads(manifest_file.read_text(encoding="utf-8"))
-        artifact = manifest_file.parent / record["artifact"]["file"]
+        name = record["artifact"]["file"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return artifact if record.get("schema") == SCHEMA and artifact.exists() else None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        return None
+    artifact = member(manifest_file.parent, name, "the artifact")  # a name beside it, or refused loudly
+    return artifact if artifact.exists() and manifest_path(artifact) == manifest_file else None
 
 
 def find_artifacts(paths: list[str]) -> list[Path]:

@@ -298,8 +298,10 @@ def test_native_runtimes_on_hostile_artifacts_give_one_error(tiny_exports, tmp_p
 
     def check(mutations):
         artifact = _hostile_pair(source, tmp_path / "case", mutations, member)
+        before = sorted(tmp_path.rglob("*"))
         expect_result_or_hubedge_error(lambda: run_isolated(artifact, "cpu", images, strict=False, timeout_s=BOUND_S),
                                        lambda run: run.outputs.shape == (1, 1000))
+        assert sorted(tmp_path.rglob("*")) == before  # nothing written beside the artifact
 
     fuzz(MUTATIONS, check, tier, fast=4, slow=40)
 

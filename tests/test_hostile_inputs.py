@@ -264,3 +264,15 @@ def test_a_runtime_that_aborts_in_predict_is_one_line(tiny_exports, photos, monk
     code = main(["predict", "--model", str(tiny_exports[("tflite", "fp32")].artifact), str(photos[0])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "killed by SIGABRT" in err[0] and "F0000 boom" in err[0]
+
+
+def test_bench_refuses_a_manifest_that_names_a_file_outside_its_folder(tiny_exports, tmp_path):
+    from benchmarks.runner import find_artifacts
+
+    artifact = _copy_pair(tiny_exports[("tflite", "fp32")].artifact, tmp_path / "pair")
+    _rewrite_manifest(artifact, lambda m: m["artifact"].update(file="../../etc/passwd"))
+    with pytest.raises(CorruptModelError, match="a manifest may only name files beside it"):
+        find_artifacts([str(artifact.parent)])
+    _rewrite_manifest(artifact, lambda m: m["artifact"].update(file="/etc/passwd"))
+    with pytest.raises(CorruptModelError, match="a manifest may only name files beside it"):
+        find_artifacts([str(artifact.with_suffix(".json"))])
