@@ -86,6 +86,10 @@ def _shape_problem(manifest: dict[str, Any]) -> str:
             continue
         if not isinstance(manifest[key], kind):
             return f"its {key!r} is a {type(manifest[key]).__name__}, not a JSON {kind.__name__}"
+    try:
+        ModelInfo.from_dict(manifest["model"])
+    except (TypeError, ValueError) as error:
+        return f"its model record is unusable ({error})"
     artifact = manifest["artifact"]
     if not isinstance(artifact.get("file"), str) or not isinstance(artifact.get("sha256"), str):
         return "its artifact record lacks the file name or the sha256"

@@ -89,18 +89,17 @@ def _decode(file: Path, limit: int) -> Image.Image:
     with _PIL_LIMIT:  # hubedge's limit replaces Pillow's, which would warn or fail with a traceback
         previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            image = Image.open(file)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise InvalidInputError(
+                        f"{file} declares {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                        f"(a decompression bomb, or a very large image: raise it with --max-image-pixels or "
+                        f"{MAX_IMAGE_PIXELS_ENV} if you trust the file)")
+                image.seek(0)  # the first frame of an animation
+                return _to_rgb(ImageOps.exif_transpose(image), file)
         finally:
             Image.MAX_IMAGE_PIXELS = previous
-    with image:
-        width, height = image.size
-        if width * height > limit:
-            raise InvalidInputError(
-                f"{file} declares {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
-                f"(a decompression bomb, or a very large image: raise it with --max-image-pixels or "
-                f"{MAX_IMAGE_PIXELS_ENV} if you trust the file)")
-        image.seek(0)  # the first frame of an animation
-        return _to_rgb(ImageOps.exif_transpose(image), file)
 
 
 def _to_rgb(image: Image.Image, file: Path | str) -> Image.Image:
