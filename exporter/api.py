@@ -58,8 +58,9 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
             offered = [f"{fmt.name} {p}" for fmt in FORMATS.values() for p in fmt.precisions if fmt.takes(name, p)]
             raise HubedgeError(f"{flag(name)} applies to {', '.join(offered)} exports only; none was asked for")
         taking_precisions = {precision for fmt, precision in pairs if fmt.takes(name, precision)}
+        # the other formats at a precision that some format takes it at
         ignored = [f"{fmt.name} {precision}" for fmt, precision in pairs
-                   if precision in taking_precisions and not fmt.takes(name, precision)]  # other formats, same precision
+                   if precision in taking_precisions and not fmt.takes(name, precision)]
         if ignored:
             progress(f"note: {flag(name)} applies to {', '.join(takers)}; {', '.join(ignored)} ignore(s) it")
     _check_int8_cpu(pairs, options.int8_cpu, verify, progress)
@@ -150,8 +151,8 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
     if others or not takers:
         offered = [fmt.name for fmt in FORMATS.values() if fmt.takes("int8_cpu", "int8")]
         raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(offered)} int8 exports only; the int8 recipe "
-                           f"of {', '.join(others) or 'the formats asked for'} is right on every CPU class already (export those "
-                           "without it)")
+                           f"of {', '.join(others) or 'the formats asked for'} is right on every CPU class already "
+                           "(export those without it)")
     if verify and cpu_class() not in (X86_VNNI, ARM64):
         raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
                            f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "

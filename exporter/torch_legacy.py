@@ -13,6 +13,7 @@ dense tensors needs is accepted; anything else in the pickle is refused rather t
 from __future__ import annotations
 
 import collections
+import math
 import pickle
 import struct
 from pathlib import Path
@@ -51,10 +52,22 @@ class _LazyTensor:
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
     def materialize(self) -> np.ndarray:
+        """The tensor's values, copied out of its storage; refused unless every element it names lies inside the
+        storage (``as_strided`` itself checks nothing: a hostile size or stride would read past the buffer)."""
         base = self.storage.data
+        numel = 0 if base is None else len(base)
+        dims = (self.offset, *self.size, *self.stride)
+        if base is None or len(self.size) != len(self.stride) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise ValueError(f"a tensor with offset {self.offset}, size {self.size}, stride {self.stride} is malformed")
+        count = math.prod(self.size)
+        last = self.offset + sum((n - 1) * step for n, step in zip(self.size, self.stride)) if count else self.offset
+        if count > numel or (count and last >= numel):
+            raise ValueError(f"a tensor of size {self.size} (stride {self.stride}, offset {self.offset}) reaches past "
+                             f"its storage of {numel} values")
         itemsize = base.itemsize
         view = np.lib.stride_tricks.as_strided(base[self.offset:], shape=self.size,
-                                               strides=[s * itemsize for s in self.stride])
+                                               strides=[step * itemsize for step in self.stride])
         return np.array(view, copy=True)
 
 
@@ -121,7 +134,8 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 storage = unpickler.storages[key]
                 (numel,) = struct.unpack("<q", stream.read(8))
                 if not 0 <= numel * storage.dtype.itemsize <= size - stream.tell():  # never read past the file
-                    raise CorruptModelError(f"{path}: storage {key} declares more data than the file holds")
+                    raise CorruptModelError(f"{path}: storage {key} is truncated: it declares more data than the "
+                                            "file holds")
                 raw = stream.read(numel * storage.dtype.itemsize)
                 if numel != storage.numel or len(raw) != numel * storage.dtype.itemsize:
                     raise CorruptModelError(f"{path}: storage {key} is truncated or inconsistent")

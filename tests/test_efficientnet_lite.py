@@ -120,3 +120,51 @@ def test_the_bench_rebuilds_the_yardstick_reference_from_a_manifest_alone(effici
                 "weights": {"source": "package", "sha256": record["sha256"], "savedmodel": "/nonexistent"}}
     rebuilt = _reference(manifest)
     assert rebuilt.info.name == "efficientnet-lite0" and rebuilt.weights["source"] == "package"
+
+
+def _tensor_file(path, monkeypatch, size: tuple, stride: tuple, offset: int = 0, numel: int = 4) -> None:
+    """A legacy torch file holding one float tensor of ``size``/``stride`` over a storage of ``numel`` values,
+    pickled as torch does (a fake ``torch`` module stands in for the names the pickle refers to)."""
+    import collections
+    import io
+    import struct
+    import sys
+    import types
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called at dump time")
+
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storage_type = type("FloatStorage", (), {"__module__": "torch"})
+    torch.FloatStorage, torch._utils = storage_type, utils
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    storage = object()
+
+    class Tensor:
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (storage, offset, size, stride, False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage_type, "0", "cpu", numel) if obj is storage else None
+
+    state = io.BytesIO()
+    Pickler(state, protocol=2).dump(collections.OrderedDict(weight=Tensor()))
+    data = pickle.dumps(["0"], protocol=2) + struct.pack("<q", numel) + np.arange(numel, dtype=np.float32).tobytes()
+    _legacy_file(path, state.getvalue() + data)
+
+
+def test_a_tensor_that_reaches_past_its_storage_is_refused_not_read(tmp_path, monkeypatch):
+    """``as_strided`` checks no bounds: a hostile size or stride would read the process's memory past the buffer."""
+    _tensor_file(tmp_path / "ok.pth", monkeypatch, size=(2, 2), stride=(2, 1))
+    assert load_legacy_state_dict(tmp_path / "ok.pth")["weight"].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    for name, size, stride, offset in (("long", (1000,), (1,), 0), ("stride", (2,), (1 << 40,), 0),
+                                       ("offset", (2,), (1,), 3), ("negative", (2,), (-1,), 1),
+                                       ("broadcast", (1 << 30, 4), (0, 1), 0)):
+        _tensor_file(tmp_path / f"{name}.pth", monkeypatch, size=size, stride=stride, offset=offset)
+        with pytest.raises(CorruptModelError, match="reaches past its storage|is malformed"):
+            load_legacy_state_dict(tmp_path / f"{name}.pth")

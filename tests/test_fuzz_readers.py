@@ -306,6 +306,49 @@ def test_native_runtimes_on_hostile_artifacts_give_one_error(tiny_exports, tmp_p
     fuzz(MUTATIONS, check, tier, fast=4, slow=40)
 
 
+@pytest.mark.parametrize("tier", TIERS)
+def test_savedmodel_loading_survives_damaged_graphs(tiny_classifier, tmp_path, tier):
+    """``--model DIR`` loads a SavedModel into TensorFlow in the hubedge process (loading one is trusting it);
+    a damaged graph or variables file is still one line and a non-zero exit. In a subprocess: TF may abort."""
+    import subprocess
+    import sys
+
+    source = tiny_classifier.savedmodel_dir
+    photo = Path(__file__).resolve().parents[1] / "calibration_data" / "skimage-coffee.jpg"
+    files = [source / "saved_model.pb", *sorted((source / "variables").glob("variables.data-*"))]
+
+    def check(case):
+        which, mutations = case
+        folder = tmp_path / "model"
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(source, folder)
+        victim = folder / files[which % len(files)].relative_to(source)
+        victim.write_bytes(mutate(victim.read_bytes(), mutations, focus=4096))
+        result = subprocess.run([sys.executable, "-m", "hubedge", "predict", "--json", "--model", str(folder),
+                                 str(photo)], capture_output=True, text=True, timeout=BOUND_S * 5)
+        if result.returncode == 0:  # damage TF did not notice (a weight's value): the answer is still an answer
+            assert len(json.loads(result.stdout)[0]["top_k"]) == 5
+            return
+        errors = [line for line in result.stderr.splitlines() if line.startswith("hubedge: error:")]
+        assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, \
+            result.stderr[-3000:]
+
+    fuzz(st.tuples(st.integers(0, 7), MUTATIONS), check, tier, fast=2, slow=12)
+
+
+@pytest.mark.export
+def test_a_checkpoint_with_nan_is_refused(tmp_path):
+    from exporter.bit import read_npz
+
+    np.savez(tmp_path / "nan.npz", kernel=np.array([1.0, np.nan], np.float32))
+    with pytest.raises(HubedgeError, match="non-finite values in kernel"):
+        read_npz(tmp_path / "nan.npz")
+    np.savez(tmp_path / "inf.npz", a=np.ones(3, np.float32), b=np.array([np.inf], np.float64))
+    with pytest.raises(HubedgeError, match="non-finite values in b"):
+        read_npz(tmp_path / "inf.npz")
+
+
 def test_a_damaged_savedmodel_is_one_line(tiny_classifier, tmp_path):
     """Loading a SavedModel is trusting it (it can run any TF op); a damaged one is still one clear line."""
     import subprocess

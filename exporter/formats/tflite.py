@@ -2,23 +2,24 @@
 
 Converted from the hub-form SavedModel's ``__call__`` traced at a fixed ``[1, size, size, 3]`` input: mobile
 runtimes run one image at a time, and a fully static graph keeps XNNPACK in one partition (docs/stack-facts.md).
-The LiteRT adapter splits larger batches. Full int8 uses a representative dataset from the calibration set
-and integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay
-float through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no
-int8 kernel for the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a
-fully integer BiT falls apart into over a hundred XNNPACK partitions and runs slower than fp32, at the same
-agreement (``benchmarks/records/tflite-int8-partitions.md``). ``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
-output tensors int8 (their scale and zero point go into the manifest, and the adapter applies them), for
-integer-only accelerators. ``int8_io="uint8"`` makes the input uint8 with scale 1/255 and zero point 0, so raw
-camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps float32 scores out: an integer output
-would round a softmax's small probabilities to zero, and nothing on a phone needs it.
+The LiteRT adapter splits larger batches. Full int8 uses a representative dataset from the calibration set and
+integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay float
+through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no int8 kernel for
+the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a fully integer BiT falls
+apart into over a hundred XNNPACK partitions and runs slower than fp32, at the same agreement
+(``benchmarks/records/tflite-int8-partitions.md``). ``tflite_int8_recipe="full"`` keeps the every-op recipe for
+comparison. ``int8_io="int8"`` also makes the input and output tensors int8 (their scale and zero point go into the
+manifest, and the adapter applies them), for integer-only accelerators. ``int8_io="uint8"`` makes the input uint8
+with scale 1/255 and zero point 0, so raw camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps
+float32 scores out: an integer output would round a softmax's small probabilities to zero, and nothing on a phone
+needs it.
 
-Every file is a mobile file: it carries the standard TFLite Metadata that MediaPipe Tasks and the Task Library
-read (``exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has
-its softmax in the graph (outputs are probabilities; the manifest's model record says
-``activation_in_graph``), kept float in int8 so small probabilities keep their precision; an all-integer
-file (``int8_io="int8"``, ``tflite_int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own
-contract stays in the flatbuffer's metadata list as ``hubedge.model``.
+Every file is a mobile file: it carries the standard TFLite Metadata that MediaPipe Tasks and the Task Library read
+(``exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has its softmax
+in the graph (outputs are probabilities; the manifest's model record says ``activation_in_graph``), kept float in
+int8 so small probabilities keep their precision; an all-integer file (``int8_io="int8"``,
+``tflite_int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own contract stays
+in the flatbuffer's metadata list as ``hubedge.model``.
 """
 
 from __future__ import annotations

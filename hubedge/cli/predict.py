@@ -39,7 +39,8 @@ def _artifact_outputs(args: argparse.Namespace, path: Path):
     manifest = read_manifest(path)
     info = model_info(manifest)
     batch = preprocess(list(args.images), fixed_input_size(manifest) or info.input_size)
-    run = run_isolated(path, args.device, batch, strict=args.strict_device, threads=args.threads)
+    # no time limit: many images on a large model take long, and Ctrl-C stops the child
+    run = run_isolated(path, args.device, batch, strict=args.strict_device, threads=args.threads, timeout_s=None)
     for warning in run.warnings:
         say(f"warning: {warning}")
     if run.device_note:
