@@ -241,7 +241,7 @@ def test_legacy_torch_reading_survives_damaged_files(tmp_path, tier):
         target.write_bytes(mutate(seed, mutations, focus=4096))  # the pickles are at the start, the data after
         expect_result_or_hubedge_error(lambda: load_legacy_state_dict(target), lambda state: isinstance(state, dict))
 
-    fuzz(MUTATIONS, check, tier, fast=30, slow=300)
+    fuzz(MUTATIONS, check, tier, fast=30, slow=150)
 
 
 def test_the_restricted_unpickler_runs_nothing(tmp_path):
