@@ -13,6 +13,7 @@ dense tensors needs is accepted; anything else in the pickle is refused rather t
 from __future__ import annotations
 
 import collections
+import io
 import math
 import pickle
 import struct
@@ -75,7 +76,11 @@ def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, 
     return _LazyTensor(storage, offset, size, stride)
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(pickle._Unpickler):  # noqa: SLF001
+    """The restricted unpickler, on pickle's pure-Python implementation: its memo is a dict, so a hostile
+    ``LONG_BINPUT`` index cannot make it allocate (and zero) a memo table of gigabytes as the C one does, and
+    it reads only what the stream holds."""
+
     ALLOWED = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -115,7 +120,7 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     try:
         size = path.stat().st_size
-        with path.open("rb") as stream:
+        with io.BytesIO(path.read_bytes()) as stream:  # reads past the end return less, never allocate more
             if stream.read(4) == ZIP_MAGIC:
                 raise CorruptModelError(f"{path} is a zip-format torch file (torch >= 1.6), not a legacy "
                                         "torch.save file; only the legacy format is read here")

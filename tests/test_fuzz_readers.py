@@ -363,3 +363,30 @@ def test_a_damaged_savedmodel_is_one_line(tiny_classifier, tmp_path):
                             capture_output=True, text=True, timeout=600)
     errors = [line for line in result.stderr.splitlines() if line.startswith("hubedge: error:")]
     assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_huge_memo_index_in_the_torch_pickle_costs_no_memory(tmp_path):
+    """pickle's C unpickler grows (and zeroes) its memo table to a ``LONG_BINPUT`` index: 12 bytes asked it for
+    1 GB here, and a larger index for more than the machine has. hubedge's reader must not."""
+    import pickle
+    import struct
+    import subprocess
+    import sys
+
+    from exporter.torch_legacy import LEGACY_MAGIC
+
+    hostile = tmp_path / "memo.pth"
+    hostile.write_bytes(pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
+                        + b"\x80\x02N" + b"r" + struct.pack("<I", 1 << 26) + b".")  # None, memo[2**26] = it
+    code = ("import sys\n"
+            "from exporter.torch_legacy import load_legacy_state_dict\n"
+            "from runtimes.errors import CorruptModelError\n"
+            "try:\n"
+            "    load_legacy_state_dict(sys.argv[1])\n"
+            "except CorruptModelError as error:\n"
+            "    print('refused:', error, file=sys.stderr)\n"
+            "print(next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(hostile)], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused:" in result.stderr and int(result.stdout.strip()) < 600_000  # kB: far below the 1 GB table
