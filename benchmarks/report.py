@@ -71,7 +71,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 COLUMNS = ("artifact", "weights", "format", "precision", "runtime", "device", "status", "p50 ms", "p90 ms",
-           "× ref", "MB", "top1", "top5", "cosine min", "SQNR dB")
+           "× ref", "MB", "top1", "top1 margin", "top5", "cosine min", "SQNR dB")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -81,12 +81,13 @@ def _cells(row: dict[str, Any]) -> list[str]:
     weights = weights_label(row["weights"])
     if row["status"] != "ok":
         state = row["reason"] if row["status"] == "not available" else f"{row['status']}: {row['reason']}"
-        return [name, weights, row["format"], row["precision"], row["runtime"], row["device"], state] + [""] * 8
+        return [name, weights, row["format"], row["precision"], row["runtime"], row["device"], state] + [""] * 9
     agreement, latency = row["agreement"], row["latency_ms"]
     return [name, weights, row["format"], row["precision"], row["runtime"], row["device"],
             "ok" + (f" ({row['note']})" if row.get("note") else ""), _fmt(latency["p50"], 1), _fmt(latency["p90"], 1),
             _fmt(row.get("speedup_vs_reference"), 2), _fmt(row["size_mb"], 1), _fmt(agreement.get("top1")),
-            _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5), _fmt(agreement.get("sqnr_db"), 1)]
+            _fmt(agreement.get("top1_margin")), _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5),
+            _fmt(agreement.get("sqnr_db"), 1)]
 
 
 def _reference_line(report: dict[str, Any]) -> str:

@@ -22,6 +22,9 @@ import calibration_data
 from runtimes.errors import InvalidInputError
 from runtimes.preprocess import list_images, load_image, resize_square
 
+__all__ = ["CROP_SCALES", "CalibrationSet", "DEFAULT_SIZE", "augment", "build_calibration_set",
+    "check_calibration_folder", "usable_images"]
+
 DEFAULT_SIZE = 64
 CROP_SCALES = (1.0, 0.8, 0.65)
 
@@ -56,7 +59,8 @@ def augment(image: Image.Image, variant: int) -> Image.Image:
     return image
 
 
-def _usable_images(folder: str | Path | None) -> tuple[Path, list[Path]]:
+def usable_images(folder: str | Path | None) -> tuple[Path, list[Path]]:
+    """The calibration folder (default: the bundled photos) and its images, less the held-apart ones."""
     held_apart = {_file_hash(p) for p in calibration_data.evaluation_photos()}
     source = Path(folder) if folder is not None else calibration_data.DIR
     files = [p for p in list_images(source) if _file_hash(p) not in held_apart]
@@ -70,12 +74,12 @@ def _usable_images(folder: str | Path | None) -> tuple[Path, list[Path]]:
 
 def check_calibration_folder(folder: str | Path | None) -> None:
     """Fails before any work when the folder holds no usable images (never a silent fallback)."""
-    _usable_images(folder)
+    usable_images(folder)
 
 
 def build_calibration_set(folder: str | Path | None, size: int, count: int | None = None) -> CalibrationSet:
     """``count`` samples (default: one per photo, at least DEFAULT_SIZE with augmentation) at ``size``²."""
-    source, files = _usable_images(folder)
+    source, files = usable_images(folder)
     if count is not None and count < 1:
         raise InvalidInputError(f"--calibration-size must be at least 1; got {count}")
     count = count or max(len(files), DEFAULT_SIZE)

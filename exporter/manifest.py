@@ -54,6 +54,7 @@ def build_manifest(
         },
         "format": fmt.name,
         "precision": precision,
+        **({"variant": "accuracy-aware"} if "accuracy_aware" in result.recipe else {}),  # exporter.accuracy
         "runtime": fmt.runtime,
         "devices": list(fmt.devices),
         "model": info.to_dict(),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from exporter.accuracy_target import AccuracyTarget
 from runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
@@ -46,6 +47,9 @@ class ExportOptions:
             only on CPUs with VNNI and on ARM).
         graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own.
         verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
+        accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
+            tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
+            (``"top1_margin=0.995,top5=0.97"``); None exports plain int8.
     """
 
     calibration_data: str | Path | None = None
@@ -55,8 +59,14 @@ class ExportOptions:
     int8_cpu: Literal["portable", "vnni"] = "portable"
     graph: Literal["auto", "as-is"] = "auto"
     verify_cpu: Literal["native", "all"] = "native"
+    accuracy_target: AccuracyTarget | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.accuracy_target, str):
+            object.__setattr__(self, "accuracy_target", AccuracyTarget.parse(self.accuracy_target))
+        elif self.accuracy_target is not None and not isinstance(self.accuracy_target, AccuracyTarget):
+            raise InvalidInputError(f"accuracy_target must be an AccuracyTarget or its text; got "
+                                    f"{type(self.accuracy_target).__name__}")
         for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
                               ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("verify_cpu", VERIFY_CPUS)):
             if getattr(self, name) not in choices:

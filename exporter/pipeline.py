@@ -17,8 +17,9 @@ import numpy as np
 
 import calibration_data
 from exporter import cpu_emulation, mobile_sdk
+from exporter.accuracy_target import AccuracyTarget
 from exporter.calibration import augment
-from exporter.formats import Floor, Format, Shortfall, floor_for, yardstick_target
+from exporter.formats import ACCURACY_VARIANT, Floor, Format, Shortfall, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.options import ExportOptions, Workspace
@@ -102,19 +103,23 @@ def verification_device(fmt: Format) -> str:
 
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
            info: ModelInfo, floor: Floor, target: Floor | None = None, right_on: tuple[str, ...] = (),
-           verify_cpu: str = "native") -> dict[str, Any]:
+           verify_cpu: str = "native", accuracy_target: AccuracyTarget | None = None) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
     down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
 
     With ``verify_cpu="all"`` a CPU artifact is also run as each other CPU class of ``right_on`` that this
     machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
-    there, so falling short there fails it too. Classes that cannot be checked here are named, with why."""
+    there, so falling short there fails it too. Classes that cannot be checked here are named, with why.
+
+    An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
+    these images too is recorded (``accuracy_target``), beside the floor it is gated on."""
     device = verification_device(fmt)
     outputs, note, cpu = predict_isolated(artifact, device, images.images)
     figures = agreement_with_reference(reference_outputs, outputs, info)
     shortfalls = floor.shortfalls(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
-        target_record = {"top1": target.top1, "top5": target.top5, "missed": target.failures(figures)}
+        target_record = {"top1": target.top1, "top5": target.top5, "top1_margin": target.top1_margin,
+                         "missed": target.failures(figures)}
     classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not shortfalls}}
     # a .tflite file is also run as a phone app runs it (exporter.mobile_sdk)
     mobile = (mobile_sdk.verify_on_sdk(artifact, info, precision, images.images, outputs, reference_outputs, floor)
@@ -138,7 +143,10 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
         if fmt.runtime == "tf":
             why = "not emulated: the TF reference is FP32 on every CPU"
         unchecked.update({c: why for c in right_on if c not in classes})
-    return {"passed": not shortfalls, "floor": dataclasses.asdict(floor),
+    held = {} if accuracy_target is None else {"accuracy_target": {
+        "target": accuracy_target.spec, "missed": [f"{name} {value:.4g} < {limit:g}"
+                                                   for name, value, limit in accuracy_target.missed(figures)]}}
+    return {"passed": not shortfalls, "floor": dataclasses.asdict(floor), **held,
             "failures": [short.message for short in shortfalls],
             "shortfalls": [dataclasses.asdict(short) for short in shortfalls],
             **({"target": target_record} if target is not None else {}),
@@ -196,11 +204,16 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     """
     options = options if options is not None else ExportOptions()
     fmt.refuse_options(precision, options)
+    if options.accuracy_target is not None:
+        from exporter.accuracy import check_target
+
+        check_target(options.accuracy_target, loaded.info)
     if loaded.graph is None:  # the graph route: a recognised BiT is re-authored unless graph="as-is"
         loaded = choose_graph(loaded, options.graph)
     work = work if work is not None else Workspace.for_model(loaded.info.input_size, options)
     ensure_writable_dir(output_dir)
-    final = output_dir / fmt.artifact_name(loaded.info.name, precision)
+    variant = ACCURACY_VARIANT if options.accuracy_target is not None else ""
+    final = output_dir / fmt.artifact_name(loaded.info.name, precision, variant)
     started = time.perf_counter()
     with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions) as temp:
         with PeakMemory() as peak:
@@ -218,7 +231,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             try:
                 verification = verify(temp, fmt, precision, reference_outputs, images, result.info or loaded.info,
                                       floor_for(fmt, precision, source), yardstick_target(precision, source),
-                                      tuple(result.right_on), options.verify_cpu)
+                                      tuple(result.right_on), options.verify_cpu, options.accuracy_target)
             except RuntimeCrashed as crash:
                 raise RuntimeCrashed(f"{crash}; {final.name} was not written") from None
             manifest["verification"] = verification

@@ -25,6 +25,8 @@ from runtimes.manifest import read_manifest
 from runtimes.modelinfo import ModelInfo
 from runtimes.native_log import captured_native_log
 
+__all__ = ["LiteRTPredictor"]
+
 QUANTIZED_PRECISIONS = ("int8", "dynamic")  # measured wrong on LiteRT's GPU accelerator (see _GpuModel)
 # what LiteRT's log says when the WebGPU accelerator finds no GPU to run on
 NO_GPU_SIGNS = ("No adapters found", "Failed to initialize WebGPU", "Couldn't load Vulkan")

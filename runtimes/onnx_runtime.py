@@ -40,6 +40,8 @@ from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
 from runtimes.native_log import captured_native_log
 
+__all__ = ["OnnxRuntimePredictor", "cpu_session_config"]
+
 
 
 # ONNX Runtime's exact uint8 × uint8 integer kernels instead of the uint8 × int8 ones that saturate without VNNI

@@ -81,3 +81,40 @@ def test_knn_agreement_known_answers():
     broken = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # pairs torn apart
     assert knn_agreement(ref, broken, 1) == 0.0
     assert "knn3" in summarize(ref, ref, "feature_vector")
+
+
+def _two_class_logits(margins: list[float]) -> np.ndarray:
+    """Softmax logits of two classes whose probabilities differ by exactly each margin (class 0 ahead)."""
+    p = (1.0 + np.asarray(margins)) / 2.0
+    return np.stack([np.log(p), np.log(1.0 - p)], axis=1)
+
+
+def test_margin_aware_top1_counts_only_images_the_reference_decides_clearly():
+    from runtimes.agreement import TOP1_MARGIN, margin_top1, reference_margins
+
+    ref = _two_class_logits([TOP1_MARGIN + 1e-6, TOP1_MARGIN - 1e-6, 0.5, 0.9])
+    np.testing.assert_allclose(reference_margins(ref, "softmax"), [TOP1_MARGIN + 1e-6, TOP1_MARGIN - 1e-6, 0.5, 0.9])
+    flipped_near_tie = ref.copy()
+    flipped_near_tie[1] = flipped_near_tie[1, ::-1]  # the image just below the margin flips: not counted
+    assert margin_top1(ref, flipped_near_tie) == (1.0, 3)
+    assert top1_match(ref, flipped_near_tie) == 0.75
+    flipped_clear = ref.copy()
+    flipped_clear[0] = flipped_clear[0, ::-1]  # the image just above the margin flips: counted
+    assert margin_top1(ref, flipped_clear) == (pytest.approx(2 / 3), 3)
+    assert margin_top1(ref, ref, margin=0.95) == (None, 0)  # no image qualifies: no figure, not a perfect one
+
+
+def test_margin_aware_top1_in_a_sigmoid_head_uses_per_class_probabilities():
+    from runtimes.agreement import reference_margins
+
+    logits = np.array([[2.0, 0.0, -3.0]])
+    expected = 1 / (1 + np.exp(-2.0)) - 0.5
+    np.testing.assert_allclose(reference_margins(logits, "sigmoid"), [expected])
+    figures = summarize(np.repeat(logits, 2, axis=0), np.repeat(logits, 2, axis=0), "classification", "sigmoid")
+    assert figures["top1_margin"] == 1.0 and figures["top1_margin_images"] == 2
+
+
+def test_the_summary_leaves_margin_aware_top1_out_when_no_image_counts():
+    ref = _two_class_logits([0.01, 0.02])
+    figures = summarize(ref, ref, "classification", "softmax")
+    assert "top1_margin" not in figures and figures["top1_margin_images"] == 0 and figures["top1"] == 1.0

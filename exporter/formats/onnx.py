@@ -148,6 +148,64 @@ class CalibrationReader:
         image = next(self._images, None)
         return None if image is None else {INPUT_NAME: image[None]}
 
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates (onnxruntime's CalibrationDataReader does)
+        return iter(self.get_next, None)
+
+
+RANKED_OPS = ("Conv", "Gemm", "MatMul")  # the layers an accuracy-aware export may keep float (their weights are int8)
+
+
+def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedModel, options: ExportOptions,
+                    work: Workspace) -> dict[str, Any]:
+    """Keeps float the fewest layers, costliest first by :func:`qdq_ranking`, that make the int8 model meet the
+    target on the tuning split (``exporter.accuracy``); leaves the chosen model at ``quantized``."""
+    from exporter.accuracy import fewest_float_layers, figures_of, tuning_split
+
+    split = tuning_split(loaded, options, work)
+    scores = qdq_ranking(prepared, quantized)
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    trial = quantized.with_name("model.int8.trial.onnx")
+
+    def evaluate(kept_float: list[str]) -> dict[str, float]:
+        return figures_of(split, _cpu_outputs(quantize(kept_float, trial), split.images), loaded.info)
+
+    target = options.accuracy_target
+    result = fewest_float_layers(ranked, evaluate, target, split, "onnx int8")
+    quantize(result.float_layers, quantized)
+    trial.unlink(missing_ok=True)
+    return result.record(target, split, "onnxruntime.quantization quantize_static nodes_to_exclude",
+                         "qdq_loss_debug weight matching: each Conv/Gemm's int8 weight noise (-SQNR dB)", len(ranked),
+                         scores)
+
+
+def qdq_ranking(prepared: Path, quantized: Path) -> dict[str, float]:
+    """How much each quantized layer's int8 weights lose: ``qdq_loss_debug``'s weight matching, as the noise
+    of each layer's dequantized weights against its float ones in dB below the weights (minus their SQNR:
+    higher is worse). Rounding the weights is where int8 loses most on trained models
+    (benchmarks/records/efficientnet-lite0-int8-weight-floor.md). Keyed by node name, as ``nodes_to_exclude``
+    takes them."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import compute_weight_error, create_weight_matching
+
+    errors = compute_weight_error(create_weight_matching(str(prepared), str(quantized)))
+    graph = onnx.load(str(prepared)).graph
+    return {node.name: round(-float(errors[node.input[1]]), 3) for node in graph.node
+            if node.op_type in RANKED_OPS and len(node.input) > 1 and node.input[1] in errors}
+
+
+def _cpu_outputs(path: Path, images: np.ndarray) -> np.ndarray:
+    """A trial model's outputs, with the session config this CPU class needs for exact int8 (the adapter's)."""
+    import onnxruntime as ort
+
+    from runtimes.onnx_runtime import cpu_session_config
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for key, value in cpu_session_config().items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + 8]})[0] for i in range(0, len(images), 8)])
+
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
@@ -170,17 +228,24 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         prepared = target.parent / "model.prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantized = target.parent / "model.int8.onnx"
-        quantize_static(
-            str(prepared), str(quantized), CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        )
-        model = onnx.load(str(quantized))
+
+        def quantize(kept_float: list[str], output: Path) -> Path:
+            quantize_static(
+                str(prepared), str(output), CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_float,
+            )
+            return output
+
+        quantize([], quantized)
         recipe.update({
             "method": recipe["method"] + "; static QDQ (onnxruntime.quantization)",
             "weights": "int8 per-channel (symmetric)", "activations": "uint8 per-tensor (MinMax)",
             "ops": QUANTIZED_OPS, "calibration": calibration.record,
         })
+        if options.accuracy_target is not None:
+            recipe["accuracy_aware"] = _accuracy_aware(prepared, quantized, quantize, loaded, options, work)
+        model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
     return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("tf2onnx", "onnx", "onnxruntime"),

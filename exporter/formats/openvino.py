@@ -22,6 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from exporter.formats import FormatResult
 from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace
 from runtimes.contract import rt_info_path
@@ -45,6 +47,73 @@ def _add_rt_info(model, loaded: LoadedModel, precision: str) -> None:
         from runtimes.labels import load_labels
 
         model.set_rt_info("\n".join(load_labels(info.labels).lemmas), rt_info_path("labels"))
+
+
+LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")  # the layers NNCF quantizes here, and may return to float
+
+
+def _accuracy_aware(model, dataset, settings: dict[str, Any], advanced, loaded: LoadedModel, options: ExportOptions,
+                    work: Workspace):
+    """NNCF's ``quantize_with_accuracy_control``: it quantizes, ranks the quantized layers by how much each costs
+    on the tuning split, and returns them to float one at a time until the target's score is met (a drop from
+    the FP32 IR's own score, computed first, to exactly 1: ``AccuracyTarget.score``)."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from exporter.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation, tuning_split)
+
+    target = options.accuracy_target
+    split = tuning_split(loaded, options, work)
+    validate = nncf_validation(split, loaded.info, target)
+    every_image = range(len(split.images))
+    fp32_score, _ = validate(ov.compile_model(model, "CPU"), every_image)
+    layers = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in LAYER_TYPES]
+    limit = float_layer_limit(len(layers))
+    quantized = nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(list(every_image), lambda index: split.images[index : index + 1]), validate,
+        max_drop=max(fp32_score - 1.0, 0.0), drop_type=nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=advanced,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=limit),
+        **settings)
+    compiled = ov.compile_model(quantized, "CPU")
+    outputs = np.concatenate([compiled(split.images[i : i + 1])[compiled.output(0)] for i in every_image])
+    figures = figures_of(split, outputs, loaded.info)
+    kept_float = float_layers(quantized)
+    if len(kept_float) > limit:  # one NNCF iteration can return a quantizer shared by several layers
+        raise TargetUnreachable(
+            f"NNCF's accuracy control met {target.spec} on the tuning split only by keeping {len(kept_float)} of "
+            f"{len(layers)} layers float, more than the {limit} an int8 artifact may keep ({target.describe(figures)}); "
+            "lower the target, or export fp16 instead")
+    if not target.met(figures):
+        raise TargetUnreachable(
+            f"NNCF's accuracy control kept {len(kept_float)} of {len(layers)} layers float (at most {limit}) and the "
+            f"int8 model still misses {target.spec} on the tuning split ({len(split.images)} images): it reached "
+            f"{target.describe(figures)}; lower the target, or export fp16 instead")
+    record = {"route": "NNCF quantize_with_accuracy_control", "target": target.spec, "met_on": split.description,
+              "tuning_figures": figures, "ranking": "NNCF's own (each quantized layer's cost on the tuning split)",
+              "quantized_layers": len(layers), "float_layer_limit": limit,
+              "float_layers": [{"name": name} for name in kept_float],
+              "why_float": f"returned to float by NNCF until the int8 model met {target.spec} on the tuning split"}
+    return quantized, record
+
+
+def float_layers(model) -> list[str]:
+    """The convolutions and matrix products whose weights are not int8: no FakeQuantize and no 8-bit constant on
+    the path that feeds their weights (NNCF's quantized weights are a FakeQuantize, or once compressed an int8
+    constant converted and scaled)."""
+    def int8_weights(node) -> bool:
+        for _ in range(6):  # Convert → Subtract → Multiply → Reshape at most, then the constant itself
+            kind = node.get_type_name()
+            if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
+                return True
+            if kind not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose") or node.get_input_size() == 0:
+                return False
+            node = node.input_value(0).get_node()
+        return False
+
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in LAYER_TYPES and not int8_weights(op.input_value(1).get_node())]
 
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
@@ -73,9 +142,13 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         kept_float = nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False)
         portable = options.int8_cpu == INT8_CPU_PORTABLE
         overflow_fix = OverflowFix.ENABLE if portable else OverflowFix.DISABLE
-        model = nncf.quantize(model, dataset, subset_size=len(calibration.images),
-                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=kept_float,
-                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
+        settings = {"subset_size": len(calibration.images), "preset": nncf.QuantizationPreset.PERFORMANCE,
+                    "ignored_scope": kept_float}
+        advanced = AdvancedQuantizationParameters(overflow_fix=overflow_fix)
+        if options.accuracy_target is None:
+            model = nncf.quantize(model, dataset, advanced_parameters=advanced, **settings)
+        else:
+            model, accuracy_aware = _accuracy_aware(model, dataset, settings, advanced, loaded, options, work)
         right_on = ALL_CLASSES if portable else (X86_VNNI, ARM64)
         recipe = {
             "method": "NNCF post-training quantization (nncf.quantize) of the IR converted from the SavedModel",
@@ -86,6 +159,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
             "quantized_ops": ["Convolution", "MatMul"],
             "kept_float": "GroupNorm arithmetic and its statistics (" + ", ".join(FLOAT_OPS) + ")",
             "calibration": calibration.record,
+            **({"accuracy_aware": accuracy_aware} if options.accuracy_target is not None else {}),
         }
     _add_rt_info(model, loaded, precision)
     ov.save_model(model, str(target), compress_to_fp16=compress)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     import tensorflow as tf
 
     size = loaded.info.input_size
+    if options.accuracy_target is not None and options.tflite_int8_recipe == "full":
+        raise UnsupportedError("--accuracy-target keeps layers float, which --tflite-int8-recipe full forbids; use the "
+                               "default xnnpack recipe")
     all_integer = precision == "int8" and (options.int8_io == "int8" or options.tflite_int8_recipe == "full")
     info = artifact_info(loaded.info, all_integer)
     converter = _converter(loaded, size, info.activation_in_graph)
@@ -128,17 +132,71 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
     deny = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops, denylisted_nodes=float_nodes)
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                          debug_options=deny)
-    content = debugger.get_nondebug_quantized_model()
-    if io_type is not None:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
-        from tensorflow.lite.python.util import modify_model_io_type
 
-        content = modify_model_io_type(content, *io_type)
-    if int8_io == "uint8":
-        content = pixel_input(content)
+    def finish(quantized: bytes) -> bytes:
+        if io_type is not None:  # the debugger's conversion keeps float I/O; the converter's own helper changes it
+            from tensorflow.lite.python.util import modify_model_io_type
+
+            quantized = modify_model_io_type(quantized, *io_type)
+        return pixel_input(quantized) if int8_io == "uint8" else quantized
+
     recipe["method"] = ("post-training integer quantization (TFLite converter), selective: normalization "
                         "arithmetic XNNPACK cannot run in int8 kept float")
     recipe["float_ops"] = [*float_ops, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
+    if options.accuracy_target is None:
+        return finish(debugger.get_nondebug_quantized_model()), recipe
+    content, recipe["accuracy_aware"] = _accuracy_aware(debugger, float_ops, float_nodes, finish, loaded, info,
+                                                        options, work)
     return content, recipe
+
+
+def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], finish, loaded: LoadedModel,
+                    info: ModelInfo, options: ExportOptions, work: Workspace) -> tuple[bytes, dict[str, Any]]:
+    """The fewest layers kept float, costliest first by the QuantizationDebugger's error per quantized tensor
+    (its root-mean-square error in quantization steps, on the calibration set), that meet the target on the
+    tuning split. Each trial re-quantizes the calibrated model with a longer deny list: no new calibration."""
+    import tensorflow as tf
+
+    from exporter.accuracy import figures_of, fewest_float_layers, tuning_split
+    from runtimes.litert import LiteRTPredictor
+
+    split = tuning_split(loaded, options, work)
+    scores = debugger_ranking(debugger)
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    trial_file = Path(work.scratch or ".") / f"{loaded.info.name}.accuracy-trial.tflite"
+
+    def evaluate(kept_float: list[str]) -> dict[str, float]:
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=float_ops, denylisted_nodes=[*float_nodes, *kept_float])
+        trial_file.write_bytes(finish(debugger.get_nondebug_quantized_model()))
+        return figures_of(split, LiteRTPredictor(trial_file, info).predict(split.images), info)
+
+    target = options.accuracy_target
+    result = fewest_float_layers(ranked, evaluate, target, split, "tflite int8")
+    evaluate(result.float_layers)  # the debugger ends on the chosen deny list
+    content = trial_file.read_bytes()
+    trial_file.unlink()
+    record = result.record(target, split, "TFLite converter selective quantization (QuantizationDebugger "
+                           "denylisted_nodes)", "QuantizationDebugger rmse/scale per quantized tensor",
+                           len(ranked), scores)
+    return content, record
+
+
+def debugger_ranking(debugger) -> dict[str, float]:
+    """Each quantized tensor's error in its own quantization steps (√mean squared error / scale), measured by
+    the debugger's NumericVerify ops on the calibration set: the layers whose int8 rounding hurts most."""
+    import csv
+    import io
+
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    scores = {}
+    for row in csv.DictReader(dump.getvalue().splitlines()):
+        scale, error = float(row["scale"] or 0), float(row["mean_squared_error"] or "nan")
+        if scale > 0 and math.isfinite(error):
+            scores[row["tensor_name"]] = round(math.sqrt(error) / scale, 4)
+    return scores
 
 
 PIXEL_SCALE, PIXEL_ZERO_POINT = 1.0 / 255.0, 0  # a uint8 input that is the camera's pixel value itself

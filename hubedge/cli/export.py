@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from exporter.accuracy_target import DEFAULT_SPEC
 from exporter.formats import FORMATS
 from exporter.options import GRAPHS, INT8_CPUS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
@@ -34,6 +35,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--int8-cpu", choices=INT8_CPUS, default="portable",
                         help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
                              "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
+    parser.add_argument("--accuracy-target", default=None, metavar="SPEC",
+                        help="int8 (tflite, onnx, openvino): keep the fewest layers float that make the artifact meet "
+                             f"SPEC on the calibration-side tuning split, e.g. {DEFAULT_SPEC} (top1_margin: top-1 "
+                             "over images the FP32 model decides by a margin of at least 0.05) or sqnr_db=25; written "
+                             "as <model>.<format>.int8-accuracy beside plain int8")
     parser.add_argument("--graph", choices=GRAPHS, default="auto",
                         help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
                              "(static GroupNorm, weight standardization folded), verified against the module as "
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
-                            int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu)
+                            int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu,
+                            accuracy_target=args.accuracy_target)
     formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
     check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
@@ -87,6 +94,12 @@ def print_results(results: list) -> None:
             check += f"  cosine_min {v['cosine_min']:.6f}"
             if "top1" in v:
                 check += f"  top1 {v['top1']:.3f}  top5 {v['top5']:.3f}"
+                check += (f"  top1_margin {v['top1_margin']:.3f} ({v['top1_margin_images']} images)"
+                          if "top1_margin" in v else "  top1_margin n/a (no image decided by a clear margin)")
+            if "accuracy_target" in v:
+                aimed = v["accuracy_target"]
+                check += (f"  (accuracy target {aimed['target']}: "
+                          f"{'missed on the verification images: ' + ', '.join(aimed['missed']) if aimed['missed'] else 'met on the verification images too'})")
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
             check += f"  [{verified_cpu_line(v)}]"

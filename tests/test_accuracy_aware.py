@@ -1,0 +1,106 @@
+"""Accuracy-aware int8 (exporter.accuracy): the target's form, the search for the fewest float layers, and the
+routes on a tiny twin (same code path as the full models; the trained-weights runs are in
+test_export_accuracy_aware.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from exporter.accuracy import SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers, float_layer_limit
+from exporter.accuracy_target import AccuracyTarget
+from exporter.options import ExportOptions
+from runtimes.errors import InvalidInputError
+from tests.test_cli import run
+
+SPLIT = TuningSplit(images=__import__("numpy").zeros((4, 2, 2, 3)), reference=__import__("numpy").zeros((4, 2)),
+                    description="tuning split: hand-made")
+
+
+def test_a_target_is_parsed_from_its_text_and_refused_in_one_line_when_wrong():
+    target = AccuracyTarget.parse("top1_margin=0.995, top5=0.97")
+    assert target.limits == (("top1_margin", 0.995), ("top5", 0.97)) and target.spec == "top1_margin=0.995,top5=0.97"
+    assert ExportOptions(accuracy_target="sqnr_db=25").accuracy_target == AccuracyTarget((("sqnr_db", 25.0),))
+    for text, words in (("top1=1.5", r"share in \(0, 1\]"), ("speed=2", "metric=value"), ("top5", "metric=value"),
+                        ("sqnr_db=-3", "positive"), ("top5=x", "needs a number"), ("", "empty"),
+                        ("top5=0.9,top5=0.8", "twice"), ("top1=nan", "share")):
+        with pytest.raises(InvalidInputError, match=words) as error:
+            AccuracyTarget.parse(text)
+        assert "\n" not in str(error.value)
+
+
+def test_a_target_is_met_only_when_every_term_is_and_an_unmeasured_figure_is_not_met():
+    target = AccuracyTarget.parse("top1_margin=0.99,sqnr_db=20")
+    assert target.met({"top1_margin": 0.99, "sqnr_db": 20.0})
+    assert target.missed({"top1_margin": 0.98, "sqnr_db": 25.0}) == [("top1_margin", 0.98, 0.99)]
+    assert not target.met({"sqnr_db": 25.0})  # no image with a clear margin: not a pass
+    assert target.score({"top1_margin": 0.99, "sqnr_db": math.inf}) == pytest.approx(1.0)
+    assert target.score({"top1_margin": 1.0, "sqnr_db": 30.0}) > 1.0 > target.score({"top1_margin": 1.0, "sqnr_db": 19})
+
+
+def _search(quality_by_count, limit_layers=16, target="sqnr_db=20"):
+    """Runs the search over ``limit_layers`` ranked layers where keeping ``k`` float gives sqnr quality(k)."""
+    seen = []
+
+    def evaluate(kept_float):
+        seen.append(len(kept_float))
+        return {"sqnr_db": quality_by_count(len(kept_float))}
+
+    result = fewest_float_layers([f"layer{i}" for i in range(limit_layers)], evaluate, AccuracyTarget.parse(target),
+                                 SPLIT, "test")
+    return result, seen
+
+
+def test_the_search_finds_the_shortest_prefix_that_meets_the_target_in_few_trials():
+    result, seen = _search(lambda k: 10 + 2 * k)  # met from k = 5 on
+    assert isinstance(result, SearchResult) and result.float_layers == [f"layer{i}" for i in range(5)]
+    assert seen == [0, 1, 2, 4, 8, 6, 5] and result.figures == {"sqnr_db": 20}
+    assert [trial["met"] for trial in result.trials] == [False, False, False, False, True, True, True]
+    plain, seen = _search(lambda k: 30)
+    assert plain.float_layers == [] and seen == [0]  # plain int8 meets it: nothing kept float
+
+
+def test_an_unreachable_target_fails_in_one_line_naming_the_best_figure_and_never_goes_past_the_limit():
+    with pytest.raises(TargetUnreachable) as error:
+        _search(lambda k: 10 + k / 4)  # needs 40 float layers; at most 8 of 16 may be
+    message = str(error.value)
+    assert "\n" not in message and "at most 8 of its 16 quantized layers float" in message
+    assert "best trial reached sqnr_db 12.0 with 8 float" in message
+    assert float_layer_limit(16) == 8 and float_layer_limit(1) == 0
+    with pytest.raises(TargetUnreachable):
+        _search(lambda k: 100 if k == 1 else 0, limit_layers=1)  # the only layer float would be an fp32 "int8"
+
+
+# plain int8 of the tiny twin reaches SQNR 15 dB (tflite), 19 (openvino) and 20.5 (onnx) on the verification photos, and less on the tuning split
+@pytest.mark.parametrize("fmt, sqnr", [("tflite", 14), ("onnx", 18.5)])
+def test_an_accuracy_aware_tiny_export_records_its_search_and_sits_beside_plain_int8(capsys, tmp_path, tiny_classifier,
+                                                                                    fmt, sqnr):
+    """Seeded logits make top-k meaningless, so the tiny twin's target is on SQNR, above what plain int8 reaches:
+    some layers must stay float."""
+    out, spec = tmp_path / "out", f"sqnr_db={sqnr}"
+    code, stdout, err = run(capsys, "export", "--model", tiny_classifier.weights["savedmodel"], "--format", fmt,
+                            "--quantize", "int8", "--accuracy-target", spec, "--output", str(out))
+    assert code == 0, err
+    manifest = json.loads(next(out.glob(f"*.{fmt}.int8-accuracy.json")).read_text())
+    search = manifest["quantization"]["accuracy_aware"]
+    assert manifest["variant"] == "accuracy-aware" and search["target"] == spec
+    assert search["tuning_figures"]["sqnr_db"] >= sqnr and "tuning split" in search["met_on"]
+    assert len(search["float_layers"]) <= search["float_layer_limit"] < search["quantized_layers"]
+    assert manifest["verification"]["passed"] and manifest["verification"]["accuracy_target"]["target"] == spec
+    assert f"accuracy target {spec}" in stdout
+    assert not list(out.glob(f"*.{fmt}.int8.*"))  # the plain int8 name is left to plain int8
+
+
+def test_what_an_accuracy_target_cannot_apply_to_is_refused_before_any_work(capsys, tmp_path, tiny_features):
+    code, _, err = run(capsys, "export", "--model", tiny_features.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "int8", "--accuracy-target", "top5=0.9", "--output", str(tmp_path))
+    assert code != 0 and "exist only for classifiers" in err and not list(tmp_path.iterdir())
+    code, _, err = run(capsys, "export", "--model", tiny_features.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "fp16", "--accuracy-target", "sqnr_db=20", "--output", str(tmp_path))
+    assert code != 0 and "accuracy_target (--accuracy-target) applies to" in err
+    code, _, err = run(capsys, "export", "--model", tiny_features.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "int8", "--tflite-int8-recipe", "full", "--accuracy-target", "sqnr_db=20",
+                       "--output", str(tmp_path))
+    assert code != 0 and "--tflite-int8-recipe full forbids" in err

@@ -1,0 +1,36 @@
+"""Accuracy-aware int8 on the trained-weights yardstick (EfficientNet-Lite0): a target met on the tuning split
+holds on the verification images, and an unreachable one fails in one line (slow: about two minutes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter.accuracy_target import DEFAULT_SPEC
+from tests.test_cli import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_tflite_accuracy_aware_artifact_meets_its_target_on_the_verification_images(capsys, tmp_path,
+                                                                                        efficientnet_lite0):
+    code, _, err = run(capsys, "export", "--model", efficientnet_lite0.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "int8", "--accuracy-target", "sqnr_db=20", "--output", str(tmp_path))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "efficientnet-lite0.tflite.int8-accuracy.json").read_text())
+    verification, search = manifest["verification"], manifest["quantization"]["accuracy_aware"]
+    assert verification["images"] == 45 and verification["sqnr_db"] >= 20
+    assert verification["accuracy_target"] == {"target": "sqnr_db=20", "missed": []}
+    assert verification["top1_margin"] >= 0.98  # plain int8's target on trained weights, which plain int8 misses
+    assert 1 <= len(search["float_layers"]) <= search["float_layer_limit"]
+
+
+def test_an_unreachable_target_fails_in_one_line_that_names_the_best_figure(capsys, tmp_path, efficientnet_lite0):
+    """top-5 ≥ 0.97 needs more than half the layers float here (measured: 0.953 with 31 of 62)."""
+    code, _, err = run(capsys, "export", "--model", efficientnet_lite0.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "int8", "--accuracy-target", DEFAULT_SPEC, "--output", str(tmp_path))
+    lines = [line for line in err.splitlines() if line.startswith("hubedge: error:")]
+    assert code == 1 and len(lines) == 1
+    assert f"meets {DEFAULT_SPEC}" in lines[0] and "the best trial reached top1_margin" in lines[0]
+    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob("*.int8-accuracy.json"))
