@@ -136,8 +136,8 @@ def _row(artifact: Path | str, manifest: dict[str, Any], runtime: str, device: s
     return {
         "artifact": str(artifact), "model": manifest["model"]["name"],
         "weights": manifest.get("weights", {}).get("source", ""), "format": manifest.get("format", ""),
-        "precision": manifest.get("precision", ""), "runtime": runtime, "device": device,
-        "right_on": right_on, "graph": manifest.get("graph", {}).get("route", "as-is"), **extra,
+        "precision": manifest.get("precision", ""), "variant": manifest.get("variant", ""), "runtime": runtime,
+        "device": device, "right_on": right_on, "graph": manifest.get("graph", {}).get("route", "as-is"), **extra,
     }
 
 
@@ -329,7 +329,32 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
                         "no fp32 artifact of this format to pair its latency with (pass --reference)"
                 else:
                     rows[-1]["reference_artifact"] = str(partner)
+    pair_accuracy_aware(rows)
     return {"machine": machine_info(options.threads), "reference_mode": mode, "image_sets": image_sets, "rows": rows}
+
+
+def pair_accuracy_aware(rows: list[dict[str, Any]]) -> None:
+    """Gives each accuracy-aware int8 row its latency against the plain int8 row of the same model, format and
+    device measured in this run (``vs_plain_int8``), and says so in its note. Where both were timed in blocks
+    alternating with the same reference, the ratio of their ``× ref`` is used: on a machine whose speed drifts,
+    p50s measured minutes apart are not comparable (measured: 0.85× from p50s against 1.40× from
+    litert-benchmark for the same pair)."""
+    plain = {(row["model"], row["format"], row["device"]): row for row in rows
+             if row.get("status") == "ok" and row["precision"] == "int8" and not row.get("variant")}
+    for row in rows:
+        if row.get("status") != "ok" or row.get("variant") != "accuracy-aware":
+            continue
+        partner = plain.get((row["model"], row["format"], row["device"]))
+        if partner is None:
+            text = "no plain int8 artifact of this format in the run to compare its speed with"
+        elif (row.get("vs_reference") or {}).get("ratio") and (partner.get("vs_reference") or {}).get("ratio") \
+                and row.get("reference_artifact") == partner.get("reference_artifact"):  # paired with one reference
+            row["vs_plain_int8"] = round(row["vs_reference"]["ratio"] / partner["vs_reference"]["ratio"], 3)
+            text = f"{row['vs_plain_int8']:.2f}× plain int8's latency, each paired with the reference"
+        else:
+            row["vs_plain_int8"] = round(row["latency_ms"]["p50"] / partner["latency_ms"]["p50"], 3)
+            text = f"{row['vs_plain_int8']:.2f}× plain int8's p50"
+        row["note"] = f"{row['note']}; {text}" if row.get("note") else text
 
 
 def _unique(members: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:

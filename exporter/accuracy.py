@@ -29,8 +29,9 @@ from runtimes.errors import HubedgeError, UnsupportedError
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, resize_square
 
-__all__ = ["MAX_FLOAT_SHARE", "SearchResult", "TUNING_VIEWS", "TargetUnreachable", "TuningSplit", "check_target",
-    "fewest_float_layers", "float_layer_limit", "nncf_validation", "tuning_split"]
+__all__ = ["MAX_FLOAT_SHARE", "PAIRED_RUNS", "SearchResult", "TUNING_VIEWS", "TargetUnreachable", "TuningSplit",
+    "check_target",
+    "fewest_float_layers", "float_layer_limit", "nncf_validation", "paired_speed", "tuning_split"]
 
 TUNING_VIEWS = 4  # each calibration photo and 3 crops/flips of it (exporter.calibration.augment)
 MAX_FLOAT_SHARE = 0.5
@@ -85,71 +86,85 @@ def figures_of(split: TuningSplit, outputs: np.ndarray, info: ModelInfo) -> dict
 
 @dataclasses.dataclass
 class SearchResult:
-    """The layers kept float, the figures they reached on the tuning split, and every trial on the way."""
+    """The layers kept float, the ranking they came from, the figures they reached on the tuning split, and
+    every trial on the way."""
 
     float_layers: list[str]
+    ranking: str
     figures: dict[str, float]
     trials: list[dict[str, Any]]
 
-    def record(self, target: AccuracyTarget, split: TuningSplit, route: str, ranking: str,
-               ranked: int, scores: dict[str, float] | None = None) -> dict[str, Any]:
-        """The manifest's account of the search (``quantization.accuracy_aware``)."""
+    def record(self, target: AccuracyTarget, split: TuningSplit, route: str, rankings: dict[str, str],
+               quantized_layers: int, scores: dict[str, float] | None = None) -> dict[str, Any]:
+        """The manifest's account of the search (``quantization.accuracy_aware``); ``rankings``: name → how
+        that ranking orders the layers."""
         return {
             "route": route, "target": target.spec, "met_on": split.description, "tuning_figures": self.figures,
-            "ranking": ranking, "quantized_layers": ranked, "float_layer_limit": float_layer_limit(ranked),
+            "ranking": f"{self.ranking}: {rankings[self.ranking]}" if self.float_layers else "none needed",
+            "rankings_tried": rankings, "quantized_layers": quantized_layers,
+            "float_layer_limit": float_layer_limit(quantized_layers),
             "float_layers": [{"name": name, **({"score": scores[name]} if scores and name in scores else {})}
                              for name in self.float_layers],
-            "why_float": (f"kept float, costliest first by {ranking}, until the int8 artifact met {target.spec} on "
-                          "the tuning split"),
+            "why_float": (f"kept float, in the order of the {self.ranking} ranking, until the int8 artifact met "
+                          f"{target.spec} on the tuning split" if self.float_layers else
+                          "plain int8 already met the target on the tuning split"),
             "trials": self.trials,
         }
 
 
-def fewest_float_layers(ranked: Sequence[str], evaluate: Callable[[list[str]], dict[str, float]],
+def fewest_float_layers(rankings: dict[str, Sequence[str]], evaluate: Callable[[list[str]], dict[str, float]],
                         target: AccuracyTarget, split: TuningSplit, what: str) -> SearchResult:
-    """The shortest prefix of ``ranked`` (costliest layers first) whose layers, kept float, make
-    ``evaluate(prefix)`` meet ``target``. Tries no layers, then 1, 2, 4, … up to the limit, then bisects between
-    the last prefix that missed and the first that met (agreement grows with the prefix on the whole, not
-    strictly, so the answer is the shortest prefix found to meet it, not a proven minimum)."""
+    """For each ranking (name → layers, the first to keep float first), the shortest prefix whose layers, kept
+    float, make ``evaluate(prefix)`` meet ``target``; returns the shortest of those. Each ranking tries 1, 2,
+    4, … layers up to the limit, then bisects between the last prefix that missed and the first that met
+    (agreement grows with the prefix on the whole, not strictly, so the answer is the shortest prefix found to
+    meet it, not a proven minimum). Plain int8 is tried first, once."""
     from tqdm import tqdm
 
-    limit = float_layer_limit(len(ranked))
+    quantized_layers = max(len(layers) for layers in rankings.values())
+    limit = float_layer_limit(quantized_layers)
     trials: list[dict[str, Any]] = []
-    met: dict[int, dict[str, float]] = {}
     bar = tqdm(desc=f"{what}: accuracy search", unit="trial", disable=None, leave=False, file=sys.stderr)
 
-    def trial(count: int) -> bool:
-        figures = evaluate(list(ranked[:count]))
-        trials.append({"float_layers": count, **figures, "met": target.met(figures)})
+    def trial(ranking: str, count: int) -> dict[str, float] | None:
+        figures = evaluate(list(rankings[ranking][:count]))
+        met = target.met(figures)
+        trials.append({"ranking": ranking if count else "none", "float_layers": count, **figures, "met": met})
         bar.update(1)
-        bar.set_postfix_str(f"{count} float: {target.describe(figures)}")
-        if target.met(figures):
-            met[count] = figures
-        return target.met(figures)
+        bar.set_postfix_str(f"{ranking} {count} float: {target.describe(figures)}")
+        return figures if met else None
 
-    try:
-        if trial(0):
-            return SearchResult([], met[0], trials)
-        missed, first_met = 0, None
-        for count in sorted({*(2**i for i in range(limit.bit_length()) if 2**i <= limit), limit} - {0}):
-            if trial(count):
+    def search(ranking: str) -> SearchResult | None:
+        missed, first_met, figures = 0, 0, None
+        for count in sorted({2**i for i in range(limit.bit_length())} | {limit}):
+            figures = trial(ranking, count)
+            if figures is not None:
                 first_met = count
                 break
             missed = count
-        if first_met is None:
+        if figures is None:
+            return None
+        while first_met - missed > 1:
+            middle = (first_met + missed) // 2
+            if (found := trial(ranking, middle)) is not None:
+                first_met, figures = middle, found
+            else:
+                missed = middle
+        return SearchResult(list(rankings[ranking][:first_met]), ranking, figures, trials)
+
+    try:
+        plain = trial(next(iter(rankings)), 0)
+        if plain is not None:
+            return SearchResult([], next(iter(rankings)), plain, trials)
+        found = [result for result in (search(name) for name in rankings if limit >= 1) if result is not None]
+        if not found:
             best = max(trials, key=target.score)
             raise TargetUnreachable(
-                f"no int8 artifact with at most {limit} of its {len(ranked)} quantized layers float meets "
+                f"no int8 artifact with at most {limit} of its {quantized_layers} quantized layers float meets "
                 f"{target.spec} on the {split.description.split(':')[0]} ({len(split.images)} images): the best "
                 f"trial reached {target.describe(best)} with {best['float_layers']} float; lower the target, or "
                 "export fp16 or dynamic instead")
-        while first_met - missed > 1:
-            middle = (first_met + missed) // 2
-            if trial(middle):
-                first_met = middle
-            else:
-                missed = middle
-        return SearchResult(list(ranked[:first_met]), met[first_met], trials)
+        return min(found, key=lambda result: len(result.float_layers))
     finally:
         bar.close()
 
@@ -166,3 +181,28 @@ def nncf_validation(split: TuningSplit, info: ModelInfo, target: AccuracyTarget)
         return target.score(figures_of(subset, outputs, info)), None
 
     return validate
+
+
+PAIRED_RUNS = 20  # timed calls of each artifact, interleaved, after 3 warm-up calls each
+
+
+def paired_speed(plain: Callable[[], Any], accuracy_aware: Callable[[], Any]) -> dict[str, Any]:
+    """The accuracy-aware artifact's batch-1 latency against plain int8's, timed interleaved in one run on this
+    CPU (so drift and thermal state hit both alike): medians and their ratio. A quick figure for the export
+    summary; ``hubedge bench`` measures both artifacts properly."""
+    import statistics
+    import time
+
+    for _ in range(3):
+        plain(), accuracy_aware()
+    times: dict[str, list[float]] = {"plain": [], "accuracy_aware": []}
+    for run in range(PAIRED_RUNS):
+        order = (("plain", plain), ("accuracy_aware", accuracy_aware))
+        for name, call in order if run % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - started) * 1e3)
+    plain_ms, aware_ms = statistics.median(times["plain"]), statistics.median(times["accuracy_aware"])
+    return {"plain_int8_p50_ms": round(plain_ms, 3), "accuracy_aware_p50_ms": round(aware_ms, 3),
+            "ratio": round(aware_ms / plain_ms, 3), "runs": PAIRED_RUNS,
+            "measured": "at export, batch 1, interleaved, this CPU's default threads"}

@@ -59,6 +59,7 @@ class ExportResult:
     seconds: float
     peak_rss_mb: int
     verification: dict[str, Any]
+    quantization: dict[str, Any] = dataclasses.field(default_factory=dict)  # the manifest's recipe record
 
 
 TRAINED_SOURCES = ("package", "hub", "npz", "savedmodel")  # weights whose top-k ranking means something
@@ -249,4 +250,4 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         write_manifest(temp_file, manifest)
     return ExportResult(final, fmt.name, precision, manifest["artifact"]["size_bytes"], seconds,
                         manifest["export_peak_rss_mb"],
-                        manifest["verification"])
+                        manifest["verification"], manifest["quantization"])

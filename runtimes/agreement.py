@@ -88,7 +88,8 @@ def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
-SUMMARY_KEYS = ("cosine_min", "cosine", "top1", "top1_margin", "top5", "sqnr_db", "max_abs_diff")  # the figures a record keeps
+# the figures a record keeps
+SUMMARY_KEYS = ("cosine_min", "cosine", "top1", "top1_margin", "top5", "sqnr_db", "max_abs_diff")
 
 
 def summarize(reference: np.ndarray, output: np.ndarray, task: str, activation: str = "none") -> dict[str, float]:

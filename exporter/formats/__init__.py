@@ -21,7 +21,8 @@ from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import UnsupportedError
 from runtimes.modelinfo import ModelInfo
 
-__all__ = ["ACCURACY_AWARE", "ACCURACY_VARIANT", "BF16", "CALIBRATED", "CEILINGS", "DIGITS", "DYNAMIC", "FORMATS", "FP16", "FP32", "Floor", "Format",
+__all__ = ["ACCURACY_AWARE", "ACCURACY_VARIANT", "BF16", "CALIBRATED", "CEILINGS", "DIGITS", "DYNAMIC", "FORMATS",
+    "FP16", "FP32", "Floor", "Format",
     "FormatResult", "INT8", "Shortfall", "YARDSTICK_GATED", "YARDSTICK_SOURCE", "YARDSTICK_TOP_K", "floor_for",
     "get_format", "parse_precisions", "plan", "yardstick_target"]
 
@@ -32,7 +33,8 @@ ACCURACY_VARIANT = "accuracy"  # an accuracy-aware artifact's name: <model>.<for
 
 
 CEILINGS = ("max_abs_diff", "max_abs_score_diff")  # figures that must stay below their limit, not above
-DIGITS = {"cosine_min": ".6f", "top1": ".3f", "top1_margin": ".3f", "top5": ".3f", "sqnr_db": ".1f", "max_abs_diff": ".3g", "max_abs_score_diff": ".2e"}
+DIGITS = {"cosine_min": ".6f", "top1": ".3f", "top1_margin": ".3f", "top5": ".3f", "sqnr_db": ".1f",
+          "max_abs_diff": ".3g", "max_abs_score_diff": ".2e"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,52 +50,68 @@ def _add_rt_info(model, loaded: LoadedModel, precision: str) -> None:
 
 
 LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")  # the layers NNCF quantizes here, and may return to float
+EXACT = {"top1_margin": 1.0, "top1": 1.0, "top5": 1.0, "cosine_min": 1.0, "sqnr_db": float("inf")}  # FP32 itself
 
 
 def _accuracy_aware(model, dataset, settings: dict[str, Any], advanced, loaded: LoadedModel, options: ExportOptions,
                     work: Workspace):
     """NNCF's ``quantize_with_accuracy_control``: it quantizes, ranks the quantized layers by how much each costs
     on the tuning split, and returns them to float one at a time until the target's score is met (a drop from
-    the FP32 IR's own score, computed first, to exactly 1: ``AccuracyTarget.score``)."""
+    an exact model's score to exactly 1: ``AccuracyTarget.score``). NNCF validates in f32 inference precision,
+    as the export's own final check does (CPUs with bf16 would otherwise default to it)."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from exporter.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation, tuning_split)
+    from exporter.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation, paired_speed,
+                                   tuning_split)
 
     target = options.accuracy_target
     split = tuning_split(loaded, options, work)
     validate = nncf_validation(split, loaded.info, target)
     every_image = range(len(split.images))
-    fp32_score, _ = validate(ov.compile_model(model, "CPU"), every_image)
     layers = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in LAYER_TYPES]
     limit = float_layer_limit(len(layers))
     quantized = nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(list(every_image), lambda index: split.images[index : index + 1]), validate,
-        max_drop=max(fp32_score - 1.0, 0.0), drop_type=nncf.DropType.ABSOLUTE,
+        max_drop=target.score(EXACT) - 1.0, drop_type=nncf.DropType.ABSOLUTE,
         advanced_quantization_parameters=advanced,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=limit),
         **settings)
-    compiled = ov.compile_model(quantized, "CPU")
+    compiled = ov.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not the bf16 default
     outputs = np.concatenate([compiled(split.images[i : i + 1])[compiled.output(0)] for i in every_image])
     figures = figures_of(split, outputs, loaded.info)
     kept_float = float_layers(quantized)
     if len(kept_float) > limit:  # one NNCF iteration can return a quantizer shared by several layers
         raise TargetUnreachable(
             f"NNCF's accuracy control met {target.spec} on the tuning split only by keeping {len(kept_float)} of "
-            f"{len(layers)} layers float, more than the {limit} an int8 artifact may keep ({target.describe(figures)}); "
-            "lower the target, or export fp16 instead")
+            f"{len(layers)} layers float, more than the {limit} an int8 artifact may keep "
+            f"({target.describe(figures)}); lower the target, or export fp16 instead")
     if not target.met(figures):
         raise TargetUnreachable(
             f"NNCF's accuracy control kept {len(kept_float)} of {len(layers)} layers float (at most {limit}) and the "
             f"int8 model still misses {target.spec} on the tuning split ({len(split.images)} images): it reached "
             f"{target.describe(figures)}; lower the target, or export fp16 instead")
+    plain = nncf.quantize(model, dataset, advanced_parameters=advanced, **settings)  # only to time against
     record = {"route": "NNCF quantize_with_accuracy_control", "target": target.spec, "met_on": split.description,
               "tuning_figures": figures, "ranking": "NNCF's own (each quantized layer's cost on the tuning split)",
               "quantized_layers": len(layers), "float_layer_limit": limit,
               "float_layers": [{"name": name} for name in kept_float],
-              "why_float": f"returned to float by NNCF until the int8 model met {target.spec} on the tuning split"}
+              "why_float": f"returned to float by NNCF until the int8 model met {target.spec} on the tuning split",
+              "speed_vs_plain_int8": paired_speed(_latency_call(plain, split.images[:1]),
+                                                  _latency_call(quantized, split.images[:1]))}
     return quantized, record
+
+
+def _latency_call(model, batch: np.ndarray):
+    """One batch-1 inference as the adapter compiles it on the CPU (latency hint, f32 inference precision)."""
+    import openvino as ov
+
+    static = model.clone()
+    static.reshape({static.input(0): list(batch.shape)})
+    compiled = ov.compile_model(static, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    request, output = compiled.create_infer_request(), compiled.output(0)
+    return lambda: request.infer({0: batch})[output]
 
 
 def float_layers(model) -> list[str]:
@@ -105,7 +121,8 @@ def float_layers(model) -> list[str]:
     def int8_weights(node) -> bool:
         for _ in range(6):  # Convert → Subtract → Multiply → Reshape at most, then the constant itself
             kind = node.get_type_name()
-            if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
+            if kind == "FakeQuantize" or (kind == "Constant"
+                                          and node.get_element_type().get_type_name() in ("i8", "u8")):
                 return True
             if kind not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose") or node.get_input_size() == 0:
                 return False

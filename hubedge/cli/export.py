@@ -79,6 +79,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def accuracy_aware_line(result) -> str:
+    """What an accuracy-aware search chose, and what it costs against plain int8, for the summary."""
+    search = result.quantization.get("accuracy_aware")
+    if not search:
+        return ""
+    speed = search.get("speed_vs_plain_int8", {})
+    cost = f", {speed['ratio']:.2f}× plain int8's latency ({speed['accuracy_aware_p50_ms']:.1f} vs " \
+           f"{speed['plain_int8_p50_ms']:.1f} ms, paired at export)" if speed else ""
+    return f"  [{len(search['float_layers'])} of {search['quantized_layers']} layers float{cost}]"
+
+
 def print_results(results: list) -> None:
     """One line per artifact: size, time, peak memory and what verification found."""
     from exporter.mobile_sdk import summary_line
@@ -98,11 +109,13 @@ def print_results(results: list) -> None:
                           if "top1_margin" in v else "  top1_margin n/a (no image decided by a clear margin)")
             if "accuracy_target" in v:
                 aimed = v["accuracy_target"]
-                check += (f"  (accuracy target {aimed['target']}: "
-                          f"{'missed on the verification images: ' + ', '.join(aimed['missed']) if aimed['missed'] else 'met on the verification images too'})")
+                held = ("missed on the verification images: " + ", ".join(aimed["missed"]) if aimed["missed"]
+                        else "met on the verification images too")
+                check += f"  (accuracy target {aimed['target']}: {held})"
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
             check += f"  [{verified_cpu_line(v)}]"
             if "mobile_sdk" in v:
                 check += f"  [{summary_line(v['mobile_sdk'])}]"
+        check += accuracy_aware_line(r)
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
