@@ -1,7 +1,7 @@
 """What an accuracy-aware int8 export must reach: a target on agreement with the FP32 reference.
 
-Written ``top1_margin=0.995,top5=0.97`` (CLI ``--accuracy-target``, or ``ExportOptions(accuracy_target=...)``):
-each term is a figure of ``runtimes.agreement.summarize`` and the least value it may take. ``top1_margin`` is
+Written ``sqnr_db=22`` or ``top1_margin=0.99,top5=0.95`` (CLI ``--accuracy-target``, or
+``ExportOptions(accuracy_target=...)``): each term is a figure of ``runtimes.agreement.summarize`` and the least value it may take. ``top1_margin`` is
 margin-aware top-1 (images whose FP32 top-1 leads its top-2 by at least ``runtimes.agreement.TOP1_MARGIN``).
 """
 
@@ -12,7 +12,7 @@ import math
 
 from runtimes.errors import InvalidInputError
 
-__all__ = ["AccuracyTarget", "CLASSIFICATION_METRICS", "DEFAULT_SPEC", "METRICS"]
+__all__ = ["AccuracyTarget", "CLASSIFICATION_METRICS", "ISSUE_TARGET", "METRICS"]
 
 # figure → what it is; the ratios lie in [0, 1], sqnr_db is in dB
 METRICS = {
@@ -23,8 +23,10 @@ METRICS = {
     "sqnr_db": "signal-to-quantization-noise ratio (dB)",
 }
 CLASSIFICATION_METRICS = ("top1_margin", "top1", "top5")
-DEFAULT_SPEC = "top1_margin=0.995,top5=0.97"  # the accuracy-aware mode's target on trained weights (issue #18)
-_EXAMPLE = f"for example {DEFAULT_SPEC} or sqnr_db=25"
+# issue #18's accuracy-aware target on trained weights: out of reach on EfficientNet-Lite0 within the float-layer
+# limit (benchmarks/records/accuracy-aware-int8.md), so not the example users are shown
+ISSUE_TARGET = "top1_margin=0.995,top5=0.97"
+_EXAMPLE = "for example sqnr_db=22, cosine_min=0.98 or top1_margin=0.99,top5=0.95"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +37,7 @@ class AccuracyTarget:
 
     @classmethod
     def parse(cls, text: str) -> AccuracyTarget:
-        """``"top1_margin=0.995,top5=0.97"`` → a target; anything else is refused in one line."""
+        """``"top1_margin=0.99,top5=0.95"`` → a target; anything else is refused in one line."""
         limits: dict[str, float] = {}
         for term in (part.strip() for part in str(text).split(",")):
             if not term:

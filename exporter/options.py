@@ -49,7 +49,7 @@ class ExportOptions:
         verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
-            (``"top1_margin=0.995,top5=0.97"``); None exports plain int8.
+            (``"sqnr_db=22"``); None exports plain int8.
     """
 
     calibration_data: str | Path | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from exporter.accuracy import SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers, float_layer_limit
@@ -15,8 +16,7 @@ from exporter.options import ExportOptions
 from runtimes.errors import InvalidInputError
 from tests.test_cli import run
 
-SPLIT = TuningSplit(images=__import__("numpy").zeros((4, 2, 2, 3)), reference=__import__("numpy").zeros((4, 2)),
-                    description="tuning split: hand-made")
+SPLIT = TuningSplit(images=np.zeros((4, 2, 2, 3)), reference=np.zeros((4, 2)), description="tuning split: hand-made")
 
 
 def test_a_target_is_parsed_from_its_text_and_refused_in_one_line_when_wrong():

@@ -165,12 +165,14 @@ def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedMod
     scores = graph_order_ranking(prepared)
     trial = quantized.with_name("model.int8.trial.onnx")
 
+    plain = quantized.with_name("model.int8.plain.onnx")
+    quantized.replace(plain)  # already quantized with nothing excluded: trial 0, and the speed baseline
+
     def evaluate(kept_float: list[str]) -> dict[str, float]:
-        return figures_of(split, _cpu_outputs(quantize(kept_float, trial), split.images), loaded.info)
+        model = quantize(kept_float, trial) if kept_float else plain
+        return figures_of(split, _cpu_outputs(model, split.images), loaded.info)
 
     target = options.accuracy_target
-    plain = quantized.with_name("model.int8.plain.onnx")
-    quantized.replace(plain)
     result = fewest_float_layers({"graph order": list(scores)}, evaluate, target, split, "onnx int8")
     quantize(result.float_layers, quantized)
     trial.unlink(missing_ok=True)

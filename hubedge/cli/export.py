@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from exporter.accuracy_target import DEFAULT_SPEC
 from exporter.formats import FORMATS
 from exporter.options import GRAPHS, INT8_CPUS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
@@ -37,9 +36,9 @@ def add_parser(commands) -> None:
                              "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
     parser.add_argument("--accuracy-target", default=None, metavar="SPEC",
                         help="int8 (tflite, onnx, openvino): keep the fewest layers float that make the artifact meet "
-                             f"SPEC on the calibration-side tuning split, e.g. {DEFAULT_SPEC} (top1_margin: top-1 "
-                             "over images the FP32 model decides by a margin of at least 0.05) or sqnr_db=25; written "
-                             "as <model>.<format>.int8-accuracy beside plain int8")
+                             "SPEC on the calibration-side tuning split, e.g. sqnr_db=22, cosine_min=0.98 or "
+                             "top1_margin=0.99,top5=0.95 (top1_margin: top-1 over images the FP32 model decides by a "
+                             "margin of at least 0.05); written as <model>.<format>.int8-accuracy beside plain int8")
     parser.add_argument("--graph", choices=GRAPHS, default="auto",
                         help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
                              "(static GroupNorm, weight standardization folded), verified against the module as "
