@@ -3,9 +3,9 @@
 How: QEMU's user-mode emulator (Debian's ``qemu-user-static``) runs the verification child with a CPU model
 whose CPUID stops at AVX2 (``EPYC-Rome``: AVX2 and FMA, no AVX-512, no VNNI). Every runtime then dispatches
 the kernels it would pick on such a CPU, and the emulator carries out their instructions with the same
-results, ``VPMADDUBSW``'s 16-bit saturation included. It is slow (EfficientNet-Lite0, 45 images: 10-25 s per
-artifact) but its numerics are the real ones: EfficientNet-Lite0's ONNX int8 gives cosine_min 0.7212 under it,
-the same figure a real AVX2-only EPYC gave (docs/portable-int8.md).
+results, ``VPMADDUBSW``'s 16-bit saturation included. It is far slower than the CPU (verification runs it on
+the photos without their crops) but its numerics are the real ones: EfficientNet-Lite0's ONNX int8 gave
+cosine_min 0.7212 under it, the same figure a real AVX2-only EPYC gave (docs/portable-int8.md).
 
 Only the way down is possible: QEMU's emulator has no AVX-512, so a machine without VNNI cannot run as one with it.
 Timings under emulation mean nothing and are never reported.

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,11 @@ def unsupported_reason(manifest: dict[str, Any]) -> str:
     return ""
 
 
-def verify_on_sdk(artifact: Path, info: ModelInfo, precision: str, images: np.ndarray, outputs: np.ndarray,
-                  reference: np.ndarray, floor: Floor) -> dict[str, Any]:
-    """The manifest's ``mobile_sdk`` record for a .tflite artifact verified on ``images`` (the evaluation set,
-    each held-apart photo first, then its crops), with hubedge's ``outputs``, the FP32 ``reference`` logits and
+def verify_on_sdk(artifact: Path, info: ModelInfo, precision: str, images: np.ndarray, photos: Sequence[Path],
+                  outputs: np.ndarray, reference: np.ndarray, floor: Floor) -> dict[str, Any]:
+    """The manifest's ``mobile_sdk`` record for a .tflite artifact verified on ``images`` (the evaluation set:
+    each of ``photos`` first, then its crops), with hubedge's ``outputs``, the FP32 ``reference`` logits and
     the artifact's ``floor``; ``skipped`` says why it was not run, and is printed with the export."""
-    import calibration_data
     from runtimes.manifest import read_manifest
     from runtimes.reference import to_pixels
 
@@ -74,7 +74,7 @@ def verify_on_sdk(artifact: Path, info: ModelInfo, precision: str, images: np.nd
         reason = "the evaluation images are not whole pixel values"
     if reason:
         return {"sdk": SDK, "skipped": reason, "passed": True, "failures": [], "shortfalls": []}
-    photos = calibration_data.evaluation_photos()
+    photos = list(photos)
     stride = len(images) // len(photos)
     return check(artifact, info, pixels, outputs, photos, list(range(0, stride * len(photos), stride)),
                  (reference, floor), exact=precision in EXACT_PRECISIONS)

@@ -26,11 +26,10 @@ def top1_match(reference: np.ndarray, output: np.ndarray) -> float:
 
 
 # Margin-aware top-1 leaves out images whose FP32 best class leads the runner-up by less than this much
-# probability: there a flip says which of two near-tied classes won, not whether the artifact is wrong. Measured
-# on EfficientNet-Lite0 (trained, 45 evaluation images): with 12-bit weights (SQNR 43 dB) the one image that flips
-# has a margin of 0.004; int8 artifacts flip images at margins 0.005, 0.02, 0.033 and 0.049 (near ties) and at
-# 0.11 and 0.12 (real quantization error). 0.05 leaves out the first group and keeps the second; it keeps 36 of the
-# 45 images (benchmarks/records/accuracy-aware-int8.md).
+# probability: there a flip says which of two near-tied classes won, not whether the artifact is wrong. Chosen
+# from EfficientNet-Lite0's flips (benchmarks/records/accuracy-aware-int8.md): 12-bit weights flip an image at
+# margin 0.004, int8 artifacts flip near ties below 0.05 and, rarely, an image at 0.11-0.12 (real quantization
+# error). 0.05 leaves out the first group and keeps the second.
 TOP1_MARGIN = 0.05
 
 

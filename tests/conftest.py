@@ -87,7 +87,7 @@ def private_caches(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> list[Path]:
-    return calibration_data.evaluation_photos()
+    return calibration_data.held_apart_photos()
 
 
 @pytest.fixture(scope="session")

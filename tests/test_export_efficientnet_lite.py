@@ -1,5 +1,5 @@
 """The trained-weights yardstick through every format and precision, judged on held-apart photos and their
-crops, natively and as an x86 CPU without VNNI (slow: about eight minutes)."""
+crops, natively and as an x86 CPU without VNNI (slow: about twelve minutes)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import json
 import pytest
 
 from hubedge.cli import main
+import calibration_data
 from exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
+from exporter.pipeline import EVALUATION_CROPS
 from runtimes import cpu
 from tests.helpers import cpu_has_bf16
 from tests.helpers import emulator_runs_here, no_vnni_emulator
 
 pytestmark = pytest.mark.slow
+EVALUATION_IMAGES = len(calibration_data.evaluation_photos()) * (EVALUATION_CROPS + 1)
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +43,18 @@ def test_every_format_and_precision_is_written_and_judged_on_trained_weights(exp
     for (name, precision), manifest in manifests.items():
         verification = manifest["verification"]
         assert verification["passed"] and manifest["weights"]["source"] == "package", (name, precision)
-        assert verification["images"] == 45 and "4 crops of each" in verification["image_set"]
+        assert verification["images"] == EVALUATION_IMAGES and "2 crops of each" in verification["image_set"]
         if name == "savedmodel":
             continue
         top1, top5, top1_margin = YARDSTICK_TOP_K[precision]
         assert verification["target"] == {"top1": top1, "top5": top5, "top1_margin": top1_margin,
                                           "missed": verification["target"]["missed"]}
-        assert verification["top1_margin_images"] == 36  # the images whose FP32 top-2 margin is at least 0.05
+        assert verification["top1_margin_images"] == 109  # the images whose FP32 top-2 margin is at least 0.05
         if precision in YARDSTICK_GATED:  # met, and gated
             assert verification["top1"] >= top1 and verification["top5"] >= top5 and not verification["target"]["missed"]
         else:  # the quantized routes: a real model still ranks the photos much as the reference does
-            assert verification["top1"] >= 0.85 and verification["cosine_min"] >= 0.95, (name, precision)
-            assert verification["top1_margin"] >= 0.94, (name, precision)  # measured 0.972 (35 of 36) or better
+            assert verification["top1"] >= 0.85 and verification["cosine_min"] >= 0.94, (name, precision)  # 0.947+
+            assert verification["top1_margin"] >= 0.98, (name, precision)  # plain int8's target: measured 0.982 to 1.0
 
 
 def test_the_quantized_yardstick_keeps_what_the_photos_show(exported):
@@ -84,7 +87,7 @@ def test_every_cpu_artifact_meets_its_floor_as_an_x86_cpu_without_vnni_too(expor
         assert run["passed"] and run["cpu"]["class"] == cpu.X86_NO_VNNI, (name, precision)
         assert not FORMATS[name].floors[precision].failures(figures), (name, precision)
         if precision == "int8":
-            assert figures["cosine_min"] >= 0.95, (name, precision, figures["cosine_min"])
+            assert figures["cosine_min"] >= 0.94, (name, precision, figures["cosine_min"])  # saturated: 0.72
 
 
 def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
@@ -93,7 +96,8 @@ def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     from exporter.pipeline import evaluation_set
     from runtimes.agreement import summarize
 
-    images = evaluation_set(224, "package").images
+    evaluation = evaluation_set(224, "package")
+    images = evaluation.images[:: evaluation.views_per_photo]  # the photos, as export's emulated check uses
     outputs, _, seen = predict_isolated(artifact, "cpu", images, no_vnni_emulator(), strict=strict)
     assert seen["class"] == cpu.X86_NO_VNNI
     return summarize(efficientnet_lite0.reference().predict(images), outputs, "classification", "softmax")

@@ -110,6 +110,10 @@ def print_results(results: list) -> None:
                 aimed = v["accuracy_target"]
                 held = ("missed on the verification images: " + ", ".join(aimed["missed"]) if aimed["missed"]
                         else "met on the verification images too")
+                for name, run in v.get("cpu_classes", {}).items():  # an emulated class, on the photos alone
+                    if "accuracy_target_missed" in run:
+                        missed = run["accuracy_target_missed"]
+                        held += f"; as {name}: " + ("missed " + ", ".join(missed) if missed else "met")
                 check += f"  (accuracy target {aimed['target']}: {held})"
             if v.get("target", {}).get("missed"):
                 check += f"  (trained-weights target missed: {', '.join(v['target']['missed'])})"
