@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from hubedge.cli import main
 import calibration_data
 from exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
 from exporter.pipeline import EVALUATION_CROPS
+from hubedge.cli import main
 from runtimes import cpu
 from tests.helpers import cpu_has_bf16
 from tests.helpers import emulator_runs_here, no_vnni_emulator

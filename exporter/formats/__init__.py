@@ -220,7 +220,7 @@ FORMATS: dict[str, Format] = {
 
 
 # The trained-weights yardstick (EfficientNet-Lite0, weights source "package") is judged by top-k agreement
-# on the 44 held-apart photos and 2 crops of each (132 images): targets per precision (issues #6, #18), as
+# on the 44 evaluation photos and 2 crops of each (132 images): targets per precision (issues #6, #18), as
 # (top-1, top-5, margin-aware top-1). fp32 and fp16 meet theirs and are gated on them. The quantized routes do
 # not meet top-1 / top-5 (measured 0.88 to 0.97; 23 of the 132 images have an FP32 top-1/top-2 probability
 # margin under 5 %): their targets are recorded beside the figures in every manifest and report, and they stay
