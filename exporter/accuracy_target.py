@@ -1,8 +1,9 @@
 """What an accuracy-aware int8 export must reach: a target on agreement with the FP32 reference.
 
 Written ``sqnr_db=22`` or ``top1_margin=0.99,top5=0.95`` (CLI ``--accuracy-target``, or
-``ExportOptions(accuracy_target=...)``): each term is a figure of ``runtimes.agreement.summarize`` and the least value it may take. ``top1_margin`` is
-margin-aware top-1 (images whose FP32 top-1 leads its top-2 by at least ``runtimes.agreement.TOP1_MARGIN``).
+``ExportOptions(accuracy_target=...)``): each term is a figure of ``runtimes.agreement.summarize`` and the least
+value it may take. ``top1_margin`` is margin-aware top-1 (images whose FP32 top-1 leads its top-2 by at least
+``runtimes.agreement.TOP1_MARGIN``).
 """
 
 from __future__ import annotations

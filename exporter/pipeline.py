@@ -63,7 +63,7 @@ class ExportResult:
 
 
 TRAINED_SOURCES = ("package", "hub", "npz", "savedmodel")  # weights whose top-k ranking means something
-EVALUATION_CROPS = 2  # per held-apart photo, for trained weights: 44 photos × 3 views, one flip is 0.8 %
+EVALUATION_CROPS = 2  # per evaluation photo, for trained weights: 44 photos × 3 views, one flip is 0.8 %
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,8 @@ def test_every_bundled_photo_has_a_licence_row_and_a_description():
 def test_the_split_keeps_its_calibration_photos_and_adds_evaluation_only_ones():
     split = calibration_data.photos()
     held, calibrating = calibration_data.evaluation_photos(), calibration_data.calibration_photos()
-    assert len(split) == 38 and len(calibrating) == 29 and held[:9] == split[3::4] == calibration_data.held_apart_photos()
+    assert len(split) == 38 and len(calibrating) == 29
+    assert held[:9] == split[3::4] == calibration_data.held_apart_photos()
     assert set(calibration_data.EVALUATION_DIR.glob("*.jpg")) == set(held[9:]) and len(held) == 44
     assert not set(held) & set(calibrating)
     _, files = usable_images(None)
