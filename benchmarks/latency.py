@@ -42,6 +42,11 @@ def _timed(predictor: Predictor, batch: np.ndarray, runs: int) -> list[float]:
     return times
 
 
+def p50_now(predictor: Predictor, one: np.ndarray, runs: int) -> float:
+    """The p50 of ``runs`` calls made now, in ms (for a check that must be timed next to something else)."""
+    return statistics.median(_timed(predictor, one, runs))
+
+
 def predict_overhead(predictor: Predictor, one: np.ndarray, runs: int) -> tuple[float, float]:
     """p50 of ``predict()`` and of the runtime's own call on the same image, timed alternately in one loop so
     that drift of a busy machine falls on both alike; what ``predict()`` adds is their ratio."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import runtimes
-from benchmarks.latency import measure, paired_timing, predict_overhead
+from benchmarks.latency import measure, p50_now, paired_timing, predict_overhead
 from benchmarks.vendor import vendor_timing
 from runtimes.agreement import agreement_with_reference
 from runtimes.base import Predictor
@@ -308,7 +308,8 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
             if options.vendor_check and device == "cpu":
                 progress(f"{artifact.name}: the runtime's own timer …")
                 rows[-1]["vendor"] = vendor_timing(rows[-1], options.threads or os.cpu_count() or 1,
-                                                   options.runs, options.warmup, fixed_input_size(manifest))
+                                                   options.runs, options.warmup, fixed_input_size(manifest),
+                                                   ours_now=lambda: p50_now(predictor, images[:1], options.runs))
             return predictor
 
         by_path = {artifact.resolve(): manifest for artifact, manifest in members}

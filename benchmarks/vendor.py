@@ -4,6 +4,12 @@
 ``predict()`` lands far from theirs, either our timing or our runtime settings are wrong (docs/stack-facts.md,
 "Timing": within about 10 %). onnxruntime's wheel ships no timer (``onnxruntime_perf_test`` is a source build), so
 ONNX rows say so instead of a figure.
+
+Our side of the comparison is timed again right before and right after the tool runs, not taken from the row's
+own timing: the row was timed tens of seconds earlier, and this VM changes speed by up to 1.6× over tens of
+seconds, which alone made gaps of −43 % to +89 % (``benchmarks/records/published-graph.md``, run 3). When the
+two brackets themselves differ by more than the tolerance, the machine changed speed during the check and the
+report gives no verdict.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 TOOLS = {"litert": "litert-benchmark", "openvino": "benchmark_app"}
@@ -50,14 +57,17 @@ def _openvino(tool: str, artifact: Path, threads: int, runs: int, warmup: int, s
 RUNNERS = {"litert": _litert, "openvino": _openvino}
 
 
-def vendor_timing(row: dict[str, Any], threads: int, runs: int, warmup: int, side: int) -> dict[str, Any]:
-    """The vendor timer's figures for one measured CPU row, with the gap to ours; or why there are none."""
+def vendor_timing(row: dict[str, Any], threads: int, runs: int, warmup: int, side: int,
+                  ours_now: Callable[[], float] | None = None) -> dict[str, Any]:
+    """The vendor timer's figures for one measured CPU row, with the gap to ours; or why there are none.
+    ``ours_now`` times our p50 afresh; it brackets the tool's run (without it, the row's own p50 is used)."""
     runtime = row["runtime"]
     if runtime not in TOOLS:
         return {"tool": "", "reason": f"no timer of its own ships with {runtime}'s wheel"}
     tool = _tool(TOOLS[runtime])
     if tool is None:
         return {"tool": TOOLS[runtime], "reason": f"{TOOLS[runtime]} is not on PATH"}
+    before = ours_now() if ours_now else None
     with tempfile.TemporaryDirectory(prefix="hubedge-vendor-") as folder:
         try:
             figures = RUNNERS[runtime](tool, Path(row["artifact"]), threads, runs, warmup, side, Path(folder),
@@ -66,5 +76,11 @@ def vendor_timing(row: dict[str, Any], threads: int, runs: int, warmup: int, sid
             stderr = getattr(error, "stderr", b"") or b""
             last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [str(error)]
             return {"tool": TOOLS[runtime], "reason": f"{TOOLS[runtime]} failed: {last[0][:200]}"}
-    ours = row["latency_ms"]["p50"]
-    return {"tool": TOOLS[runtime], **figures, "gap": round(ours / figures["p50_ms"] - 1.0, 3)}
+    if ours_now is None:
+        ours, bracket = row["latency_ms"]["p50"], {}
+    else:
+        after = ours_now()
+        ours = (before + after) / 2
+        bracket = {"hubedge_p50_ms": round(ours, 3), "hubedge_around_ms": [round(before, 3), round(after, 3)],
+                   "drift": round(max(before, after) / min(before, after) - 1.0, 3)}
+    return {"tool": TOOLS[runtime], **figures, **bracket, "gap": round(ours / figures["p50_ms"] - 1.0, 3)}

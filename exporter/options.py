@@ -26,7 +26,7 @@ TFLITE_INT8_RECIPES = ("xnnpack", "full")
 # is closest to FP32 on x86 CPUs with VNNI and ARM, and saturates on x86 without VNNI). Only openvino has two.
 INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
 INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
-GRAPHS = ("auto", "as-is")
+GRAPHS = ("auto", "as-is", "verbatim")
 VERIFY_CPUS = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
 
 # options every format takes; the others are declared per format and precision in the formats table
@@ -45,7 +45,8 @@ class ExportOptions:
             ``full`` quantizes every op.
         int8_cpu: ``portable`` (right on every CPU class) or ``vnni`` (openvino: full 8-bit weights, right
             only on CPUs with VNNI and on ARM).
-        graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own.
+        graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own,
+            its 5-D GroupNorms computed in 4-D where that proves equal; ``verbatim`` converts it untouched.
         verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
@@ -57,7 +58,7 @@ class ExportOptions:
     int8_io: Literal["int8", "uint8"] | None = None
     tflite_int8_recipe: Literal["xnnpack", "full"] = "xnnpack"
     int8_cpu: Literal["portable", "vnni"] = "portable"
-    graph: Literal["auto", "as-is"] = "auto"
+    graph: Literal["auto", "as-is", "verbatim"] = "auto"
     verify_cpu: Literal["native", "all"] = "native"
     accuracy_target: AccuracyTarget | str | None = None
 

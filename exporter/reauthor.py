@@ -12,6 +12,8 @@ is verified against, so verification proves the rebuilt artifacts right for the 
 Routes, recorded in every manifest under ``graph``:
 - ``re-authored``: rebuilt in the edge form, with what was recognised and the equivalence figures;
 - ``as-is``: the module's own graph, with why (asked for; hubedge's own edge build; not a BiT; a near miss).
+  Its 5-D GroupNorms are computed in 4-D (``exporter.as_is``, recorded under ``rewrite``) when the rewritten
+  graph proves equal to the module on the same photos; ``graph="verbatim"`` converts the graph untouched.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from exporter.sources import TWIN_VERSION, LoadedModel
 from runtimes.cache import cache_dir
 from runtimes.errors import HubedgeError
 
-GRAPH_CHOICES = ("auto", "as-is")
+GRAPH_CHOICES = ("auto", "as-is", "verbatim")
 REAUTHOR_VERSION = 1  # bump when the rebuilt graph changes, to invalidate cached rebuilds
 PROBE_PHOTOS = 4
 MAX_RELATIVE_DIFF = 1e-4  # of the largest output; measured 1e-6 between the two forms of one BiT
@@ -46,17 +48,26 @@ def choose_graph(loaded: LoadedModel, graph: str = "auto") -> LoadedModel:
                                _routes=loaded._routes)
 
 
-def _as_is(why: str, warning: bool = False) -> tuple[None, dict[str, Any]]:
-    return None, {"route": "as-is", "why": why, **({"warning": True} if warning else {})}
+def _own_graph(why: str) -> tuple[None, dict[str, Any]]:
+    """The module's graph untouched: asked for, or already hubedge's edge form."""
+    return None, {"route": "as-is", "why": why}
 
 
 def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]]:
+    if graph == "verbatim":
+        return _own_graph("asked for (--graph verbatim): the module's own graph, not rewritten")
+
+    def _as_is(why: str, warning: bool = False) -> tuple[Path | None, dict[str, Any]]:
+        return _rewritten_as_is(loaded, {"route": "as-is", "why": why, **({"warning": True} if warning else {})})
+
     if graph == "as-is":
         return _as_is("asked for (--graph as-is): the module's own graph")
     if loaded.weights.get("graph") == "re-authored":
-        return _as_is("re-authored by hubedge already: its graph is the edge form")
+        return _own_graph("re-authored by hubedge already: its graph is the edge form")
+    if loaded.weights.get("graph") == "rewritten":
+        return _own_graph("rewritten by hubedge already: its GroupNorms are 4-D")
     if loaded.weights.get("source") in ("seeded", "npz", "package") and loaded.weights.get("graph") != "published":
-        return _as_is("hubedge's own build: its graph is the edge form already")
+        return _own_graph("hubedge's own build: its graph is the edge form already")
     module = loaded.module()
     found = recognise([(variable.name, variable.numpy()) for variable in getattr(module, "variables", [])])
     if isinstance(found, Unrecognised):
@@ -87,6 +98,29 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
                      "matched_by": found.matched_by, "builder": "exporter.bit (edge: static 4-D GroupNorm, "
                      "weight standardization folded into constant kernels)",
                      "rebuilt_savedmodel": str(rebuilt), "equivalence": equivalence}
+
+
+def _rewritten_as_is(loaded: LoadedModel, record: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """The as-is route with its 5-D GroupNorms in 4-D when the rewritten graph equals the module; the module's
+    own graph, with the reason in ``record["rewrite"]``, when there was nothing to rewrite or it did not hold."""
+    from exporter.as_is import rewritten_savedmodel
+
+    try:
+        directory, rewrite = rewritten_savedmodel(loaded)
+        if directory is not None:
+            rewrite["equivalence"] = _equivalence(loaded, dataclasses.replace(loaded, export_dir=directory))
+    except Exception as error:  # a graph the rewrite cannot freeze or save: the module's own graph
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return None, {**record, "warning": True,
+                      "rewrite": {"used": False, "why": f"the rewrite failed ({type(error).__name__}: {text})"}}
+    if directory is None:
+        return None, {**record, "rewrite": {"used": False, "why": "no 5-D GroupNorm to rewrite", **rewrite}}
+    if not rewrite["equivalence"]["equal"]:
+        figures = rewrite["equivalence"]
+        return None, {**record, "warning": True, "rewrite": {
+            "used": False, **rewrite, "why": f"the rewritten graph computes something else (max relative "
+            f"difference {figures['max_relative_diff']:.2g}, cosine_min {figures['cosine_min']:.6f})"}}
+    return directory, {**record, "rewrite": {"used": True, **rewrite, "rewritten_savedmodel": str(directory)}}
 
 
 def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
@@ -135,4 +169,12 @@ def describe_route(record: dict[str, Any]) -> str:
         return (f"graph: re-authored into the edge form ({record['why']}; rebuilt graph equals the module to "
                 f"{record['equivalence']['max_relative_diff']:.1g} relative)")
     prefix = "warning: graph: as-is, " if record.get("warning") else "graph: as-is, "
-    return prefix + record["why"]
+    rewrite = record.get("rewrite")
+    if rewrite and rewrite["used"]:
+        suffix = (f"; its {rewrite['group_norms_in_4d']} 5-D GroupNorms computed in 4-D (equal to the module to "
+                  f"{rewrite['equivalence']['max_relative_diff']:.1g} relative)")
+    elif rewrite and rewrite["why"] != "no 5-D GroupNorm to rewrite":
+        suffix = f"; GroupNorm rewrite not used: {rewrite['why']}"
+    else:
+        suffix = ""
+    return prefix + record["why"] + suffix

@@ -107,7 +107,9 @@ def test_the_vendor_timers_cross_check_our_timing(tiny_exports, tmp_path, capsys
     for runtime, tool in (("litert", "litert-benchmark"), ("openvino", "benchmark_app")):
         vendor = rows[runtime]["vendor"]
         assert vendor["tool"] == tool and vendor["p50_ms"] > 0 and vendor["mean_ms"] > 0
-        assert vendor["gap"] == pytest.approx(rows[runtime]["latency_ms"]["p50"] / vendor["p50_ms"] - 1, abs=1e-3)
+        before, after = vendor["hubedge_around_ms"]  # ours, timed again right around the tool's run
+        assert before > 0 and after > 0 and vendor["hubedge_p50_ms"] == pytest.approx((before + after) / 2, abs=1e-3)
+        assert vendor["gap"] == pytest.approx(vendor["hubedge_p50_ms"] / vendor["p50_ms"] - 1, abs=1e-3)
     assert "p50_ms" not in rows["onnxruntime"]["vendor"] and "no timer" in rows["onnxruntime"]["vendor"]["reason"]
     for row in rows.values():  # what predict() adds over the runtime's own call, measured alongside
         figures = row["predict_overhead"]
@@ -205,6 +207,32 @@ def test_benchmark_app_runs_an_openvino_artifact_at_the_precision_the_adapter_us
     figures = vendor.vendor_timing(row, threads=2, runs=5, warmup=1, side=224)
     assert figures["p50_ms"] == 10.0 and figures["gap"] == pytest.approx(0.1)
     assert commands[0][commands[0].index("-infer_precision") + 1] == expected
+
+
+@pytest.mark.parametrize("around, says", [((10.5, 11.5), "(+10.0%)"), ((8.0, 14.0), "no verdict: the machine "
+                                                                                "changed speed by 75%")])
+def test_the_vendor_check_brackets_the_tool_with_our_own_timing(monkeypatch, tmp_path, around, says):
+    """Our side is timed right before and after the tool, not taken from the row timed long before; if those two
+    disagree the machine changed speed in between, and the report says so instead of judging."""
+    import subprocess
+
+    from benchmarks import vendor
+    from benchmarks.report import vendor_lines
+
+    def fake_run(command, **kwargs):
+        (tmp_path / "benchmark_report.json").write_text(
+            json.dumps({"execution_results": {"latency (ms)": "10.0", "avg latency": "10.5"}}))
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(vendor, "_tool", lambda name: name)
+    monkeypatch.setattr(vendor.tempfile, "TemporaryDirectory", lambda prefix: _Folder(tmp_path))
+    timings = iter(around)
+    row = {"runtime": "openvino", "artifact": "m.xml", "precision": "fp32", "latency_ms": {"p50": 30.0}}
+    row["vendor"] = vendor.vendor_timing(row, threads=2, runs=5, warmup=1, side=224, ours_now=lambda: next(timings))
+    assert row["vendor"]["hubedge_around_ms"] == list(around) and row["vendor"]["gap"] == pytest.approx(
+        sum(around) / 2 / 10.0 - 1)  # not the row's 30 ms, timed long before
+    line = vendor_lines({"rows": [row]})[-1]
+    assert says in line and "timed around it" in line
 
 
 class _Folder:

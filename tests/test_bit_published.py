@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def test_a_published_form_exists_for_bit_only():
         build_twin(catalog.get("efficientnet-lite0"), "package", form="published")
 
 
-ROUTES = ("as-is", "auto")  # the published graph itself, and re-authored into the edge graph (exporter.reauthor)
+# the published graph untouched; as-is, its 5-D GroupNorms computed in 4-D (exporter.as_is); re-authored into the
+# edge graph (exporter.reauthor)
+ROUTES = ("verbatim", "as-is", "auto")
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +93,40 @@ def published_exports(tiny_published, tmp_path_factory):
 @pytest.mark.parametrize("graph", ROUTES)
 @pytest.mark.parametrize("name, precision", PAIRS)
 def test_every_format_exports_and_verifies_from_the_published_form(published_exports, graph, name, precision):
-    """On both routes every CPU artifact verifies. The QNN HTP refuses the published graph's 5-D GroupNorm
-    arithmetic as it is, as it does in every published module; re-authored into the edge graph, it takes it."""
+    """On every route every CPU artifact verifies. The QNN HTP refuses the published graph's 5-D GroupNorm
+    arithmetic untouched, as it does in every published module; in 4-D, or re-authored, it takes it."""
     from exporter.pipeline import verification_device
 
     if precision == "bf16" and not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 kernels for OpenVINO: bf16 artifacts cannot be verified here")
     result = published_exports[(graph, name, precision)]
-    if graph == "as-is" and name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
+    if graph == "verbatim" and name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
         assert isinstance(result, Exception) and "cannot run wholly on the npu" in str(result)
         return
     assert not isinstance(result, Exception), str(result)
     assert result.verification["passed"], result.verification["failures"]
     manifest = json.loads(manifest_path(result.artifact).read_text())
-    assert manifest["graph"]["route"] == {"as-is": "as-is", "auto": "re-authored"}[graph]
+    assert manifest["graph"]["route"] == {"verbatim": "as-is", "as-is": "as-is", "auto": "re-authored"}[graph]
+    assert manifest["graph"].get("rewrite", {}).get("used", False) == (graph == "as-is")
+
+
+def test_the_rewrite_reaches_the_converted_graph(published_exports):
+    """The ONNX graphs as converted: untouched, each GroupNorm keeps its run-time shape chain and transposes whole
+    activations between layouts, because they cannot cross a 5-D reshape; in 4-D, as re-authored, only the
+    [N, 1, 1, C] statistics are transposed."""
+    import onnx
+
+    def counts(graph):
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(published_exports[(graph, "onnx", "fp32")].artifact)))
+        shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
+                               for dim in value.type.tensor_type.shape.dim] for value in model.graph.value_info}
+        whole = [node for node in model.graph.node if node.op_type == "Transpose" and node.input[0] in shapes
+                 and shapes[node.input[0]][1:3] != [1, 1]]
+        return Counter(node.op_type for node in model.graph.node)["Shape"], len(whole)
+
+    verbatim, rewritten, reauthored = counts("verbatim"), counts("as-is"), counts("auto")
+    assert verbatim[0] > 0 and rewritten[0] == reauthored[0] == 0, (verbatim, rewritten, reauthored)
+    assert rewritten[1] == reauthored[1] < verbatim[1], (verbatim, rewritten, reauthored)  # stem and head only
 
 
 def test_the_cli_refuses_a_published_form_where_there_is_none(capsys):

@@ -101,9 +101,11 @@ def test_a_published_bit_is_re_authored_recorded_and_equal_to_the_module(tiny_pu
 def test_hubedges_own_edge_builds_and_as_is_requests_keep_their_graph(tiny_classifier, tiny_published):
     assert choose_graph(tiny_classifier).graph == {"route": "as-is",
                                                    "why": "hubedge's own build: its graph is the edge form already"}
-    as_is = choose_graph(tiny_published, "as-is")
-    assert as_is.export_dir is None and as_is.graph["why"].startswith("asked for (--graph as-is)")
+    as_is = choose_graph(tiny_published, "as-is")  # its own graph, GroupNorms in 4-D: tests/test_graph_rewrite.py
+    assert as_is.graph["route"] == "as-is" and as_is.graph["why"].startswith("asked for (--graph as-is)")
     assert describe_route(as_is.graph).startswith("graph: as-is, asked for")
+    verbatim = choose_graph(tiny_published, "verbatim")
+    assert verbatim.export_dir is None and describe_route(verbatim.graph).startswith("graph: as-is, asked for")
 
 
 def _resave(module, directory: Path, variables) -> Path:

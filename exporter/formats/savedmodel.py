@@ -21,9 +21,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     if precision != "fp32":
         raise ValueError(f"savedmodel has no {precision}")  # the formats table refuses this earlier
     shutil.copytree(loaded.export_savedmodel, target, dirs_exist_ok=True)
-    # the record inside says what these variables are: a rebuild's says "re-authored" and where from
+    # the record inside says what these variables are: a rebuild's says "re-authored" (or "rewritten") and where from
     rebuilt = read_module_info(loaded.export_dir) if loaded.export_dir else None
     write_module_info(target, loaded.info, rebuilt["weights"] if rebuilt else loaded.weights_record())
-    copied = "the re-authored edge-form SavedModel" if loaded.export_dir else "the source SavedModel"
+    copied = ("the source SavedModel" if not loaded.export_dir else "the re-authored edge-form SavedModel"
+              if loaded.graph and loaded.graph["route"] == "re-authored" else
+              "the source's graph with its 5-D GroupNorms in 4-D")
     return FormatResult(input_shape=[None, None, None, 3], recipe={"method": f"copy of {copied}"},
                         tools=("tensorflow", "tensorflow-hub"))

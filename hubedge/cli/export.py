@@ -42,7 +42,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--graph", choices=GRAPHS, default="auto",
                         help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
                              "(static GroupNorm, weight standardization folded), verified against the module as "
-                             "loaded; as-is: convert the module's own graph")
+                             "loaded; as-is: convert the module's own graph, its 5-D GroupNorms computed in 4-D "
+                             "where that is proven equal on photos; verbatim: convert the module's graph untouched")
     parser.add_argument("--verify-cpu", choices=VERIFY_CPUS, default="native",
                         help="verify on this CPU (default), or also as each CPU class it can emulate (an x86 without "
                              "VNNI, through qemu-user-static; slow)")
