@@ -6,9 +6,9 @@
 ONNX rows say so instead of a figure.
 
 Our side of the comparison is timed again right before and right after the tool runs, not taken from the row's
-own timing: the row was timed tens of seconds earlier, and this VM changes speed by up to 1.6× over tens of
-seconds, which alone made gaps of −43 % to +89 % (``benchmarks/records/published-graph.md``, run 3). When the
-two brackets themselves differ by more than the tolerance, the machine changed speed during the check and the
+own timing: the row was timed tens of seconds earlier, and a busy or throttled machine changes speed over such
+spans by more than the tolerance (figures: ``benchmarks/records/published-graph.md``, item 4). When the two
+brackets themselves differ by more than the tolerance, the machine changed speed during the check and the
 report gives no verdict.
 """
 
@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 TOOLS = {"litert": "litert-benchmark", "openvino": "benchmark_app"}

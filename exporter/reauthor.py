@@ -171,8 +171,9 @@ def describe_route(record: dict[str, Any]) -> str:
     prefix = "warning: graph: as-is, " if record.get("warning") else "graph: as-is, "
     rewrite = record.get("rewrite")
     if rewrite and rewrite["used"]:
-        suffix = (f"; its {rewrite['group_norms_in_4d']} 5-D GroupNorms computed in 4-D (equal to the module to "
-                  f"{rewrite['equivalence']['max_relative_diff']:.1g} relative)")
+        left = f", {rewrite['group_norms_left']} left as they were" if rewrite["group_norms_left"] else ""
+        suffix = (f"; its {rewrite['group_norms_in_4d']} 5-D GroupNorms computed in 4-D{left} (equal to the module "
+                  f"to {rewrite['equivalence']['max_relative_diff']:.1g} relative)")
     elif rewrite and rewrite["why"] != "no 5-D GroupNorm to rewrite":
         suffix = f"; GroupNorm rewrite not used: {rewrite['why']}"
     else:

@@ -33,8 +33,8 @@ from runtimes.cpu import ALL_CLASSES, ARM64, X86_VNNI
 
 # NNCF would otherwise put FakeQuantize on GroupNorm's per-channel statistics (ReduceMean → Reshape), whose
 # per-tensor int8 ranges wreck small-variance channels: cosine 0.77 vs 0.99 on the tiny twin. SquaredDifference is
-# the variance where the converter does not fuse GroupNorm into MVN (the as-is route's 4-D rewrite): quantized, the
-# tiny published twin's int8 falls to cosine 0.55; kept float, 0.986.
+# the variance where the converter does not fuse GroupNorm into MVN (the as-is route's 4-D rewrite), and quantized
+# it wrecks them the same way (benchmarks/records/published-graph.md, run 3).
 FLOAT_OPS = ("Multiply", "Add", "Subtract", "Power", "SquaredDifference", "ReduceMean", "Reshape", "Pad", "MaxPool",
              "Sqrt", "Divide")
 
