@@ -28,7 +28,7 @@ EXPORT_EXTRA_MODULES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras", "tf
 EXPORT_FIXTURES = {"tiny_classifier", "tiny_published", "tiny_features", "tiny_exports", "efficientnet_lite0"}
 # test modules that import the export extra at the top: every test in them needs it, and without the extra
 # they cannot even be collected
-EXPORT_ONLY_MODULES = ("test_bit.py", "test_efficientnet_lite.py")
+EXPORT_ONLY_MODULES = ("test_bit.py", "test_efficientnet_lite.py", "test_graph_rewrite.py")
 
 
 class _WithoutExportExtra:
