@@ -82,9 +82,8 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
         rebuilt = _rebuild(loaded, found)
         equivalence = _equivalence(loaded, dataclasses.replace(loaded, export_dir=rebuilt))
     except Exception as error:  # a cache that cannot be written, a graph TF cannot run: the module's own graph
-        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        return _as_is(f"its variables make a {found.describe()}, but re-authoring failed ({type(error).__name__}: "
-                      f"{text}); exporting its own graph", warning=True)
+        return _as_is(f"its variables make a {found.describe()}, but re-authoring failed ({_first_line(error)}); "
+                      "exporting its own graph", warning=True)
     if not equivalence["equal"]:
         return _as_is(f"its variables make a {found.describe()}, but the rebuilt graph computes something else "
                       f"(max relative difference {equivalence['max_relative_diff']:.2g}, cosine_min "
@@ -110,9 +109,8 @@ def _rewritten_as_is(loaded: LoadedModel, record: dict[str, Any]) -> tuple[Path 
         if directory is not None:
             rewrite["equivalence"] = _equivalence(loaded, dataclasses.replace(loaded, export_dir=directory))
     except Exception as error:  # a graph the rewrite cannot freeze or save: the module's own graph
-        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         return None, {**record, "warning": True,
-                      "rewrite": {"used": False, "why": f"the rewrite failed ({type(error).__name__}: {text})"}}
+                      "rewrite": {"used": False, "why": f"the rewrite failed ({_first_line(error)})"}}
     if directory is None:
         return None, {**record, "rewrite": {"used": False, "why": "no 5-D GroupNorm to rewrite", **rewrite}}
     if not rewrite["equivalence"]["equal"]:
@@ -121,6 +119,12 @@ def _rewritten_as_is(loaded: LoadedModel, record: dict[str, Any]) -> tuple[Path 
             "used": False, **rewrite, "why": f"the rewritten graph computes something else (max relative "
             f"difference {figures['max_relative_diff']:.2g}, cosine_min {figures['cosine_min']:.6f})"}}
     return directory, {**record, "rewrite": {"used": True, **rewrite, "rewritten_savedmodel": str(directory)}}
+
+
+def _first_line(error: Exception) -> str:
+    """``Type: first line of the message`` (at most 200 characters of it), for a one-line warning."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
