@@ -35,7 +35,7 @@ demo: $(STAMP)
 # fuzz case that allocates on top of that must not take the whole run down with it.
 test: $(STAMP)
 	HUBEDGE_TEST_WITHOUT_EXPORT=1 $(VENV)/bin/python -m pytest -m "not export" -q -p no:cacheprovider
-	$(VENV)/bin/python -m pytest --ignore=tests/test_fuzz_readers.py
+	$(VENV)/bin/python -m pytest --ignore=tests/test_fuzz_readers.py --durations=25
 	$(VENV)/bin/python -m pytest tests/test_fuzz_readers.py
 
 clean:
