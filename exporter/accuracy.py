@@ -7,7 +7,9 @@ quantized layers by how much error each adds (its own tool: TFLite's Quantizatio
 target: doubling, then bisecting, so a model with n layers costs about 2·log2(n) trials. OpenVINO leaves the
 search to NNCF's ``quantize_with_accuracy_control`` with :func:`nncf_validation` as its metric. At most half
 the quantized layers may stay float (:data:`MAX_FLOAT_SHARE`): beyond that the artifact is not an int8 one, and
-the target is refused as unreachable, naming the best figures a trial reached.
+the target is refused as unreachable, naming the best figures a trial reached. The qnn route keeps nothing
+float (the HTP would hand such a layer to the CPU): its search keeps activation tensors at 16 bits instead
+(:data:`A16`), under the same limit.
 """
 
 from __future__ import annotations
@@ -29,13 +31,35 @@ from runtimes.errors import HubedgeError, UnsupportedError
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import load_image, resize_square
 
-__all__ = ["MAX_FLOAT_SHARE", "PAIRED_RUNS", "SearchResult", "TUNING_VIEWS", "TargetUnreachable", "TuningSplit",
-    "check_target",
+__all__ = ["A16", "FLOAT", "Keeping", "MAX_FLOAT_SHARE", "PAIRED_RUNS", "SearchResult", "TUNING_VIEWS",
+    "TargetUnreachable", "TuningSplit", "check_target",
     "fewest_float_layers", "float_layer_limit", "nncf_validation", "paired_speed", "tuning_split"]
 
 TUNING_VIEWS = 4  # each calibration photo and 3 crops/flips of it (exporter.calibration.augment)
 MAX_FLOAT_SHARE = 0.5
 FIGURES = ("top1_margin", "top1", "top5", "cosine_min", "sqnr_db")  # what each trial records
+
+
+@dataclasses.dataclass(frozen=True)
+class Keeping:
+    """What a search keeps out of int8, and the manifest keys that name it: layers kept float, or activation
+    tensors kept at 16 bits (uint16; weights stay int8, a16w8)."""
+
+    name: str  # "float", "a16"
+    items: str  # "layers", "tensors"
+    state: str  # how a kept item is, in a sentence: "float", "at 16 bits"
+
+    @property
+    def list_key(self) -> str:
+        return f"{self.name}_{self.items}"
+
+    @property
+    def limit_key(self) -> str:
+        return f"{self.name}_{self.items[:-1]}_limit"
+
+
+FLOAT = Keeping("float", "layers", "float")
+A16 = Keeping("a16", "tensors", "at 16 bits")
 
 
 class TargetUnreachable(HubedgeError):
@@ -89,36 +113,39 @@ class SearchResult:
     """The layers kept float, the ranking they came from, the figures they reached on the tuning split, and
     every trial on the way."""
 
-    float_layers: list[str]
+    float_layers: list[str]  # the items kept out of int8: float layers, or 16-bit tensors (``keeping``)
     ranking: str
     figures: dict[str, float]
     trials: list[dict[str, Any]]
+    keeping: Keeping = FLOAT
 
     def record(self, target: AccuracyTarget, split: TuningSplit, route: str, rankings: dict[str, str],
                quantized_layers: int, scores: dict[str, float] | None = None) -> dict[str, Any]:
         """The manifest's account of the search (``quantization.accuracy_aware``); ``rankings``: name → how
-        that ranking orders the layers."""
+        that ranking orders the layers. Keys name what was kept: ``float_layers`` or ``a16_tensors``."""
+        keeping = self.keeping
         return {
             "route": route, "target": target.spec, "met_on": split.description, "tuning_figures": self.figures,
             "ranking": f"{self.ranking}: {rankings[self.ranking]}" if self.float_layers else "none needed",
-            "rankings_tried": rankings, "quantized_layers": quantized_layers,
-            "float_layer_limit": float_layer_limit(quantized_layers),
-            "float_layers": [{"name": name, **({"score": scores[name]} if scores and name in scores else {})}
-                             for name in self.float_layers],
-            "why_float": (f"kept float, in the order of the {self.ranking} ranking, until the int8 artifact met "
-                          f"{target.spec} on the tuning split" if self.float_layers else
-                          "plain int8 already met the target on the tuning split"),
+            "rankings_tried": rankings, "kept": f"{keeping.items} {keeping.state}",
+            f"quantized_{keeping.items}": quantized_layers, keeping.limit_key: float_layer_limit(quantized_layers),
+            keeping.list_key: [{"name": name, **({"score": scores[name]} if scores and name in scores else {})}
+                               for name in self.float_layers],
+            f"why_{keeping.name}": (f"kept {keeping.state}, in the order of the {self.ranking} ranking, until the "
+                                    f"int8 artifact met {target.spec} on the tuning split" if self.float_layers else
+                                    "plain int8 already met the target on the tuning split"),
             "trials": self.trials,
         }
 
 
 def fewest_float_layers(rankings: dict[str, Sequence[str]], evaluate: Callable[[list[str]], dict[str, float]],
-                        target: AccuracyTarget, split: TuningSplit, what: str) -> SearchResult:
+                        target: AccuracyTarget, split: TuningSplit, what: str,
+                        keeping: Keeping = FLOAT) -> SearchResult:
     """For each ranking (name → layers, the first to keep float first), the shortest prefix whose layers, kept
-    float, make ``evaluate(prefix)`` meet ``target``; returns the shortest of those. Each ranking tries 1, 2,
-    4, … layers up to the limit, then bisects between the last prefix that missed and the first that met
-    (agreement grows with the prefix on the whole, not strictly, so the answer is the shortest prefix found to
-    meet it, not a proven minimum). Plain int8 is tried first, once."""
+    float (or as ``keeping`` says), make ``evaluate(prefix)`` meet ``target``; returns the shortest of those.
+    Each ranking tries 1, 2, 4, … layers up to the limit, then bisects between the last prefix that missed and
+    the first that met (agreement grows with the prefix on the whole, not strictly, so the answer is the
+    shortest prefix found to meet it, not a proven minimum). Plain int8 is tried first, once."""
     from tqdm import tqdm
 
     quantized_layers = max(len(layers) for layers in rankings.values())
@@ -129,9 +156,9 @@ def fewest_float_layers(rankings: dict[str, Sequence[str]], evaluate: Callable[[
     def trial(ranking: str, count: int) -> dict[str, float] | None:
         figures = evaluate(list(rankings[ranking][:count]))
         met = target.met(figures)
-        trials.append({"ranking": ranking if count else "none", "float_layers": count, **figures, "met": met})
+        trials.append({"ranking": ranking if count else "none", keeping.list_key: count, **figures, "met": met})
         bar.update(1)
-        bar.set_postfix_str(f"{ranking} {count} float: {target.describe(figures)}")
+        bar.set_postfix_str(f"{ranking} {count} {keeping.state}: {target.describe(figures)}")
         return figures if met else None
 
     def search(ranking: str) -> SearchResult | None:
@@ -150,20 +177,20 @@ def fewest_float_layers(rankings: dict[str, Sequence[str]], evaluate: Callable[[
                 first_met, figures = middle, found
             else:
                 missed = middle
-        return SearchResult(list(rankings[ranking][:first_met]), ranking, figures, trials)
+        return SearchResult(list(rankings[ranking][:first_met]), ranking, figures, trials, keeping)
 
     try:
         plain = trial(next(iter(rankings)), 0)
         if plain is not None:
-            return SearchResult([], next(iter(rankings)), plain, trials)
+            return SearchResult([], next(iter(rankings)), plain, trials, keeping)
         found = [result for result in (search(name) for name in rankings if limit >= 1) if result is not None]
         if not found:
             best = max(trials, key=target.score)
             raise TargetUnreachable(
-                f"no int8 artifact with at most {limit} of its {quantized_layers} quantized layers float meets "
-                f"{target.spec} on the {split.description.split(':')[0]} ({len(split.images)} images): the best "
-                f"trial reached {target.describe(best)} with {best['float_layers']} float; lower the target, or "
-                "export fp16 or dynamic instead")
+                f"no int8 artifact with at most {limit} of its {quantized_layers} quantized {keeping.items} "
+                f"{keeping.state} meets {target.spec} on the {split.description.split(':')[0]} "
+                f"({len(split.images)} images): the best trial reached {target.describe(best)} with "
+                f"{best[keeping.list_key]} {keeping.state}; lower the target, or export fp16 or dynamic instead")
         return min(found, key=lambda result: len(result.float_layers))
     finally:
         bar.close()

@@ -13,7 +13,7 @@ import math
 
 from runtimes.errors import InvalidInputError
 
-__all__ = ["AccuracyTarget", "CLASSIFICATION_METRICS", "ISSUE_TARGET", "METRICS"]
+__all__ = ["AccuracyTarget", "CLASSIFICATION_METRICS", "METRICS"]
 
 # figure → what it is; the ratios lie in [0, 1], sqnr_db is in dB
 METRICS = {
@@ -24,9 +24,6 @@ METRICS = {
     "sqnr_db": "signal-to-quantization-noise ratio (dB)",
 }
 CLASSIFICATION_METRICS = ("top1_margin", "top1", "top5")
-# issue #18's accuracy-aware target on trained weights: out of reach on EfficientNet-Lite0 within the float-layer
-# limit (benchmarks/records/accuracy-aware-int8.md), so not the example users are shown
-ISSUE_TARGET = "top1_margin=0.995,top5=0.97"
 _EXAMPLE = "for example sqnr_db=22, cosine_min=0.98 or top1_margin=0.99,top5=0.95"
 
 

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from exporter.accuracy import SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers, float_layer_limit
+from exporter.accuracy import (A16, FLOAT, SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers,
+                               float_layer_limit)
 from exporter.accuracy_target import AccuracyTarget
 from exporter.options import ExportOptions
 from runtimes.errors import InvalidInputError
@@ -85,26 +86,59 @@ def test_an_unreachable_target_fails_in_one_line_naming_the_best_figure_and_neve
         _search(lambda k: 100 if k == 1 else 0, limit_layers=1)  # the only layer float would be an fp32 "int8"
 
 
-# plain int8 of the tiny twin reaches SQNR 12.3 dB (tflite), 18.2 (onnx) and 19.6 (openvino) on the tuning split;
-# keeping convs float barely helps tflite and onnx there (its GroupNorm arithmetic is where they lose), so only
-# openvino's target needs float layers (NNCF returns 4 of 18 to float for 21 dB)
-@pytest.mark.parametrize("fmt, sqnr, needs_float", [("tflite", 12, False), ("onnx", 18, False), ("openvino", 21, True)])
+# plain int8 of the tiny twin reaches SQNR 12.3 dB (tflite), 18.2 (onnx), 19.6 (openvino) and 12.7 (qnn) on the
+# tuning split; keeping convs float barely helps tflite and onnx there (its GroupNorm arithmetic is where they
+# lose), so only openvino's target needs float layers (NNCF returns 4 of 18 to float for 21 dB), and qnn's 16-bit
+# activations (12 of 216 tensors give 15.0 dB)
+@pytest.mark.parametrize("fmt, sqnr, needs_kept", [("tflite", 12, False), ("onnx", 18, False), ("openvino", 21, True),
+                                                   ("qnn", 15, True)])
 def test_an_accuracy_aware_tiny_export_records_its_search_and_sits_beside_plain_int8(capsys, tmp_path, tiny_classifier,
-                                                                                    fmt, sqnr, needs_float):
+                                                                                    fmt, sqnr, needs_kept):
     """Seeded logits make top-k meaningless, so the tiny twin's target is on SQNR, above what plain int8 reaches:
-    some layers must stay float."""
+    some layers must stay float (on qnn, some activations at 16 bits)."""
     out, spec = tmp_path / "out", f"sqnr_db={sqnr}"
     code, stdout, err = run(capsys, "export", "--model", tiny_classifier.weights["savedmodel"], "--format", fmt,
                             "--quantize", "int8", "--accuracy-target", spec, "--output", str(out))
     assert code == 0, err
     manifest = json.loads(next(out.glob(f"*.{fmt}.int8-accuracy.json")).read_text())
     search = manifest["quantization"]["accuracy_aware"]
+    items, kept = ("tensors", A16) if fmt == "qnn" else ("layers", FLOAT)
     assert manifest["variant"] == "accuracy-aware" and search["target"] == spec
     assert search["tuning_figures"]["sqnr_db"] >= sqnr and "tuning split" in search["met_on"]
-    assert needs_float <= len(search["float_layers"]) <= search["float_layer_limit"] < search["quantized_layers"]
+    assert needs_kept <= len(search[kept.list_key]) <= search[kept.limit_key] < search[f"quantized_{items}"]
     assert manifest["verification"]["passed"] and manifest["verification"]["accuracy_target"]["target"] == spec
-    assert f"accuracy target {spec}" in stdout
+    assert f"accuracy target {spec}" in stdout and f"{items} {kept.state}" in stdout
     assert not list(out.glob(f"*.{fmt}.int8.*"))  # the plain int8 name is left to plain int8
+    if fmt == "qnn":  # the chosen tensors are 16-bit in the artifact itself, and it ran on the NPU where there is one
+        from exporter.formats import FORMATS
+        from exporter.pipeline import verification_device
+
+        assert manifest["verification"]["device"] == verification_device(FORMATS["qnn"])
+        artifact = next(out.glob("*.qnn.int8-accuracy.onnx"))
+        assert set(_uint16_quantized(artifact)) >= {tensor["name"] for tensor in search["a16_tensors"]}
+
+
+def _uint16_quantized(path) -> list[str]:
+    """The tensors a QuantizeLinear node quantizes to uint16 in an ONNX file."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    zero_points = {init.name: init.data_type for init in graph.initializer}
+    return [node.input[0] for node in graph.node if node.op_type == "QuantizeLinear" and len(node.input) > 2
+            and zero_points.get(node.input[2]) == onnx.TensorProto.UINT16]
+
+
+def test_an_unreachable_target_fails_the_export_in_one_line_and_writes_nothing(capsys, tmp_path, tiny_classifier):
+    """40 dB needs every layer float on the tiny twin (plain int8 12.3 dB; half its layers float barely help):
+    the search stops at the limit and names the best trial, and no artifact, fp32 in int8's name or other, is
+    written."""
+    code, _, err = run(capsys, "export", "--model", tiny_classifier.weights["savedmodel"], "--format", "tflite",
+                       "--quantize", "int8", "--accuracy-target", "sqnr_db=40", "--output", str(tmp_path))
+    lines = [line for line in err.splitlines() if line.startswith("hubedge: error:")]
+    assert code == 1 and len(lines) == 1, err
+    assert "meets sqnr_db=40" in lines[0] and "the best trial reached sqnr_db" in lines[0]
+    assert "at most 9 of its 18 quantized layers float" in lines[0]
+    assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("*.json"))
 
 
 def test_what_an_accuracy_target_cannot_apply_to_is_refused_before_any_work(capsys, tmp_path, tiny_features):

@@ -1,6 +1,6 @@
 """Accuracy-aware int8 on the trained-weights yardstick (EfficientNet-Lite0): a target met on the tuning split
-holds on the verification images, natively and as an x86 CPU without VNNI (where measured to), and an
-unreachable one fails in one line (slow: about six minutes)."""
+holds on the verification images, natively and as an x86 CPU without VNNI (where measured to) (slow: about
+six minutes; an unreachable target is refused on the tiny twin, in test_accuracy_aware.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from exporter.accuracy_target import ISSUE_TARGET, AccuracyTarget
+from exporter.accuracy_target import AccuracyTarget
 from runtimes import cpu
 from tests.helpers import emulator_runs_here
 from tests.test_cli import run
@@ -45,13 +45,3 @@ def test_an_accuracy_aware_artifact_meets_its_target_on_the_verification_images(
         assert verification["accuracy_target"]["missed"] == []
         if emulate:  # judged on the photos alone there
             assert verification["cpu_classes"][cpu.X86_NO_VNNI]["accuracy_target_missed"] == []
-
-
-def test_an_unreachable_target_fails_in_one_line_that_names_the_best_figure(capsys, tmp_path, efficientnet_lite0):
-    """top-5 ≥ 0.97 needs more than half the layers float here (measured: 0.953 with 31 of 62)."""
-    code, _, err = run(capsys, "export", "--model", efficientnet_lite0.weights["savedmodel"], "--format", "tflite",
-                       "--quantize", "int8", "--accuracy-target", ISSUE_TARGET, "--output", str(tmp_path))
-    lines = [line for line in err.splitlines() if line.startswith("hubedge: error:")]
-    assert code == 1 and len(lines) == 1
-    assert f"meets {ISSUE_TARGET}" in lines[0] and "the best trial reached top1_margin" in lines[0]
-    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob("*.int8-accuracy.json"))

@@ -303,7 +303,7 @@ def test_native_runtimes_on_hostile_artifacts_give_one_error(tiny_exports, tmp_p
                                        lambda run: run.outputs.shape == (1, 1000))
         assert sorted(tmp_path.rglob("*")) == before  # nothing written beside the artifact
 
-    fuzz(MUTATIONS, check, tier, fast=4, slow=40)
+    fuzz(MUTATIONS, check, tier, fast=4, slow=20)  # each case is a child process (~2 s)
 
 
 @pytest.mark.parametrize("tier", TIERS)

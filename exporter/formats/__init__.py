@@ -214,7 +214,7 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
-        options=CALIBRATED,
+        options={**CALIBRATED, **ACCURACY_AWARE},
     ),
 }
 

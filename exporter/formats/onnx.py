@@ -170,7 +170,7 @@ def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedMod
 
     def evaluate(kept_float: list[str]) -> dict[str, float]:
         model = quantize(kept_float, trial) if kept_float else plain
-        return figures_of(split, _cpu_outputs(model, split.images), loaded.info)
+        return figures_of(split, cpu_outputs(model, split.images), loaded.info)
 
     target = options.accuracy_target
     result = fewest_float_layers({"graph order": list(scores)}, evaluate, target, split, "onnx int8")
@@ -213,9 +213,12 @@ def _cpu_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _cpu_outputs(path: Path, images: np.ndarray) -> np.ndarray:
+def cpu_outputs(path: Path, images: np.ndarray) -> np.ndarray:
+    """A trial model's outputs on ``images`` on the CPU, 8 at a time (one at a time if its batch is fixed to 1)."""
     session = _cpu_session(path)
-    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + 8]})[0] for i in range(0, len(images), 8)])
+    step = 1 if session.get_inputs()[0].shape[0] == 1 else 8
+    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + step]})[0]
+                           for i in range(0, len(images), step)])
 
 
 def _cpu_call(path: Path, batch: np.ndarray):

@@ -5,14 +5,22 @@ The HTP runs a whole graph only if every op is quantized and every shape is stat
 onnxruntime's own QNN recipe (``get_qnn_qdq_config``: uint8 activations, int8 per-channel weights)
 quantizes every op. On x86-64 Linux the HTP backend of ``onnxruntime-qnn`` is a simulator: it gives the
 NPU's numerics here, not its speed.
+
+An accuracy target (``exporter.accuracy``) cannot keep layers float here: the HTP would hand them to the CPU.
+It keeps activation tensors at 16 bits instead (uint16, weights still int8: a16w8), in graph order;
+onnxruntime's QNN recipe inserts the conversions between 8- and 16-bit tensors (``init_overrides``), and the
+HTP simulator runs such a graph wholly. 16-bit weights would help more on trained weights, but Qualcomm's HTP
+op notes require the V73 generation for 16-bit weights with 16-bit activations, and the simulator here refuses
+them (the stem Conv falls off the NPU), so they are not offered.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, int8_settings
+from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, cpu_outputs, int8_settings
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 from runtimes.contract import INPUT_NAME, OUTPUT_NAME
@@ -37,19 +45,71 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     prepared = target.parent / "model.prepared.onnx"
     source = prepared if qnn_preprocess_model(str(fixed), str(prepared)) else fixed  # False: nothing to change
     calibration = work.calibration()
-    config = get_qnn_qdq_config(str(source), CalibrationReader(calibration.images), activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, per_channel=True)
-    quantized = target.parent / "model.qnn.onnx"
-    quantize(str(source), str(quantized), config)
+
+    def quantize_with(a16_tensors: list[str], output: Path) -> Path:
+        overrides = {tensor: [{"quant_type": QuantType.QUInt16}] for tensor in a16_tensors}
+        config = get_qnn_qdq_config(str(source), CalibrationReader(calibration.images),
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                                    init_overrides=overrides or None)
+        quantize(str(source), str(output), config)
+        return output
+
+    quantized = quantize_with([], target.parent / "model.qnn.onnx")
+    search = (_accuracy_aware(source, quantized, quantize_with, loaded, options, work)
+              if options.accuracy_target is not None else None)
     model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
     recipe = {
         "method": "tf2onnx, batch fixed to 1, every op QDQ-quantized with onnxruntime's QNN recipe",
-        "weights": "int8 per-channel", "activations": "uint8 per-tensor (MinMax)",
+        "weights": "int8 per-channel", "activations": "uint8 per-tensor (MinMax)" + (
+            f"; {len(search['a16_tensors'])} tensors uint16 for the accuracy target" if search and search["a16_tensors"]
+            else ""),
         "target": "Qualcomm HTP via ONNX Runtime's QNN EP", "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
         "calibration": calibration.record,
+        **({"accuracy_aware": search} if search is not None else {}),
     }
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
                         tools=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn"), child_peak_rss_bytes=child_peak,
                         runtime_settings=int8_settings())
+
+
+CARRIED_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Shape")  # pass their input's quantization
+
+
+def graph_order_tensors(model_path: Path) -> list[str]:
+    """The activation tensors the recipe quantizes, first in the graph first: each node's outputs, except those
+    of ops that only move data (they carry their input's scale). Error accumulates from the input on, so the
+    first tensors are kept at 16 bits first (measured: benchmarks/records/accuracy-aware-int8.md)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [output for node in graph.node if node.op_type not in CARRIED_OPS for output in node.output if output]
+
+
+def _accuracy_aware(source: Path, quantized: Path, quantize_with, loaded: LoadedModel, options: ExportOptions,
+                    work: Workspace) -> dict[str, Any]:
+    """Keeps at 16 bits the fewest activation tensors, in graph order, that make the qnn model meet the target on
+    the tuning split; leaves the chosen model at ``quantized``. Trials run on ONNX Runtime's CPU EP, which
+    computes the same quantized arithmetic; the export's verification then runs the artifact on the HTP."""
+    from exporter.accuracy import A16, fewest_float_layers, figures_of, tuning_split
+
+    split = tuning_split(loaded, options, work)
+    tensors = graph_order_tensors(source)
+    trial = quantized.with_name("model.qnn.trial.onnx")
+
+    def evaluate(a16_tensors: list[str]) -> dict[str, float]:
+        model = quantize_with(a16_tensors, trial) if a16_tensors else quantized
+        return figures_of(split, cpu_outputs(model, split.images), loaded.info)
+
+    target = options.accuracy_target
+    result = fewest_float_layers({"graph order": tensors}, evaluate, target, split, "qnn int8", keeping=A16)
+    if result.float_layers:
+        quantize_with(result.float_layers, quantized)
+    trial.unlink(missing_ok=True)
+    record = result.record(target, split, "onnxruntime QNN recipe, 16-bit activations by tensor (init_overrides)",
+                           {"graph order": "the first activation tensors first: the error accumulates from the "
+                                           "input (graph_order_tensors)"}, len(tensors))
+    record["speed_vs_plain_int8"] = {"not_measured": "the HTP here is a simulator (the NPU's numerics, not its "
+                                                     "speed): time both artifacts on the device"}
+    return record

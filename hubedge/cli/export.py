@@ -35,7 +35,8 @@ def add_parser(commands) -> None:
                         help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
                              "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
     parser.add_argument("--accuracy-target", default=None, metavar="SPEC",
-                        help="int8 (tflite, onnx, openvino): keep the fewest layers float that make the artifact meet "
+                        help="int8 (tflite, onnx, openvino; qnn keeps activations at 16 bits instead of layers "
+                             "float): keep the fewest layers float that make the artifact meet "
                              "SPEC on the calibration-side tuning split, e.g. sqnr_db=22, cosine_min=0.98 or "
                              "top1_margin=0.99,top5=0.95 (top1_margin: top-1 over images the FP32 model decides by a "
                              "margin of at least 0.05); written as <model>.<format>.int8-accuracy beside plain int8")
@@ -86,8 +87,10 @@ def accuracy_aware_line(result) -> str:
         return ""
     speed = search.get("speed_vs_plain_int8", {})
     cost = f", {speed['ratio']:.2f}× plain int8's latency ({speed['accuracy_aware_p50_ms']:.1f} vs " \
-           f"{speed['plain_int8_p50_ms']:.1f} ms, paired at export)" if speed else ""
-    return f"  [{len(search['float_layers'])} of {search['quantized_layers']} layers float{cost}]"
+           f"{speed['plain_int8_p50_ms']:.1f} ms, paired at export)" if "ratio" in speed else \
+        ", speed not measured here" if "not_measured" in speed else ""
+    items, kept = ("tensors", search["a16_tensors"]) if "a16_tensors" in search else ("layers", search["float_layers"])
+    return f"  [{len(kept)} of {search[f'quantized_{items}']} {search.get('kept', 'layers float')}{cost}]"
 
 
 def print_results(results: list) -> None:
