@@ -102,12 +102,12 @@ def test_an_accuracy_aware_tiny_export_records_its_search_and_sits_beside_plain_
     assert code == 0, err
     manifest = json.loads(next(out.glob(f"*.{fmt}.int8-accuracy.json")).read_text())
     search = manifest["quantization"]["accuracy_aware"]
-    items, kept = ("tensors", A16) if fmt == "qnn" else ("layers", FLOAT)
+    kept = A16 if fmt == "qnn" else FLOAT  # 16-bit tensors, or float layers
     assert manifest["variant"] == "accuracy-aware" and search["target"] == spec
     assert search["tuning_figures"]["sqnr_db"] >= sqnr and "tuning split" in search["met_on"]
-    assert needs_kept <= len(search[kept.list_key]) <= search[kept.limit_key] < search[f"quantized_{items}"]
+    assert needs_kept <= len(search[kept.list_key]) <= search[kept.limit_key] < search[f"quantized_{kept.items}"]
     assert manifest["verification"]["passed"] and manifest["verification"]["accuracy_target"]["target"] == spec
-    assert f"accuracy target {spec}" in stdout and f"{items} {kept.state}" in stdout
+    assert f"accuracy target {spec}" in stdout and f"{kept.items} {kept.state}" in stdout
     assert not list(out.glob(f"*.{fmt}.int8.*"))  # the plain int8 name is left to plain int8
     if fmt == "qnn":  # the chosen tensors are 16-bit in the artifact itself, and it ran on the NPU where there is one
         from exporter.formats import FORMATS
