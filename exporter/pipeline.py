@@ -27,6 +27,7 @@ from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
+from runtimes.devices import status
 from runtimes.errors import HubedgeError
 from runtimes.isolated import RuntimeCrashed, predict_isolated
 from runtimes.manifest import manifest_path
@@ -109,8 +110,6 @@ def evaluation_set(size: int, weights_source: str) -> EvaluationSet:
 
 def verification_device(fmt: Format) -> str:
     """The first of the format's devices present here: a qnn artifact is judged on the NPU's arithmetic."""
-    from runtimes.devices import status
-
     return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
 
 
@@ -129,7 +128,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
     device = verification_device(fmt)
-    outputs, note, cpu = predict_isolated(artifact, device, images.images)
+    simulator = status(fmt.runtime, device).simulated  # the HTP simulator: one child per core, far sooner done
+    outputs, note, cpu = predict_isolated(artifact, device, images.images, one_core_each=simulator)
     figures = agreement_with_reference(reference_outputs, outputs, info)
     shortfalls = floor.shortfalls(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden

@@ -39,6 +39,7 @@ class DeviceStatus:
     backend: str = ""
     reason: str = ""  # why not, when unavailable
     note: str = ""  # a caveat that travels with every figure measured on it
+    simulated: bool = False  # a simulator of the device on this CPU: one busy core per process (see one_core_each)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -100,6 +101,7 @@ def _onnxruntime() -> list[DeviceStatus]:
         rows.append(DeviceStatus(
             name, "npu", True, "QNNExecutionProvider (HTP)",
             note="HTP simulator on x86-64: the NPU's numerics, not its speed" if simulated else "",
+            simulated=simulated,
         ))
     else:
         rows.append(DeviceStatus(name, "npu", False, reason="onnxruntime-qnn is not installed (pip install "

@@ -58,13 +58,16 @@ class RuntimeCrashed(HubedgeError):
 
 LENIENT = "--lenient"  # load without strict=True: for a control that runs an artifact off its CPU classes
 THREADS = "--threads"
+CORE = "--core"  # the child pins itself to this one CPU core before it loads anything
 TIMEOUT_S = 900  # a child that neither finishes nor crashes in this time is stopped: a hang is an error too
+MAX_SHARDS = 8  # children of one sharded run at most: each holds its own copy of the model
 
 
 def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
-                  strict: bool = True, threads: int | None = None) -> list[str]:
+                  strict: bool = True, threads: int | None = None, core: int | None = None) -> list[str]:
     return [sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
-            str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else [])]
+            str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else []),
+            *([CORE, str(core)] if core is not None else [])]
 
 
 class EmulationFailed(HubedgeError):
@@ -92,56 +95,104 @@ def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emul
     quoting the last line the runtime printed.
     """
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
-        paths = {name: Path(work) / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
-        return _run_child(Path(artifact), device, images, paths, emulator, strict, threads, timeout_s)
+        child = _Child(Path(artifact), device, images, Path(work), emulator, strict, threads)
+        return child.finish(timeout_s, [child])
 
 
 def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
-                     strict: bool = True) -> tuple[np.ndarray, str, dict[str, Any]]:
+                     strict: bool = True, one_core_each: bool = False) -> tuple[np.ndarray, str, dict[str, Any]]:
     """:func:`run_isolated`'s outputs, device note and CPU record, as export verification uses them (no time
-    limit: a large model verified under a CPU emulator takes long)."""
-    run = run_isolated(artifact, device, images, emulator, strict, timeout_s=None)
-    return run.outputs, run.device_note, run.cpu
+    limit: a large model verified under a CPU emulator takes long).
 
-
-def _run_child(artifact: Path, device: str, images: np.ndarray, paths: dict[str, Path], emulator: Emulator | None,
-               strict: bool, threads: int | None, timeout_s: float | None) -> IsolatedRun:
-    np.save(paths["images.npy"], images)
-    command = child_command(artifact, device, paths["images.npy"], paths["outputs.npy"], paths["report.json"],
-                            strict, threads)
-    env = dict(os.environ)
-    if emulator is not None:
-        command = [*emulator.prefix, *command]
-        env[EMULATION_ENV] = emulator.description
-    timed_out = False
-    with open(paths["log"], "w+", encoding="utf-8", errors="replace") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    ``one_core_each`` shares the images among one child per CPU core this process may use (at most
+    :data:`MAX_SHARDS`), each pinned to its core, for a device simulator that keeps one core busy per process
+    whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time.
+    The outputs come back in the images' order, and any child's failure fails the whole run."""
+    cores = sorted(os.sched_getaffinity(0)) if one_core_each and hasattr(os, "sched_getaffinity") else []
+    shards = min(len(cores), MAX_SHARDS, len(images))
+    if shards < 2:
+        run = run_isolated(artifact, device, images, emulator, strict, timeout_s=None)
+        return run.outputs, run.device_note, run.cpu
+    with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
+        children: list[_Child] = []
         try:
-            process.wait(timeout=timeout_s)
+            for index, part in enumerate(np.array_split(images, shards)):
+                folder = Path(work) / str(index)
+                folder.mkdir()
+                children.append(_Child(Path(artifact), device, part, folder, emulator, strict, None, cores[index]))
+        except BaseException:
+            for child in children:
+                child.stop()
+            raise
+        runs = [child.finish(None, children) for child in children]
+    return np.concatenate([run.outputs for run in runs]), runs[0].device_note, runs[0].cpu
+
+
+class _Child:
+    """One started child: its command, log and report files, and how to collect what it gave."""
+
+    def __init__(self, artifact: Path, device: str, images: np.ndarray, work: Path, emulator: Emulator | None,
+                 strict: bool, threads: int | None, core: int | None = None) -> None:
+        self.artifact, self.device, self.emulator = artifact, device, emulator
+        self.paths = {name: work / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
+        np.save(self.paths["images.npy"], images)
+        command = child_command(artifact, device, self.paths["images.npy"], self.paths["outputs.npy"],
+                                self.paths["report.json"], strict, threads, core)
+        env = dict(os.environ)
+        if emulator is not None:
+            command = [*emulator.prefix, *command]
+            env[EMULATION_ENV] = emulator.description
+        self.log = open(self.paths["log"], "w+", encoding="utf-8", errors="replace")
+        try:
+            self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        except BaseException:
+            self.log.close()
+            raise
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def finish(self, timeout_s: float | None, siblings: list[_Child]) -> IsolatedRun:
+        """Waits for the child and reads what it gave; an interrupt or a failure stops ``siblings`` too (this
+        child among them), so that no runtime is left running on its own."""
+        try:
+            return self._collect(timeout_s)
+        except BaseException:  # Ctrl-C, a timeout or a failed child: the others' work is void
+            for child in siblings:
+                child.stop()
+            raise
+
+    def _collect(self, timeout_s: float | None) -> IsolatedRun:
+        timed_out = False
+        try:
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            process.kill()
-            process.wait()
-        except BaseException:  # Ctrl-C must not leave a runtime running on its own
-            process.kill()
-            process.wait()
-            raise
-        log.seek(0)
-        lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-    report = _read_report(paths["report.json"])
-    if timed_out:
-        raise RuntimeCrashed(f"the runtime did not finish loading or running {artifact.name} on the {device} in "
-                             f"{timeout_s:.0f} s and was stopped; the artifact is damaged, or this runtime cannot "
-                             "run it")
-    if "error" in report:
-        raise ERROR_TYPES.get(report["error"], HubedgeError)(report.get("message", "the runtime failed"))
-    if process.returncode != 0 or "device_note" not in report:
-        raise RuntimeCrashed(_crash_message(artifact, device, process.returncode, lines))
-    cpu = report.get("cpu", {})
-    if emulator is not None and cpu.get("class") != emulator.cpu_class:
-        raise EmulationFailed(f"{emulator.description} was to run {artifact.name} as a {emulator.cpu_class} CPU, but "
-                              f"the runtime saw a {cpu.get('class', 'unknown')} CPU; the emulated check is void")
-    return IsolatedRun(np.load(paths["outputs.npy"]), report["device_note"], cpu, tuple(report.get("warnings", ())))
+            self.process.kill()
+            self.process.wait()
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().splitlines() if line.strip()]
+        self.log.close()
+        artifact, device = self.artifact, self.device
+        report = _read_report(self.paths["report.json"])
+        if timed_out:
+            raise RuntimeCrashed(f"the runtime did not finish loading or running {artifact.name} on the {device} in "
+                                 f"{timeout_s:.0f} s and was stopped; the artifact is damaged, or this runtime cannot "
+                                 "run it")
+        if "error" in report:
+            raise ERROR_TYPES.get(report["error"], HubedgeError)(report.get("message", "the runtime failed"))
+        if self.process.returncode != 0 or "device_note" not in report:
+            raise RuntimeCrashed(_crash_message(artifact, device, self.process.returncode, lines))
+        cpu = report.get("cpu", {})
+        if self.emulator is not None and cpu.get("class") != self.emulator.cpu_class:
+            raise EmulationFailed(f"{self.emulator.description} was to run {artifact.name} as a "
+                                  f"{self.emulator.cpu_class} CPU, but the runtime saw a "
+                                  f"{cpu.get('class', 'unknown')} CPU; the emulated check is void")
+        return IsolatedRun(np.load(self.paths["outputs.npy"]), report["device_note"], cpu,
+                           tuple(report.get("warnings", ())))
 
 
 def _read_report(path: Path) -> dict[str, Any]:
@@ -165,17 +216,24 @@ def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str
             f"{said}); the artifact is damaged, or this runtime cannot run it")
 
 
+def _take_number(argv: list[str], flag: str) -> tuple[int | None, list[str]]:
+    """The integer after ``flag`` (None without it), and ``argv`` without the two."""
+    if flag not in argv:
+        return None, argv
+    at = argv.index(flag)
+    return int(argv[at + 1]), argv[:at] + argv[at + 2:]
+
+
 def main(argv: list[str]) -> int:
     import warnings
 
     import runtimes
 
     strict = LENIENT not in argv
-    threads = None
-    if THREADS in argv:
-        at = argv.index(THREADS)
-        threads = int(argv[at + 1])
-        argv = argv[:at] + argv[at + 2:]
+    threads, argv = _take_number(argv, THREADS)
+    core, argv = _take_number(argv, CORE)
+    if core is not None:
+        os.sched_setaffinity(0, {core})  # before the runtime starts its threads
     artifact, device, images, outputs, report = [arg for arg in argv if arg != LENIENT]
     try:
         with warnings.catch_warnings(record=True) as caught:

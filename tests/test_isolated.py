@@ -3,7 +3,9 @@ runtime's own error comes back as the same error."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +40,36 @@ def test_a_runtime_error_in_the_child_comes_back_as_the_same_error(tmp_path):
     with pytest.raises(HubedgeError) as in_child:
         isolated.predict_isolated(broken, "cpu", np.zeros((1, 8, 8, 3), np.float32))
     assert type(in_child.value) is type(in_process.value) and str(in_child.value) == str(in_process.value)
+
+
+def _cores() -> list[int]:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:  # said, never passed: the sharded path needs two cores to run at all
+        pytest.skip(f"this process may use {len(cores)} CPU core; sharding over one child per core needs 2")
+    return cores
+
+
+def test_one_child_per_core_gives_the_outputs_of_one_child_in_the_images_order(tiny_exports, monkeypatch):
+    cores = _cores()
+    artifact = tiny_exports[("onnx", "fp32")].artifact
+    images = np.random.default_rng(0).random((5, 64, 64, 3), dtype=np.float32)
+    whole, _, _ = isolated.predict_isolated(artifact, "cpu", images)
+    commands = []
+    child_command = isolated.child_command
+    monkeypatch.setattr(isolated, "child_command", lambda *args: commands.append(args) or child_command(*args))
+    sharded, _, cpu = isolated.predict_isolated(artifact, "cpu", images, one_core_each=True)
+    assert len(commands) == min(len(cores), isolated.MAX_SHARDS, len(images))
+    assert [command[-1] for command in commands] == cores[: len(commands)]  # each child pinned to a core of its own
+    np.testing.assert_array_equal(sharded, whole)
+    assert cpu["class"]
+
+
+def test_a_sharded_run_fails_as_one_and_leaves_no_child_running(monkeypatch):
+    _cores()
+    started = []
+    popen = isolated.subprocess.Popen
+    monkeypatch.setattr(isolated, "child_command", lambda *args: [sys.executable, "-c", ABORTING_RUNTIME])
+    monkeypatch.setattr(isolated.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+    with pytest.raises(isolated.RuntimeCrashed, match="killed by SIGABRT"):
+        isolated.predict_isolated(Path("model.onnx"), "npu", np.zeros((4, 8, 8, 3), np.float32), one_core_each=True)
+    assert len(started) >= 2 and all(process.poll() is not None for process in started)
