@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +84,7 @@ class IsolatedRun:
     device_note: str
     cpu: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    cores: tuple[int, ...] = ()  # the CPU cores the child was allowed to run on, as it saw them
 
 
 def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
@@ -96,7 +98,12 @@ def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emul
     """
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
         child = _Child(Path(artifact), device, images, Path(work), emulator, strict, threads)
-        return child.finish(timeout_s, [child])
+        try:
+            child.start()
+            return child.collect(timeout_s)
+        except BaseException:  # Ctrl-C must not leave a runtime running on its own
+            _stop_all([child])
+            raise
 
 
 def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
@@ -107,65 +114,85 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
     ``one_core_each`` shares the images among one child per CPU core this process may use (at most
     :data:`MAX_SHARDS`), each pinned to its core, for a device simulator that keeps one core busy per process
     whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time.
-    The outputs come back in the images' order, and any child's failure fails the whole run."""
+    The outputs come back in the images' order, the CPU record names each child's core
+    (``one_child_per_core``), and the first child to fail fails the run and stops the others."""
     cores = sorted(os.sched_getaffinity(0)) if one_core_each and hasattr(os, "sched_getaffinity") else []
     shards = min(len(cores), MAX_SHARDS, len(images))
     if shards < 2:
         run = run_isolated(artifact, device, images, emulator, strict, timeout_s=None)
         return run.outputs, run.device_note, run.cpu
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
-        children: list[_Child] = []
+        children = []
+        for index, part in enumerate(np.array_split(images, shards)):
+            (Path(work) / str(index)).mkdir()
+            children.append(_Child(Path(artifact), device, part, Path(work) / str(index), emulator, strict,
+                                   None, cores[index]))
         try:
-            for index, part in enumerate(np.array_split(images, shards)):
-                folder = Path(work) / str(index)
-                folder.mkdir()
-                children.append(_Child(Path(artifact), device, part, folder, emulator, strict, None, cores[index]))
-        except BaseException:
             for child in children:
-                child.stop()
+                child.start()
+            runs = _collect_as_they_end(children)
+        except BaseException:  # a failed child, or Ctrl-C: the others' work is void
+            _stop_all(children)
             raise
-        runs = [child.finish(None, children) for child in children]
-    return np.concatenate([run.outputs for run in runs]), runs[0].device_note, runs[0].cpu
+    cpu = {**runs[0].cpu, "one_child_per_core": [list(run.cores) for run in runs]}
+    return np.concatenate([run.outputs for run in runs]), runs[0].device_note, cpu
+
+
+def _collect_as_they_end(children: list[_Child]) -> list[IsolatedRun]:
+    """Each child's run, in the children's order, collected as each ends: a failure raises as soon as its child
+    has ended, whatever the others are still doing."""
+    runs: dict[int, IsolatedRun] = {}
+    while len(runs) < len(children):
+        ended = [i for i, child in enumerate(children) if i not in runs and child.process.poll() is not None]
+        for i in ended:
+            runs[i] = children[i].collect(None)
+        if not ended:
+            time.sleep(0.05)
+    return [runs[i] for i in range(len(children))]
+
+
+def _stop_all(children: list[_Child]) -> None:
+    """Kills every child still running first, then reaps them: a second Ctrl-C while one is reaped leaves no
+    other one unkilled."""
+    for child in children:
+        child.kill()
+    for child in children:
+        child.reap()
 
 
 class _Child:
-    """One started child: its command, log and report files, and how to collect what it gave."""
+    """One child: its command, log and report files, and how to collect what it gave."""
 
     def __init__(self, artifact: Path, device: str, images: np.ndarray, work: Path, emulator: Emulator | None,
                  strict: bool, threads: int | None, core: int | None = None) -> None:
         self.artifact, self.device, self.emulator = artifact, device, emulator
         self.paths = {name: work / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
         np.save(self.paths["images.npy"], images)
-        command = child_command(artifact, device, self.paths["images.npy"], self.paths["outputs.npy"],
-                                self.paths["report.json"], strict, threads, core)
-        env = dict(os.environ)
+        self.command = child_command(artifact, device, self.paths["images.npy"], self.paths["outputs.npy"],
+                                     self.paths["report.json"], strict, threads, core)
+        self.env = dict(os.environ)
         if emulator is not None:
-            command = [*emulator.prefix, *command]
-            env[EMULATION_ENV] = emulator.description
+            self.command = [*emulator.prefix, *self.command]
+            self.env[EMULATION_ENV] = emulator.description
+        self.process: subprocess.Popen | None = None
+        self.log = None
+
+    def start(self) -> None:
         self.log = open(self.paths["log"], "w+", encoding="utf-8", errors="replace")
-        try:
-            self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        except BaseException:
-            self.log.close()
-            raise
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
+
+    def reap(self) -> None:
+        if self.process is not None:
             self.process.wait()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
-    def finish(self, timeout_s: float | None, siblings: list[_Child]) -> IsolatedRun:
-        """Waits for the child and reads what it gave; an interrupt or a failure stops ``siblings`` too (this
-        child among them), so that no runtime is left running on its own."""
-        try:
-            return self._collect(timeout_s)
-        except BaseException:  # Ctrl-C, a timeout or a failed child: the others' work is void
-            for child in siblings:
-                child.stop()
-            raise
-
-    def _collect(self, timeout_s: float | None) -> IsolatedRun:
+    def collect(self, timeout_s: float | None) -> IsolatedRun:
+        """Waits for the child (at most ``timeout_s``, None: no limit) and reads what it gave, or raises why not."""
         timed_out = False
         try:
             self.process.wait(timeout=timeout_s)
@@ -192,7 +219,7 @@ class _Child:
                                   f"{self.emulator.cpu_class} CPU, but the runtime saw a "
                                   f"{cpu.get('class', 'unknown')} CPU; the emulated check is void")
         return IsolatedRun(np.load(self.paths["outputs.npy"]), report["device_note"], cpu,
-                           tuple(report.get("warnings", ())))
+                           tuple(report.get("warnings", ())), tuple(report.get("cores", ())))
 
 
 def _read_report(path: Path) -> dict[str, Any]:
@@ -241,7 +268,8 @@ def main(argv: list[str]) -> int:
             predictor = runtimes.load(artifact, device=device, threads=threads, strict=strict)
         np.save(outputs, predictor.predict(np.load(images)))
         note = predictor.device_status.note if predictor.device_status else ""
-        Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record(),
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record(), "cores": cores,
                                             "warnings": [str(w.message) for w in caught]}))
         return 0
     except HubedgeError as error:
