@@ -343,7 +343,7 @@ def pair_accuracy_aware(rows: list[dict[str, Any]]) -> None:
     plain = {(row["model"], row["format"], row["device"]): row for row in rows
              if row.get("status") == "ok" and row["precision"] == "int8" and not row.get("variant")}
     for row in rows:
-        if row.get("status") != "ok" or row.get("variant") != "accuracy-aware":
+        if row.get("status") != "ok" or row.get("variant") != "accuracy-aware" or row.get("reference"):
             continue
         partner = plain.get((row["model"], row["format"], row["device"]))
         if partner is None:
@@ -377,7 +377,8 @@ def _tf_reference_row(first: dict[str, Any], images: np.ndarray, info, options: 
     figures, reference_predictor = _measure_row(
         loaded.reference, images, reference_outputs, loaded.info,
         dataclasses.replace(options, runs=options.runs * REFERENCE_RUNS_FACTOR))
-    row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32", graph="as-is",
+    row = _row(loaded.savedmodel_dir, first, "tf", "cpu", format="tf-reference", precision="fp32", variant="",
+               graph="as-is",
                reference=True, reference_kind="tf", targets=["cpu"], targeted=True,
                size_mb=_size_mb(loaded.savedmodel_dir), **figures)
     row["threads"] = tf_threads

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.runner import REFERENCE_RUNS_FACTOR
+from benchmarks.runner import REFERENCE_RUNS_FACTOR, pair_accuracy_aware
 from hubedge.cli import main
 from runtimes.devices import status
 
@@ -265,3 +265,23 @@ class _Folder:
 
     def __exit__(self, *exc):
         return False
+
+
+def _bench_row(format: str, precision: str, variant: str = "", p50: float = 1.0, ratio: float | None = None,
+               **extra) -> dict:
+    return {"model": "m", "format": format, "precision": precision, "variant": variant, "device": "cpu",
+            "status": "ok", "latency_ms": {"p50": p50}, "reference_artifact": "m.fp32",
+            **({"vs_reference": {"ratio": ratio}} if ratio else {}), **extra}
+
+
+def test_an_accuracy_aware_row_is_timed_against_plain_int8_of_its_format_and_the_reference_row_is_left_alone():
+    reference = _bench_row("tf-reference", "fp32", "accuracy-aware", reference=True)  # a group's first was aware
+    paired = [_bench_row("tflite", "int8", p50=5.0, ratio=0.25), _bench_row("tflite", "int8", "accuracy-aware",
+                                                                           p50=9.0, ratio=0.3333)]
+    unpaired = [_bench_row("onnx", "int8", p50=5.0), _bench_row("onnx", "int8", "accuracy-aware", p50=6.0)]
+    alone = _bench_row("openvino", "int8", "accuracy-aware")
+    pair_accuracy_aware([reference, *paired, *unpaired, alone])
+    assert "note" not in reference and "note" not in paired[0] and "note" not in unpaired[0]
+    assert paired[1]["vs_plain_int8"] == 1.333 and "each paired with the reference" in paired[1]["note"]
+    assert unpaired[1]["vs_plain_int8"] == 1.2 and unpaired[1]["note"] == "1.20× plain int8's p50"
+    assert "vs_plain_int8" not in alone and alone["note"].startswith("no plain int8 artifact of this format")
