@@ -108,7 +108,6 @@ def _accuracy_aware(model, dataset, settings: dict[str, Any], plain_advanced, lo
     plain = nncf.quantize(model, dataset, advanced_parameters=plain_advanced, **settings)  # only to time against
     record = {"route": "NNCF quantize_with_accuracy_control", "target": target.spec, "met_on": split.description,
               "tuning_figures": figures, "ranking": "NNCF's own (each quantized layer's cost on the tuning split)",
-              "activations": "per tensor (plain int8: NNCF's default, per channel into depthwise convolutions)",
               "quantized_layers": len(layers), "float_layer_limit": limit,
               "float_layers": [{"name": name} for name in kept_float],
               "why_float": f"returned to float by NNCF until the int8 model met {target.spec} on the tuning split",
@@ -183,9 +182,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         right_on = ALL_CLASSES if portable else (X86_VNNI, ARM64)
         recipe = {
             "method": "NNCF post-training quantization (nncf.quantize) of the IR converted from the SavedModel",
-            "preset": "performance (symmetric int8: per-channel weights, per-tensor activations" + (
-                ")" if options.accuracy_target is not None else
-                " except per-channel into depthwise convolutions, NNCF's default)"),
+            "preset": "performance (symmetric int8, weights per channel)",
+            "activations": "int8 per-tensor" + ("" if options.accuracy_target is not None else
+                                                ", per-channel into depthwise convolutions (NNCF's CPU default)"),
             "int8_cpu": "portable" if portable else "vnni",
             "weights": ("7-bit range in int8 (NNCF OverflowFix.ENABLE): no 16-bit saturation on x86 without VNNI"
                         if portable else "full 8-bit range (OverflowFix.DISABLE): saturates on x86 without VNNI"),
