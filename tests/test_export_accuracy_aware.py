@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 # (format, target): measured on the 132 images, natively and as x86-no-vnni (records/accuracy-aware-int8.md):
-# TFLite cosine_min 0.9902 (6 of 50 layers float), ONNX 22.8 dB (6 of 50), OpenVINO 0.9875 (2 of 50; measured
-# on x86-no-vnni only, where the per-channel recipe before it gave its x86-vnni figures within 0.001).
+# TFLite cosine_min 0.9902 (6 of 50 layers float), ONNX 22.8 dB (6 of 50), OpenVINO 0.9883 (2 of 50; 0.9875 on
+# x86-no-vnni).
 ROUTES = [("tflite", "cosine_min=0.985"), ("onnx", "sqnr_db=22"), ("openvino", "cosine_min=0.98")]
 
 

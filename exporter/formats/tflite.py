@@ -113,7 +113,8 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
     int8_io = options.int8_io
     io_type = {"int8": (tf.int8, tf.int8), "uint8": (tf.uint8, tf.float32)}.get(int8_io)
     selective = options.tflite_int8_recipe != "full"
-    float_nodes = epsilon_adds(_converter(loaded, info.input_size, info.activation_in_graph).convert()) if selective else []
+    float_model = _converter(loaded, info.input_size, info.activation_in_graph).convert() if selective else b""
+    float_nodes = epsilon_adds(float_model) if selective else []
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     if io_type is not None:
@@ -147,29 +148,33 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
     recipe["float_ops"] = [*float_ops, f"ADD of an epsilon constant ({len(float_nodes)} nodes)"]
     if options.accuracy_target is None:
         return finish(debugger.get_nondebug_quantized_model()), recipe
-    content, recipe["accuracy_aware"] = _accuracy_aware(debugger, float_ops, float_nodes, finish, loaded, info,
-                                                        options, work)
+    content, recipe["accuracy_aware"] = _accuracy_aware(debugger, float_ops, float_nodes, float_model, finish, loaded,
+                                                        info, options, work)
     return content, recipe
 
 
-def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], finish, loaded: LoadedModel,
-                    info: ModelInfo, options: ExportOptions, work: Workspace) -> tuple[bytes, dict[str, Any]]:
-    """The fewest layers kept float, in either of :data:`RANKINGS`, that meet the target on the tuning split.
-    Each trial re-quantizes the calibrated model with a longer deny list: no new calibration."""
+def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], float_model: bytes, finish,
+                    loaded: LoadedModel, info: ModelInfo, options: ExportOptions,
+                    work: Workspace) -> tuple[bytes, dict[str, Any]]:
+    """The fewest candidates (:func:`search_candidates`: layers, and normalizations as a whole) kept float, in
+    either of :data:`RANKINGS`, that meet the target on the tuning split. Each trial re-quantizes the calibrated
+    model with a longer deny list: no new calibration."""
     import tensorflow as tf
 
     from exporter.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
     from runtimes.litert import LiteRTPredictor
 
     split = tuning_split(loaded, options, work)
-    scores = debugger_ranking(debugger)
-    rankings = {"debugger": sorted(scores, key=scores.get, reverse=True), "graph order": list(scores)}
+    candidates = search_candidates(float_model, debugger_errors(debugger), set(float_nodes))
+    members, scores = candidates.members, candidates.scores
+    rankings = {"debugger": sorted(scores, key=scores.get, reverse=True), "graph order": list(members)}
     with tempfile.TemporaryDirectory(prefix="hubedge-accuracy-", dir=work.scratch) as folder:
         trial_file, plain_file = Path(folder) / "trial.tflite", Path(folder) / "plain.tflite"
 
         def evaluate(kept_float: list[str]) -> dict[str, float]:
+            denied = [tensor for name in kept_float for tensor in members[name]]
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=float_ops, denylisted_nodes=[*float_nodes, *kept_float])
+                denylisted_ops=float_ops, denylisted_nodes=[*float_nodes, *denied])
             trial_file.write_bytes(finish(debugger.get_nondebug_quantized_model()))
             return figures_of(split, LiteRTPredictor(trial_file, info).predict(split.images), info)
 
@@ -179,45 +184,117 @@ def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], fini
         trial_file.replace(plain_file)
         evaluate(result.float_layers)  # the debugger ends on the chosen deny list
         record = result.record(target, split, "TFLite converter selective quantization (QuantizationDebugger "
-                               "denylisted_nodes)", RANKINGS, len(scores), scores)
+                               "denylisted_nodes)", RANKINGS, len(members), scores)
+        norms = len(candidates.normalizations)
+        record["candidates"] = (f"{len(members) - norms} layers with weights ({', '.join(LAYER_OPS)}) and {norms} "
+                                "normalizations (each one's int8 arithmetic, kept float as a whole)")
+        for layer in record["float_layers"]:
+            if layer["name"] in candidates.normalizations:
+                layer["normalization_ops"] = len(members[layer["name"]])
         batch = split.images[:1]
         record["speed_vs_plain_int8"] = paired_speed(LiteRTPredictor(plain_file, info).direct_call(batch),
                                                      LiteRTPredictor(trial_file, info).direct_call(batch))
         return trial_file.read_bytes(), record
 
 
-# how each ranking orders the quantized tensors, the first to keep float first; the search keeps the shorter
-# answer (benchmarks/records/accuracy-aware-int8.md: neither is always shorter)
+# how each ranking orders the candidates, the first to keep float first; the search keeps the shorter answer
+# (benchmarks/records/accuracy-aware-int8.md: neither is always shorter)
 RANKINGS = {"debugger": "the QuantizationDebugger's rmse/scale per quantized tensor on the calibration set, "
-                        "largest first",
+                        "largest first (a normalization: its worst tensor)",
             "graph order": "the first quantized tensors first: float layers in one run need no quantize/dequantize "
                            "between them, and the error accumulates from the input"}
 
 
-LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # what a search may keep float: layers with weights
+LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # layers with weights
+NORMALIZATION_MARK = "RSQRT"  # a run of ops between two layers that computes 1/σ at run time is a normalization
 
 
-def debugger_ranking(debugger) -> dict[str, float]:
-    """Each quantized layer's (:data:`LAYER_OPS`) output error in its own quantization steps (√mean squared
-    error / scale), measured by the debugger's NumericVerify ops on the calibration set, in graph order: the
-    layers whose int8 rounding hurts most score highest.
-
-    Only layers with weights: with the input normalization's MUL and ADD kept float, MediaPipe Tasks scored the
-    file 3.7e-2 away from LiteRT on EfficientNet-Lite0, and verification refused it."""
+def debugger_errors(debugger) -> dict[str, float]:
+    """Each quantized tensor's output error in its own quantization steps (√mean squared error / scale),
+    measured by the debugger's NumericVerify ops on the calibration set: where int8 rounding hurts most."""
     import csv
     import io
 
     debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
-    scores = {}
+    errors = {}
     for row in csv.DictReader(dump.getvalue().splitlines()):
-        if row["op_name"] not in LAYER_OPS:
-            continue
         scale, error = float(row["scale"] or 0), float(row["mean_squared_error"] or "nan")
         if scale > 0 and math.isfinite(error):
-            scores[row["tensor_name"]] = round(math.sqrt(error) / scale, 4)
-    return scores
+            errors[row["tensor_name"]] = round(math.sqrt(error) / scale, 4)
+    return errors
+
+
+@dataclasses.dataclass
+class Candidates:
+    """What an accuracy search may keep float, in graph order: each candidate's name → the output tensors it puts
+    on the deny list, and its :func:`debugger_errors` score (a normalization: its worst tensor's)."""
+
+    members: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    normalizations: set[str] = dataclasses.field(default_factory=set)
+
+
+def search_candidates(float_model: bytes, errors: dict[str, float], already_float: set[str]) -> Candidates:
+    """The candidates of a model:
+
+    - each quantized layer with weights (:data:`LAYER_OPS`), alone;
+    - each normalization computed at run time (GroupNorm, LayerNorm): the quantized ops of a run between two
+      layers that holds an RSQRT, together. BiT loses its int8 accuracy there, not in its convolutions, and one
+      of those ops alone kept float barely helps (keeping only the MULs float made the tiny twin worse:
+      ``benchmarks/records/accuracy-aware-int8.md``).
+
+    Never the arithmetic before the first layer (the input's scaling to [-1, 1]): with it float, MediaPipe Tasks
+    scored EfficientNet-Lite0 3.7e-2 away from LiteRT, and verification refused the file. A model whose
+    normalization is folded into its convolutions (EfficientNet-Lite's BN) has layers only."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model, codes = read_model(float_model)
+    graph = model.subgraphs[0]
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    kinds = [op_names.get(code) for code in codes]
+    found = Candidates()
+    run: list[tuple[str, str]] | None = None  # (op kind, output tensor) since the last layer; None before the first
+
+    def close(run: list[tuple[str, str]] | None) -> None:
+        if not run or all(kind != NORMALIZATION_MARK for kind, _ in run):
+            return
+        tensors = [name for _, name in run if name in errors and name not in already_float]
+        if tensors:
+            name = _unique(_scope(tensors), found.members)
+            found.members[name], found.scores[name] = tensors, max(errors[tensor] for tensor in tensors)
+            found.normalizations.add(name)
+
+    for op in graph.operators:
+        kind, output = kinds[op.opcodeIndex], graph.tensors[op.outputs[0]].name.decode()
+        if kind not in LAYER_OPS:
+            if run is not None:
+                run.append((kind, output))
+            continue
+        close(run)
+        run = []
+        if output in errors:
+            found.members[output], found.scores[output] = [output], errors[output]
+    close(run)
+    return found
+
+
+def _scope(tensors: list[str]) -> str:
+    """A normalization's name: the name scope most of its tensors share (fused ops join names with ';')."""
+    import collections
+
+    scopes = collections.Counter(part.rsplit("/", 1)[0] for name in tensors for part in name.split(";") if "/" in part)
+    return scopes.most_common(1)[0][0] if scopes else tensors[0]
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    """``name``, or ``name#2``, ``name#3``, … where two normalizations share a scope."""
+    count = 2
+    candidate = name
+    while candidate in taken:
+        candidate, count = f"{name}#{count}", count + 1
+    return candidate
 
 
 PIXEL_SCALE, PIXEL_ZERO_POINT = 1.0 / 255.0, 0  # a uint8 input that is the camera's pixel value itself
@@ -232,7 +309,7 @@ def pixel_input(content: bytes) -> bytes:
     computes the same function of the pixels and MediaPipe's raw-pixel feed is exact."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    model, codes = read_model(content)
     graph = model.subgraphs[0]
     tensor = graph.tensors[graph.inputs[0]]
     scale, zero_point = float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
@@ -240,7 +317,6 @@ def pixel_input(content: bytes) -> bytes:
         return content
     from tensorflow.lite.python import schema_py_generated as schema
 
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     readers = [codes[op.opcodeIndex] for op in graph.operators if graph.inputs[0] in op.inputs]
     if not readers or any(code != schema.BuiltinOperator.QUANTIZE for code in readers):
         raise UnsupportedError("the uint8 input is read by ops other than QUANTIZE; its scale cannot be set to "
@@ -248,6 +324,15 @@ def pixel_input(content: bytes) -> bytes:
     tensor.quantization.scale = [PIXEL_SCALE]
     tensor.quantization.zeroPoint = [PIXEL_ZERO_POINT]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_model(content: bytes) -> tuple[Any, list[int]]:
+    """A .tflite file as TF's schema objects, and the builtin operator number of each of its operator codes
+    (newer files keep it in ``builtinCode``, older ones in ``deprecatedBuiltinCode``)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    return model, [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
 
 
 FLOAT_OPS = ("SQUARED_DIFFERENCE", "RSQRT")  # no int8 kernels in XNNPACK: each would split the graph
@@ -262,10 +347,9 @@ def epsilon_adds(float_model: bytes) -> list[str]:
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(float_model), 0))
+    model, codes = read_model(float_model)
     graph = model.subgraphs[0]
-    add = next((i for i, code in enumerate(model.operatorCodes)
-                if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.ADD), None)
+    add = next((i for i, code in enumerate(codes) if code == schema.BuiltinOperator.ADD), None)
 
     def epsilon(index: int) -> bool:
         tensor = graph.tensors[index]
