@@ -262,10 +262,10 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         info = runtimes.model_info(first)
         if photos is not None:
             images, image_set = preprocess(photos, info.input_size), options.images
-        else:  # the set export verified on: held-apart photos, with crops of them for trained weights
+        else:  # the set export verified on: the evaluation photos and crops of each
             from exporter.pipeline import evaluation_set
 
-            chosen_set = evaluation_set(info.input_size, first.get("weights", {}).get("source", ""))
+            chosen_set = evaluation_set(info.input_size)
             images, image_set = chosen_set.images, chosen_set.description
         image_sets.append(f"{model}: {len(images)} images ({image_set})")
         if mode == "tf":

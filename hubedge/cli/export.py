@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from exporter.formats import FORMATS
-from exporter.options import GRAPHS, INT8_CPUS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
+from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
 
@@ -40,6 +40,11 @@ def add_parser(commands) -> None:
                              "SPEC on the calibration-side tuning split, e.g. sqnr_db=22, cosine_min=0.98 or "
                              "top1_margin=0.99,top5=0.95 (top1_margin: top-1 over images the FP32 model decides by a "
                              "margin of at least 0.05); written as <model>.<format>.int8-accuracy beside plain int8")
+    parser.add_argument("--int8-fallback", choices=INT8_FALLBACKS, default="search",
+                        help="int8 (tflite, onnx, openvino, qnn) without --accuracy-target: when plain int8 misses its "
+                             "verification floor, search (default) keeps the fewest layers float that meet the floor "
+                             "and writes that under the plain int8 name, both trials in the manifest; none fails and "
+                             "writes nothing")
     parser.add_argument("--graph", choices=GRAPHS, default="auto",
                         help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
                              "(static GroupNorm, weight standardization folded), verified against the module as "
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
                             int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu,
-                            accuracy_target=args.accuracy_target)
+                            accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback)
     formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
     check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
@@ -95,6 +100,7 @@ def accuracy_aware_line(result) -> str:
 
 def print_results(results: list) -> None:
     """One line per artifact: size, time, peak memory and what verification found."""
+    from exporter.fallback import fallback_line
     from exporter.mobile_sdk import summary_line
     from exporter.pipeline import verified_cpu_line
 
@@ -126,3 +132,5 @@ def print_results(results: list) -> None:
                 check += f"  [{summary_line(v['mobile_sdk'])}]"
         check += accuracy_aware_line(r)
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
+        if line := fallback_line(r.format, r.precision, r.quantization, r.verification):
+            print(f"  {line}")
