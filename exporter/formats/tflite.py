@@ -3,12 +3,14 @@
 Converted from the hub-form SavedModel's ``__call__`` traced at a fixed ``[1, size, size, 3]`` input: mobile
 runtimes run one image at a time, and a fully static graph keeps XNNPACK in one partition (docs/stack-facts.md).
 The LiteRT adapter splits larger batches. Full int8 uses a representative dataset from the calibration set and
-integer kernels for every op but normalization's SQUARED_DIFFERENCE, RSQRT and epsilon ADDs, which stay float
-through the converter's selective quantization (QuantizationDebugger's deny lists). XNNPACK has no int8 kernel for
-the first two and rejects an int8 ADD of a 1e-5 constant (its scale is out of range), so a fully integer BiT falls
-apart into over a hundred XNNPACK partitions and runs slower than fp32, at the same agreement
-(``benchmarks/records/tflite-int8-partitions.md``). ``tflite_int8_recipe="full"`` keeps the every-op recipe for
-comparison. ``int8_io="int8"`` also makes the input and output tensors int8 (their scale and zero point go into the
+integer kernels for every layer and every normalization's affine part; each normalization's statistics and its
+``(x - mean) * scale`` stay float through the converter's selective quantization (QuantizationDebugger's deny
+lists; :func:`normalization_arithmetic`). XNNPACK has no int8 kernel for SQUARED_DIFFERENCE and RSQRT and rejects an
+int8 ADD of a 1e-5 constant (its scale is out of range), so a fully integer BiT falls apart into over a hundred
+XNNPACK partitions and runs slower than fp32 (``benchmarks/records/tflite-int8-partitions.md``); the rest of the
+statistics and the normalize step lose what the normalization restores when they are int8 (cosine_min 0.78
+against 0.91 on BiT, at the same speed: ``benchmarks/records/bit-tflite-int8-fallback.md``).
+``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and output tensors int8 (their scale and zero point go into the
 manifest, and the adapter applies them), for integer-only accelerators. ``accuracy_target`` keeps float the
 fewest layers that meet it (``exporter.accuracy``: the deny list grows). ``int8_io="uint8"`` makes the input uint8
 with scale 1/255 and zero point 0, so raw camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps
