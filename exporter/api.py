@@ -74,7 +74,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
            precisions: str | Sequence[str] = "none", output: str | Path = "artifacts",
            options: ExportOptions | None = None, verify: bool = True,
            progress: Callable[[str], None] | None = None,
-           interrupted: Callable[[], bool] = lambda: False) -> list[ExportResult]:
+           interrupted: Callable[[], bool] = lambda: False, job: dict | None = None) -> list[ExportResult]:
     """Exports ``model`` to each format at each precision, each verified against its FP32 reference.
 
     ``model``: a catalog name, hub handle or URL, a SavedModel directory, a BiT ``.npz``, or an already loaded
@@ -82,9 +82,10 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     ``none``/``fp32``, ``fp16``, ``bf16``, ``dynamic``, ``int8`` (or a comma list). ``progress`` receives
     one line per step. An export that fails is reported through ``progress`` and the others go on; then
     :class:`ExportsFailed` carries the written results and the failures. ``interrupted`` is asked after a
-    failure: a library that turned Ctrl-C into its own error must stop the run, not let it go on.
+    failure: a library that turned Ctrl-C into its own error must stop the run, not let it go on. ``job``, a
+    catalog run's record of the job (``exporter.zoo``), goes into each manifest as ``job``.
     Returns the results, in the order asked."""
-    from exporter.fsutil import ensure_writable_dir
+    from exporter.fsutil import WORK_PREFIX, ensure_writable_dir, remove_stale_work, work_prefix
     from exporter.sources import LoadedModel, load_model
 
     say = progress or (lambda _: None)
@@ -104,13 +105,15 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
         reference = loaded.reference().predict(images.images)
     results: list[ExportResult] = []
     failures: list[tuple[str, str, HubedgeError]] = []
-    with tempfile.TemporaryDirectory(prefix=".hubedge-work-", dir=folder) as scratch:
+    for stale in remove_stale_work(folder):
+        say(f"note: removed {stale.name}, left by an earlier run on this host that was killed")
+    with tempfile.TemporaryDirectory(prefix=work_prefix(WORK_PREFIX), dir=folder) as scratch:
         work = Workspace.for_model(loaded.info.input_size, options, Path(scratch), announce=say)
         for step, (fmt, precision) in enumerate(pairs, 1):
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
                 result = export_one(loaded, fmt, precision, folder, verify, reference,
-                                    fmt.options_for(precision, options), work, say)
+                                    fmt.options_for(precision, options), work, say, job)
             except HubedgeError as error:
                 if interrupted():
                     raise KeyboardInterrupt from None

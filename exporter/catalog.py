@@ -159,6 +159,33 @@ register(ModelSpec(
 ))
 
 
+EFFICIENTNET_LITE0_PARAMETERS = 4_652_008  # its trained tensors (4.69 M values with BatchNorm's running statistics)
+
+
+def parameter_count(spec: ModelSpec) -> int:
+    """Weights a model holds (its fp32 size is four bytes each), from the architecture alone: a BiT's root conv,
+    each unit's three convolutions, GroupNorms and projection, the pre-head GroupNorm and the head. R50x1 with
+    the 21k head: 68.3 M; R152x4: 1107 M."""
+    architecture = spec.architecture
+    if isinstance(architecture, EfficientNetLite):
+        return EFFICIENTNET_LITE0_PARAMETERS
+    count = 7 * 7 * 3 * architecture.root_filters
+    channels = architecture.root_filters
+    for stage, units in enumerate(architecture.units):
+        filters = architecture.stage_filters(stage)
+        for unit in range(units):
+            count += 2 * channels + channels * filters  # GroupNorm a, conv a (1x1)
+            count += 2 * filters + 9 * filters * filters  # GroupNorm b, conv b (3x3)
+            count += 2 * filters + filters * 4 * filters  # GroupNorm c, conv c (1x1)
+            if unit == 0:
+                count += channels * 4 * filters  # the projection shortcut
+            channels = 4 * filters
+    count += 2 * channels  # the pre-head GroupNorm
+    if spec.task == "classification":
+        count += channels * spec.num_outputs + spec.num_outputs
+    return count
+
+
 def all_models() -> list[ModelSpec]:
     return list(_REGISTRY.values())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,45 @@ from pathlib import Path
 from runtimes.errors import HubedgeError
 from runtimes.integrity import sha256_of  # one hash for writers and readers
 
-__all__ = ["TEMP_PREFIX", "atomic_path", "ensure_writable_dir", "sha256_of", "size_of"]
+__all__ = ["TEMP_PREFIX", "WORK_PREFIX", "atomic_path", "ensure_writable_dir", "remove_stale_work", "sha256_of",
+    "size_of", "work_prefix"]
 
-TEMP_PREFIX = ".hubedge-tmp-"
+TEMP_PREFIX = ".hubedge-tmp-"  # an artifact being written
+WORK_PREFIX = ".hubedge-work-"  # a run's scratch space
+
+
+def work_prefix(kind: str) -> str:
+    """``kind`` followed by this host and process, so that a later run can tell a dead run's folders from a live
+    one's: ``.hubedge-tmp-<host>-<pid>-``."""
+    return f"{kind}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_work(folder: Path) -> list[Path]:
+    """Removes the hidden folders that runs on this host left in ``folder`` when they were killed (their process
+    is gone); returns them. Folders of live processes, and of other hosts, are left alone."""
+    host, removed = socket.gethostname(), []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        kind = next((kind for kind in (TEMP_PREFIX, WORK_PREFIX) if path.name.startswith(kind)), None)
+        if kind is None or not path.is_dir():
+            continue
+        name = path.name[len(kind):]
+        if not name.startswith(f"{host}-"):
+            continue
+        pid = name[len(host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def ensure_writable_dir(directory: Path) -> Path:
@@ -48,7 +85,7 @@ def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...
     moved first, so the main file never appears before the files it needs.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=final.parent))
+    temp = Path(tempfile.mkdtemp(prefix=work_prefix(TEMP_PREFIX), dir=final.parent))
     target = temp / final.name
     try:
         if directory:

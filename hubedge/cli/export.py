@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from exporter.formats import FORMATS
 from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
+from runtimes.errors import HubedgeError
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("export", help="export a model to edge formats, verified against FP32")
-    add_model_arguments(parser)
+    add_model_arguments(parser, many=True)
     parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}, a comma list, or all")
     parser.add_argument("--quantize", default="none",
                         help="none (fp32), fp16, bf16 (openvino), dynamic (tflite), int8, or a comma list "
@@ -55,6 +57,14 @@ def add_parser(commands) -> None:
                              "VNNI, through qemu-user-static; slow)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the jobs on this existing Ray cluster (default: $RAY_ADDRESS, else a private "
+                             "local Ray instance when there is more than one model); --output must then be a folder "
+                             "every node sees")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run only the jobs that failed in the last run into --output")
+    parser.add_argument("--job-cpus", type=positive_int, default=1, metavar="N",
+                        help="CPUs (and threads) each export job of a Ray run takes (default: 1)")
     add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
@@ -62,6 +72,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from exporter.api import ExportOptions, ExportsFailed, check_options, export, planned_pairs
     from exporter.fsutil import ensure_writable_dir
+    from exporter.zoo import expand_models
 
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
@@ -69,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
                             accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback)
     formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
-    check_options(planned_pairs(formats, args.quantize, lambda _: None), options, not args.no_verify, lambda _: None)
+    pairs = planned_pairs(formats, args.quantize, lambda _: None)
+    check_options(pairs, options, not args.no_verify, lambda _: None)
     ensure_writable_dir(Path(args.output))
-    loaded = load_model(args.model, args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
+    models = expand_models(args.model)
+    cluster = args.cluster or os.environ.get("RAY_ADDRESS")
+    if len(models) > 1 or cluster or args.retry_failed:
+        return run_on_ray(args, models, pairs, options, cluster)
+    loaded = load_model(models[0], args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
     if loaded.seeded:
         say(SEEDED_NOTE)
     try:
@@ -83,6 +99,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print_results(results)
     return 0
+
+
+def run_on_ray(args: argparse.Namespace, models: list[str], pairs: list, options, cluster: str | None) -> int:
+    """Several models, or a cluster: every (model, format, precision) job as a Ray task (``exporter.zoo``)."""
+    from exporter.zoo import plan_jobs
+    from exporter.zoo.fanout import run_jobs
+
+    if args.no_verify:
+        raise HubedgeError("--no-verify applies to one model at a time; a catalog run verifies every artifact")
+    jobs = plan_jobs(models, args.weights, args.twin_form, pairs, options)
+    where = f"the Ray cluster at {cluster}" if cluster else "a local Ray instance"
+    say(f"{len(models)} model(s) × {len(pairs)} format/precision pair(s) = {len(jobs)} job(s), on {where}")
+    summary = run_jobs(jobs, Path(args.output), cluster=cluster, retry_failed=args.retry_failed,
+                       threads=args.job_cpus, progress=say)
+    print(f"{len(summary.done)} done, {len(summary.skipped)} skipped (up to date), {len(summary.failed)} failed, "
+          f"in {summary.seconds:.0f}s; each job's record: {Path(args.output) / 'hubedge-jobs.json'}")
+    for reason in summary.failed.values():
+        print(f"  FAILED: {reason}")
+    if summary.failed:
+        say(f"{len(summary.failed)} job(s) failed; hubedge export ... --retry-failed runs only those")
+    return 1 if summary.failed else 0
 
 
 def accuracy_aware_line(result) -> str:
