@@ -98,8 +98,10 @@ def published_exports(tiny_published, tmp_path_factory):
 def test_every_format_exports_and_verifies_from_the_published_form(published_exports, graph, name, precision):
     """On every route every CPU artifact verifies. The QNN HTP refuses the published graph's 5-D GroupNorm
     arithmetic untouched, as it does in every published module; re-authored, it takes it. In 4-D (as-is) it runs
-    plain int8, which misses the floor on the 132 images (cosine_min 0.83), and it cannot allocate the graph the
-    fallback chose (16-bit activations): the export fails, naming both."""
+    plain int8, which misses the floor on the 132 images (cosine_min 0.83), so the fallback searches: on this
+    x86-vnni machine the HTP simulator could not allocate the graph it chose (16-bit activations) and the export
+    failed, naming both trials. The search's trials run on ONNX Runtime's CPU EP, whose int8 kernels differ
+    between CPU classes, so elsewhere it may choose a graph the HTP runs: then the fallback must be recorded."""
     from exporter.pipeline import verification_device
 
     if precision == "bf16" and not cpu_has_bf16():
@@ -109,10 +111,12 @@ def test_every_format_exports_and_verifies_from_the_published_form(published_exp
         assert isinstance(result, Exception) and "cannot run wholly on the npu" in str(result)
         return
     if graph == "as-is" and name == "qnn" and verification_device(FORMATS["qnn"]) == "npu":
-        message = str(result)
-        assert isinstance(result, VerificationFailed) and "FAILED verification (cosine_min" in message, message
-        assert "the fallback's artifact" in message and "cannot run wholly on the npu" in message
-        return
+        if isinstance(result, Exception):
+            message = str(result)
+            assert isinstance(result, VerificationFailed) and "FAILED verification (cosine_min" in message, message
+            assert "the fallback" in message, message  # plain int8's miss, then why the fallback wrote nothing
+            return
+        assert result.quantization["int8_fallback"]["plain"]["failures"], result.quantization
     assert not isinstance(result, Exception), str(result)
     assert result.verification["passed"], result.verification["failures"]
     manifest = json.loads(manifest_path(result.artifact).read_text())
