@@ -3,6 +3,7 @@
 #               EfficientNet-Lite0 yardstick to every CPU format and precision (each verified against its FP32
 #               reference), bench them all beside their TF references, and predict photos with int8 artifacts
 #   make test   install, then the whole test suite (fast unit tests and the slow full-geometry ones)
+#   make check  install, then the inner loop: unit tests and one tiny export per format (under 3 minutes)
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.hubedge-installed
 # This machine's pip configuration names two empty local indexes; their warnings are noise, not errors.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: install demo test clean
+.PHONY: install demo test check clean
 
 install: $(STAMP)
 
@@ -30,13 +31,24 @@ DEMO_OUT := artifacts
 demo: $(STAMP)
 	$(VENV)/bin/python -m hubedge.demo --output $(DEMO_OUT)
 
-# First the tests a runtimes-only install can run, with the export extra made unimportable, then everything. The
-# fuzz suite runs in a process of its own: after the full-geometry tests the main process holds many GB, and a
-# fuzz case that allocates on top of that must not take the whole run down with it.
+# First the tests a runtimes-only install can run, with the export extra made unimportable, then everything on two
+# pytest-xdist workers (tests/conftest.py hands out whole modules, longest first; docs/test-timing.md shows that two
+# fit in 24 GB). The fuzz suite runs in processes of its own: a fuzz case that allocates on top of what a worker holds
+# after the full-geometry tests must not take the whole run down with it. tests/tiers.sh ends with each tier's time.
+PYTEST := $(VENV)/bin/python -m pytest
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: $(STAMP)
-	HUBEDGE_TEST_WITHOUT_EXPORT=1 $(VENV)/bin/python -m pytest -m "not export" -q -p no:cacheprovider
-	$(VENV)/bin/python -m pytest --ignore=tests/test_fuzz_readers.py --durations=25
-	$(VENV)/bin/python -m pytest tests/test_fuzz_readers.py
+	bash tests/tiers.sh \
+		runtimes-only 'HUBEDGE_TEST_WITHOUT_EXPORT=1 $(PYTEST) -m "not export" -q -p no:cacheprovider' \
+		main '$(PYTEST) --ignore=tests/test_fuzz_readers.py $(PARALLEL) --durations=25' \
+		fuzz '$(PYTEST) tests/test_fuzz_readers.py -n $(TEST_WORKERS)'
+
+# The inner loop (tests marked check in tests/conftest.py: every unit test, one tiny export per format, the CLI's and
+# the API's refusals), under 3 minutes on 2 cores: run it before each commit; make test before a push.
+check: $(STAMP)
+	bash tests/tiers.sh inner-loop '$(PYTEST) -m check $(PARALLEL) -q --durations=10'
 
 clean:
 	rm -rf artifacts .pytest_cache

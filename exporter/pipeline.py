@@ -147,7 +147,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
                 unchecked[other] = emulator
                 continue
             photos, photo_references = images.photos_only(reference_outputs)
-            other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator)
+            # the emulator runs a child on one core whatever the runtime's threads: one child per core
+            other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
             other_figures = agreement_with_reference(photo_references, other_outputs, info)
             other_shortfalls = floor.shortfalls(other_figures, where=f"as {other} ({emulator.description})")
             shortfalls += other_shortfalls

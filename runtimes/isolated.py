@@ -113,7 +113,8 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
 
     ``one_core_each`` shares the images among one child per CPU core this process may use (at most
     :data:`MAX_SHARDS`), each pinned to its core, for a device simulator that keeps one core busy per process
-    whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time.
+    whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time;
+    and for a CPU emulator, whose child is slow and runs LiteRT's kernels on one core.
     The outputs come back in the images' order, the CPU record names each child's core
     (``one_child_per_core``), and the first child to fail fails the run and stops the others."""
     cores = sorted(os.sched_getaffinity(0)) if one_core_each and hasattr(os, "sched_getaffinity") else []

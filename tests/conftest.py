@@ -47,10 +47,67 @@ if os.environ.get(WITHOUT_EXPORT_ENV) == "1":
     collect_ignore += list(EXPORT_ONLY_MODULES)
 
 
+# ``make test`` runs the suite on two pytest-xdist workers. Each module is one unit of work, so a module's fixtures are
+# built once; modules that share costly session fixtures or a resource are one unit (``pytest_xdist_make_scheduler``
+# below: xdist's own ``--dist loadgroup`` marks do not reach its scheduler under pytest 9):
+SHARED_UNITS = {
+    # the tiny classifier's lazily exported artifacts (tiny_exports): one worker exports each pair once
+    **dict.fromkeys(("test_bench.py", "test_bench_recorded.py", "test_cpu_classes.py", "test_export_formats.py",
+                     "test_hostile_inputs.py", "test_isolated.py", "test_recorded_reference.py", "test_runtimes.py",
+                     "test_runtimes_gpu_paths.py"), "tiny-exports"),
+    # full-geometry R50x1 twins: one at a time, so that two never share the machine's memory
+    **dict.fromkeys(("test_export_r50x1.py", "test_bit_r50x1.py"), "full-geometry"),
+    # Ray instances and a two-node cluster: one at a time
+    **dict.fromkeys(("test_zoo.py", "test_zoo_cluster.py"), "ray"),
+}
+# Units are handed to the workers in this order, longest first (then the rest in file order), so that neither worker
+# is left with a long unit at the end. Durations measured on a 2-core x86-vnni machine: docs/test-timing.md.
+LONGEST_FIRST = ("test_export_efficientnet_lite.py", "tiny-exports", "full-geometry", "test_bit_published.py",
+                 "test_export_accuracy_aware.py", "test_mobile_sdk.py", "ray", "test_accuracy_aware.py",
+                 "test_int8_fallback.py")
+
+
+# ``make check``, the inner loop (under 3 minutes on 2 cores): every test that needs no export extra, and these,
+# which export tiny twins to one format each and check the CLI's and the API's refusals (module: tests, or all)
+INNER_LOOP = {
+    "test_api.py": None,
+    "test_cli.py": None,
+    "test_export_formats.py": ("test_every_format_and_precision_is_verified_and_runs_through_its_runtime[tflite-int8]",
+                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[onnx-int8]",
+                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[openvino-int8]",
+                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[qnn-int8]"),
+}
+
+
+def _unit(module_file: str) -> str:
+    return SHARED_UNITS.get(module_file, module_file)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in EXPORT_ONLY_MODULES:
             item.add_marker(pytest.mark.export)
+        tests = INNER_LOOP.get(item.path.name, ())
+        if "export" not in item.keywords or tests is None or item.name in tests:
+            item.add_marker(pytest.mark.check)
+    rank = {unit: index for index, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_unit(item.path.name), len(rank)))  # stable: file order within and after
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``--dist loadscope``: whole units to each worker, in collection order (with ``--no-loadscope-reorder``).
+    Any other ``--dist`` keeps xdist's own scheduler."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getvalue("dist") != "loadscope":
+        return None
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
+
+    return UnitScheduling(config, log)
 
 
 class NetworkBlocked(ConnectionRefusedError):

@@ -21,6 +21,7 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+# slow (about a minute): five artifacts on every device at two batch sizes, each row paired with the TF reference
 @pytest.fixture(scope="module")
 def bench_report(tiny_exports, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -32,6 +33,8 @@ def bench_report(tiny_exports, tmp_path_factory):
     return code, out, artifacts
 
 
+# slow (2-3 minutes): the first test of its worker to ask for every tiny pair, so it waits for all of them to be
+# exported and verified (the other tests of the unit then find them made)
 def test_bench_finds_the_artifacts_a_folder_holds(tiny_exports):
     from benchmarks.runner import find_artifacts
 

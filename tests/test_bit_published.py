@@ -72,6 +72,8 @@ def test_a_published_form_exists_for_bit_only():
 ROUTES = ("verbatim", "as-is", "auto")
 
 
+# slow (5-8 minutes): three routes x every format and precision, each verified on the 132 images, qnn on the HTP
+# simulator, and the as-is route's qnn fallback search; one fixture, so that each route is exported once
 @pytest.fixture(scope="module")
 def published_exports(tiny_published, tmp_path_factory):
     """Every pair on each route, as one ``hubedge export`` run of that route makes them (one calibration set, one

@@ -61,6 +61,7 @@ def test_conveyance_expert_twin_gives_2048_features(images):
     assert np.all(np.linalg.norm(features, axis=1) > 0)
 
 
+# slow (1.5 minutes): builds the full-geometry twin in the published graph form and runs both forms on the images
 def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(in21k, images):
     """The stand-in for --weights hub at full geometry: the published modules' graph with the twin's weights."""
     published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 ROUTES = [("tflite", "cosine_min=0.985"), ("onnx", "sqnr_db=22"), ("openvino", "cosine_min=0.98")]
 
 
+# slow (1.5-2.5 minutes each): plain int8, then a search of several trial artifacts of a trained model, then the
+# chosen one verified natively and under the CPU emulator: the path under test is the search itself
 @pytest.mark.parametrize("fmt, spec", ROUTES)
 def test_an_accuracy_aware_artifact_meets_its_target_on_the_verification_images(capsys, tmp_path, efficientnet_lite0,
                                                                                fmt, spec):

@@ -1,5 +1,5 @@
 """The trained-weights yardstick through every format and precision, judged on held-apart photos and their
-crops, natively and as an x86 CPU without VNNI (slow: about twelve minutes)."""
+crops, natively and as an x86 CPU without VNNI (slow: 15-17 minutes, docs/test-timing.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ pytestmark = pytest.mark.slow
 EVALUATION_IMAGES = len(calibration_data.evaluation_photos()) * (EVALUATION_CROPS + 1)
 
 
+# slow (15-17 minutes, the longest item of the suite): a trained model to every format and precision, each verified
+# on the 132 images, each CPU artifact also under QEMU as an x86 CPU without VNNI (2-3 s an image for float LiteRT),
+# qnn on the HTP simulator; exported once for the whole module
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, efficientnet_lite0):
     out = tmp_path_factory.mktemp("yardstick-exports")
@@ -103,6 +106,7 @@ def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     return summarize(efficientnet_lite0.reference().predict(images), outputs, "classification", "softmax")
 
 
+# slow (1.5 minutes): two emulated runs and one OpenVINO int8 export, the controls that show the check can fail
 def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, efficientnet_lite0, tmp_path,
                                                                       monkeypatch):
     """The controls that show the check above can fail: ONNX Runtime's saturating kernels, and OpenVINO's

@@ -15,6 +15,8 @@ from hubedge.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.export]
 
 
+# slow (6-10 minutes): the headline path at full geometry (21843 outputs) in three formats, fp32 and int8, each
+# verified on the 132 images; the int8 floor is a property of the full geometry, which no tiny twin shows
 def test_full_geometry_exports_to_every_format_at_fp32_and_int8(capsys, tmp_path):
     code = main(["export", "--model", "bit-m-r50x1-in21k", "--weights", "seeded", "--twin-form", "published",
                  "--format", "tflite,onnx,openvino", "--quantize", "none,int8", "--output", str(tmp_path)])
@@ -40,6 +42,7 @@ def test_full_geometry_exports_to_every_format_at_fp32_and_int8(capsys, tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]
 
 
+# slow (about a minute): a full-geometry expert built and exported to OpenVINO int8 with its calibration
 def test_conveyance_expert_exports_its_features(capsys, tmp_path):
     code = main(["export", "--model", "expert-conveyance", "--weights", "seeded", "--format", "openvino",
                  "--quantize", "int8", "--output", str(tmp_path)])

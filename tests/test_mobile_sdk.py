@@ -66,6 +66,8 @@ def _hubedge_scores(artifact, pixels: np.ndarray) -> np.ndarray:
                              predictor.info.pending_activation)
 
 
+# slow (about 2 minutes with tiny_mobile_exports): 21843 sigmoid outputs are the geometry under test here, and the
+# twin is exported to .tflite fp32 and int8 and verified, MediaPipe included
 @pytest.fixture(scope="module")
 def tiny_21k(tmp_path_factory):
     from exporter.sources import build_twin

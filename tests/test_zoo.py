@@ -101,6 +101,7 @@ def test_a_run_skips_what_is_up_to_date_redoes_a_tampered_artifact_and_never_ove
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".hubedge-")]
 
 
+# slow (about a minute): two catalog runs on real Ray, each worker process importing TensorFlow afresh
 def test_a_failed_job_is_recorded_with_its_reason_the_others_go_on_and_retry_failed_runs_only_it(
         ray_instance, capsys, tmp_path, tiny_classifier):
     broken = tmp_path / "not-a-model"

@@ -4,10 +4,12 @@ with its own CPUs, both started and stopped by the test; the catalog run joins i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,26 +28,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ray(*args: str) -> None:
+def _ray(home: str, *args: str) -> None:
+    """``ray ARGS`` with ``home`` as its home folder: a token a user's earlier Ray left in ~/.ray turns token
+    authentication on for a head node, and a node started after it then cannot join."""
     ray = Path(sys.executable).with_name("ray")
-    subprocess.run([str(ray if ray.exists() else shutil.which("ray")), *args], check=True, capture_output=True,
-                   timeout=120)
+    done = subprocess.run([str(ray if ray.exists() else shutil.which("ray")), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HOME": home})
+    assert done.returncode == 0, f"ray {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A head node and a worker node, 1 CPU each, each with a custom resource that names it."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    temp = tmp_path_factory.mktemp("ray")
-    _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
+    # Ray's socket paths under its temp dir must stay within AF_UNIX's 107 bytes: pytest's folders (deeper still
+    # under pytest-xdist) are too deep, so a short folder in the system's temp dir
+    temp = tempfile.mkdtemp(prefix="hubedge-ray-")
+    _ray(temp, "start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
          "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats")
     try:
-        _ray("start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
+        _ray(temp, "start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
              "--disable-usage-stats")
         yield address
     finally:
-        _ray("stop", "--force")
+        _ray(temp, "stop", "--force")
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_catalog_run_spreads_its_jobs_over_a_real_two_node_cluster(cluster, tmp_path, tiny_classifier,
