@@ -4,7 +4,6 @@ with its own CPUs, both started and stopped by the test; the catalog run joins i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,31 +27,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ray(home: str, *args: str) -> None:
-    """``ray ARGS`` with ``home`` as its home folder: a token a user's earlier Ray left in ~/.ray turns token
-    authentication on for a head node, and a node started after it then cannot join."""
+def _ray(*args: str) -> None:
     ray = Path(sys.executable).with_name("ray")
     done = subprocess.run([str(ray if ray.exists() else shutil.which("ray")), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HOME": home})
+                          timeout=120)
     assert done.returncode == 0, f"ray {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, 1 CPU each, each with a custom resource that names it."""
+    """A head node and a worker node, 1 CPU each, each with a custom resource that names it.
+
+    Token authentication is off for the nodes and this process alike: with ``RAY_AUTH_MODE`` unset, a head node
+    turns it on when ``~/.ray/auth_token`` exists (a local ``ray.init()`` writes one, and sets the variable to
+    ``token`` in its process), while a node joining later stays off and is refused."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        yield from _cluster()
+
+
+def _cluster():
     port = _free_port()
     address = f"127.0.0.1:{port}"
     # Ray's socket paths under its temp dir must stay within AF_UNIX's 107 bytes: pytest's folders (deeper still
     # under pytest-xdist) are too deep, so a short folder in the system's temp dir
     temp = tempfile.mkdtemp(prefix="hubedge-ray-")
-    _ray(temp, "start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
+    _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
          "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats")
     try:
-        _ray(temp, "start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
+        _ray("start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
              "--disable-usage-stats")
         yield address
     finally:
-        _ray(temp, "stop", "--force")
+        _ray("stop", "--force")
         shutil.rmtree(temp, ignore_errors=True)
 
 
