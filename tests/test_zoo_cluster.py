@@ -52,9 +52,9 @@ def _cluster():
     # Ray's socket paths under its temp dir must stay within AF_UNIX's 107 bytes: pytest's folders (deeper still
     # under pytest-xdist) are too deep, so a short folder in the system's temp dir
     temp = tempfile.mkdtemp(prefix="hubedge-ray-")
-    _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
-         "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats")
     try:
+        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
+             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats")
         _ray("start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
              "--disable-usage-stats")
         yield address
