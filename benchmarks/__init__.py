@@ -5,7 +5,7 @@ From Python::
     import benchmarks
     report = benchmarks.bench(["artifacts/"], benchmarks.BenchOptions(runs=20))
     print(benchmarks.report.markdown(report))
-    problems = benchmarks.compare(report, baseline, benchmarks.GateOptions(max_slowdown=0.10))
+    verdict = benchmarks.judge(report, baseline, benchmarks.GateOptions(max_slowdown=0.10))
 
 ``hubedge bench`` is a thin layer over these calls. Every artifact runs through the same
 ``runtimes.load(...).predict()`` users call, beside its reference measured in the same run, so every figure can
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.gate import GateOptions, compare
+from benchmarks.gate import GateOptions, compare, judge
 from benchmarks.runner import REFERENCE_MODES, BenchOptions, reference_mode, run
 
-__all__ = ["REFERENCE_MODES", "BenchOptions", "GateOptions", "bench", "compare", "reference_mode", "report"]
+__all__ = ["REFERENCE_MODES", "BenchOptions", "GateOptions", "bench", "compare", "judge", "reference_mode", "report"]
 
 
 def bench(artifacts: str | Path | Sequence[str | Path], options: BenchOptions | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -73,10 +74,12 @@ class PairedTiming:
     reference_p50: float
     blocks: int
     calls: int
+    block_ratios: tuple[float, ...] = ()  # one per block pair: what the gate's significance test compares
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         return {"ratio": round(self.ratio, 4), "p50_ms": round(self.p50, 3),
-                "reference_p50_ms": round(self.reference_p50, 3), "blocks": self.blocks, "calls": self.calls}
+                "reference_p50_ms": round(self.reference_p50, 3), "blocks": self.blocks, "calls": self.calls,
+                "block_ratios": [round(ratio, 4) for ratio in self.block_ratios]}
 
 
 def paired_timing(predictor: Predictor, reference: Predictor, one: np.ndarray, blocks: int,
@@ -101,7 +104,8 @@ def paired_timing(predictor: Predictor, reference: Predictor, one: np.ndarray, b
         ours += times
         theirs += reference_times
     return PairedTiming(ratio=statistics.median(ratios), p50=statistics.median(ours),
-                        reference_p50=statistics.median(theirs), blocks=blocks, calls=calls)
+                        reference_p50=statistics.median(theirs), blocks=blocks, calls=calls,
+                        block_ratios=tuple(ratios))
 
 
 def measure(predictor: Predictor, images: np.ndarray, runs: int, warmup: int, batches: list[int]) -> LatencyStats:

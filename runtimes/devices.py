@@ -15,8 +15,8 @@ from pathlib import Path
 from runtimes.errors import HubedgeError
 
 __all__ = ["DEVICES", "DISCOVERERS", "DeviceStatus", "DeviceUnavailableError", "GPU_EPS", "LITERT_GPU_ACCELERATOR",
-    "QNN_EP", "TENSORRT_EP", "TENSORRT_LIBRARY", "VULKAN_LOADER", "discover", "litert_gpu_probe", "register_qnn",
-    "require", "status"]
+    "QNN_EP", "RESOURCE_PREFIX", "TENSORRT_EP", "TENSORRT_LIBRARY", "VULKAN_LOADER", "discover", "litert_gpu_probe",
+    "ray_resources", "register_qnn", "require", "status"]
 
 DEVICES = ("cpu", "gpu", "npu")
 QNN_EP = "QNNExecutionProvider"
@@ -189,3 +189,19 @@ def require(runtime: str, device: str) -> DeviceStatus:
     if not found.available:
         raise DeviceUnavailableError(f"{runtime} on {device}: not available here: {found.reason}")
     return found
+
+
+RESOURCE_PREFIX = "device:"
+
+
+def ray_resources() -> dict[str, int]:
+    """The Ray custom resources this machine offers to benches (``benchmarks.fanout``): ``device:<device>`` for
+    each device some runtime runs on here, and ``device:cpu-<class>`` for its CPU class (``runtimes.cpu``). One
+    unit each: a node times one bench at a time. Give them to ``ray start --resources``."""
+    from runtimes.cpu import cpu_class
+
+    offered = {row.device for row in discover() if row.available}
+    names = [f"{RESOURCE_PREFIX}{device}" for device in offered]
+    if "cpu" in offered:
+        names.append(f"{RESOURCE_PREFIX}cpu-{cpu_class()}")
+    return dict.fromkeys(sorted(names), 1)

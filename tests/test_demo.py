@@ -4,58 +4,66 @@ from __future__ import annotations
 
 import json
 
+from exporter.formats import FORMATS
+from exporter.zoo.fanout import RunSummary
 from hubedge import demo
 from runtimes.manifest import manifest_path
 
 
-def test_a_failed_export_is_reported_and_the_rest_is_benched_and_predicted(tmp_path):
+def _fake_run(tmp_path, failing: str = "", up_to_date: int = 0):
+    """A catalog run that writes a manifest for every job but ``failing``, the first ``up_to_date`` of them
+    reported as skipped; what the demo does with a run's outcome is under test, the run itself in test_zoo.py."""
+    seen = []
+
+    def export_jobs(jobs, output):
+        seen.append(jobs)
+        summary = RunSummary(keys={job: f"key-{index}" for index, job in enumerate(jobs)})
+        for index, job in enumerate(jobs):
+            artifact = output / FORMATS[job.format].artifact_name(job.model, job.precision)
+            if artifact.name == failing:
+                summary.failed[f"key-{index}"] = "verification failed"
+                continue
+            manifest_path(artifact).write_text(json.dumps({"artifact": artifact.name}))
+            (summary.skipped if index < up_to_date else summary.done).append(f"key-{index}")
+        return summary
+
+    return export_jobs, seen
+
+
+def test_a_failed_export_is_reported_and_the_rest_is_benched_predicted_and_reported(tmp_path):
     models = demo.demo_models(with_bf16=False, emulate=True)
     failing = "efficientnet-lite0.onnx.int8.onnx"
-    calls = []
-    lines = []
-
-    def fake_cli(argv):
-        """Writes a manifest for every artifact an export command plans, except the failing one."""
-        calls.append(list(argv))
-        if argv[0] != "export":
-            return 0
-        model = next(m for m in models if m.name == argv[argv.index("--model") + 1])
-        command = (argv[argv.index("--format") + 1], argv[argv.index("--quantize") + 1])
-        plan = demo.DemoModel(model.name, model.weights, (command,))
-        written = [a for a in demo.expected_artifacts(plan, tmp_path) if a.name != failing]
-        for artifact in written:
-            manifest_path(artifact).write_text(json.dumps({"artifact": artifact.name}))
-        return 1 if len(written) < len(demo.expected_artifacts(plan, tmp_path)) else 0
-
     stale = tmp_path / "efficientnet-lite0.onnx.int8.json"
     stale.write_text("{}")  # left by an earlier run: must not pass for this run's failed export
-    code = demo.run(models, tmp_path, fake_cli, lines.append)
-    assert code == 1
-    bench = next(call for call in calls if call[0] == "bench")
-    benched = {arg for arg in bench if arg.endswith(".json") and "bench" not in arg}
+    calls, lines = [], []
+    export_jobs, seen = _fake_run(tmp_path, failing)
+
+    def fake_cli(argv):
+        calls.append(list(argv))
+        return 0
+
+    assert demo.run(models, tmp_path, fake_cli, lines.append, export_jobs) == 1
+    assert len(seen) == 1 and len(seen[0]) == 2 * 10  # both models in one catalog run
+    yardstick_jobs = [job for job in seen[0] if job.model == "efficientnet-lite0"]
+    assert all(job.options.verify_cpu == "all" and job.weights == "package" for job in yardstick_jobs)
+    assert [call[0] for call in calls] == ["bench", "predict", "predict"]
+    benched = {arg for arg in calls[0] if arg.endswith(".json") and "bench" not in arg}
     assert len(benched) == 2 * 10 - 1 and str(stale) not in benched
-    predicted = [call for call in calls if call[0] == "predict"]
-    assert [call[2].rsplit("/", 1)[-1] for call in predicted] == ["bit-m-r50x1-in21k.tflite.int8.tflite",
+    assert [call[2].rsplit("/", 1)[-1] for call in calls[1:]] == ["bit-m-r50x1-in21k.tflite.int8.tflite",
                                                                    "efficientnet-lite0.tflite.int8.tflite"]
-    assert any(failing in line and "benching and predicting with the rest" in line for line in lines)
+    assert any("efficientnet-lite0 onnx int8" in line and "benching and predicting with the rest" in line
+               for line in lines)
+    assert (tmp_path / "hubedge-report.md").is_file()  # the catalog report ends the demo
     assert lines[-1] == "demo: FAILED: 1 export(s) failed"
 
 
-def test_the_demo_passes_when_every_export_is_written(tmp_path):
+def test_the_demo_passes_when_every_export_is_written_and_says_how_many_were_up_to_date(tmp_path):
     models = demo.demo_models(with_bf16=True, emulate=False)
-
-    def fake_cli(argv):
-        if argv[0] == "export":
-            model = argv[argv.index("--model") + 1]
-            for m in models:
-                if m.name == model:
-                    for artifact in demo.expected_artifacts(m, tmp_path):
-                        manifest_path(artifact).write_text("{}")
-        return 0
-
+    export_jobs, seen = _fake_run(tmp_path, up_to_date=5)
     lines = []
-    assert demo.run(models, tmp_path, fake_cli, lines.append) == 0
-    assert lines[-1] == "demo: done: 22 artifacts exported, verified, benched"
+    assert demo.run(models, tmp_path, lambda argv: 0, lines.append, export_jobs) == 0
+    assert all(job.options.verify_cpu == "native" for job in seen[0])
+    assert lines[-1] == "demo: done: 22 artifacts exported (5 of them up to date from an earlier run), verified, benched"
 
 
 def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatch):
@@ -68,6 +76,6 @@ def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatc
     emulate, why_not = demo.emulation_plan()
     assert not emulate and "qemu-user-static" in why_not
     yardstick = demo.demo_models(with_bf16=False, emulate=emulate)[1]
-    assert "--verify-cpu" not in yardstick.extra
+    assert yardstick.options.verify_cpu == "native"
     monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [])  # an AVX2 machine: nothing to emulate
     assert demo.emulation_plan()[0] is False

@@ -115,9 +115,29 @@ def test_a_failed_job_is_recorded_with_its_reason_the_others_go_on_and_retry_fai
     failed = [entry for entry in _ledger(out).values() if entry["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["model"] == str(broken) and "\n" not in failed[0]["reason"]
     assert "--retry-failed runs only those" in err and "to run" in err
+    _check_catalog_report(out, str(broken), capsys)
     code, stdout, err = run(capsys, *argv, "--retry-failed")
     assert code == 1 and "0 done, 1 skipped" in stdout and "1 failed" in stdout
     assert "1 skipped (up to date or not failed last time), 1 to run" in err
+
+
+def _check_catalog_report(out: Path, broken: str, capsys) -> None:
+    """The report the run wrote at its end: one row per job, the failure with its reason, the export's figures."""
+    import yaml
+
+    report = json.loads((out / "hubedge-report.json").read_text())
+    assert report["counts"] == {"failed": 1, "ok": 1}
+    failed = next(row for row in report["rows"] if row["status"] == "failed")
+    assert failed["model"] == broken and failed["reason"] and failed["job"]["attempts"] == 1
+    done = next(row for row in report["rows"] if row["status"] == "ok")
+    assert done["agreement"]["cosine_min"] > 0.999 and done["verified"] and done["size_mb"] > 0
+    assert done["export_seconds"] > 0 and done["peak_memory_mb"] > 0 and done["job"]["host"] and done["job"]["node"]
+    record = yaml.safe_load((out / "perf" / f"{done['model']}.yaml").read_text())
+    assert record["artifacts"]["tflite-fp32"]["numerics"]["cosine_min"] == done["agreement"]["cosine_min"]
+    assert f"| {done['model']} | tflite | fp32 | ok |" in (out / "hubedge-report.md").read_text()
+    assert (out / "hubedge-report.png").stat().st_size > 0
+    code, stdout, _ = run(capsys, "report", str(out))  # the same report on demand; a failed row exits 1
+    assert code == 1 and "2 (model, format, precision) rows: 1 failed, 1 ok" in stdout
 
 
 def test_a_request_no_node_can_meet_is_refused_in_one_line_before_anything_runs(ray_instance, tmp_path):

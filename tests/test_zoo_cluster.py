@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from exporter.formats import FORMATS
 from exporter.options import ExportOptions
 from exporter.zoo import plan_jobs
 from exporter.zoo.ledger import LEDGER
+from runtimes.cpu import cpu_class
+from tests.test_cli import run
 
 pytestmark = [pytest.mark.export, pytest.mark.ray]
 
@@ -27,16 +31,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ray(*args: str) -> None:
+def _ray_node(*args: str) -> subprocess.Popen:
+    """A node started with ``ray start --block``, once it is up. Its own process stops it (SIGTERM kills the node's
+    processes), so the test never touches other Ray instances on the machine as ``ray stop`` would."""
     ray = Path(sys.executable).with_name("ray")
-    done = subprocess.run([str(ray if ray.exists() else shutil.which("ray")), *args], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, f"ray {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    node = subprocess.Popen([str(ray if ray.exists() else shutil.which("ray")), "start", *args, "--block",
+                             "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said: list[str] = []
+    deadline = time.monotonic() + 120
+    for line in node.stdout:  # Ray says it blocks once the node is up; it exits at once when it fails to start
+        said.append(line)
+        if "block forever" in line or time.monotonic() > deadline:
+            break
+    if node.poll() is not None or not any("block forever" in line for line in said):
+        _stop(node)
+        pytest.fail(f"ray start {' '.join(args)} failed:\n{''.join(said)[-3000:]}")
+    threading.Thread(target=node.stdout.read, daemon=True).start()  # keep its pipe drained
+    return node
+
+
+def _stop(node: subprocess.Popen) -> None:
+    node.terminate()
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        node.wait()
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, 1 CPU each, each with a custom resource that names it.
+    """A head node and a worker node, 1 CPU each, each with a custom resource that names it; only the head offers
+    the CPU to benches (``device:cpu`` and its CPU class: ``hubedge devices --ray-resources``).
 
     Token authentication is off for the nodes and this process alike: with ``RAY_AUTH_MODE`` unset, a head node
     turns it on when ``~/.ray/auth_token`` exists (a local ``ray.init()`` writes one, and sets the variable to
@@ -52,14 +78,16 @@ def _cluster():
     # Ray's socket paths under its temp dir must stay within AF_UNIX's 107 bytes: pytest's folders (deeper still
     # under pytest-xdist) are too deep, so a short folder in the system's temp dir
     temp = tempfile.mkdtemp(prefix="hubedge-ray-")
+    nodes: list[subprocess.Popen] = []
     try:
-        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--resources", '{"hubedge-test-head": 1}',
-             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats")
-        _ray("start", f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}',
-             "--disable-usage-stats")
+        offered = {"hubedge-test-head": 1, "device:cpu": 1, f"device:cpu-{cpu_class()}": 1}
+        nodes.append(_ray_node("--head", f"--port={port}", "--num-cpus=1", "--resources", json.dumps(offered),
+                               "--include-dashboard=false", f"--temp-dir={temp}"))
+        nodes.append(_ray_node(f"--address={address}", "--num-cpus=1", "--resources", '{"hubedge-test-worker": 1}'))
         yield address
     finally:
-        _ray("stop", "--force")
+        for node in reversed(nodes):
+            _stop(node)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -81,3 +109,33 @@ def test_a_catalog_run_spreads_its_jobs_over_a_real_two_node_cluster(cluster, tm
     assert not ray.is_initialized()  # the run left the cluster, which stays up for its owner
     again = run_jobs(jobs, tmp_path, cluster=cluster)
     assert len(again.skipped) == 4 and not again.done
+
+
+def _head_node(address: str) -> str:
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        return next(node["NodeID"] for node in ray.nodes() if "hubedge-test-head" in node["Resources"])
+    finally:
+        ray.shutdown()
+
+
+# slow (about a minute): each bench task is a fresh Ray worker that imports TensorFlow for the reference
+def test_a_bench_runs_only_on_the_node_that_offers_its_device_and_a_device_no_node_offers_is_reported(
+        cluster, tmp_path, tiny_exports, capsys):
+    artifacts = [str(tiny_exports[(fmt, "fp32")].artifact) for fmt in ("tflite", "onnx")]
+    code, stdout, err = run(capsys, "bench", *artifacts, "--cluster", cluster, "--device", "all", "--runs", "3",
+                            "--warmup", "1", "--json", str(tmp_path / "bench.json"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "bench.json").read_text())
+    timed = [row for row in report["rows"] if row["status"] == "ok"]
+    assert {row["node"] for row in timed} == {_head_node(cluster)}  # the worker node offers no device
+    assert {row["resource"] for row in timed} == {f"device:cpu-{cpu_class()}"} and len(timed) == 3  # TF ref + 2
+    assert all(row["cpu_class"] == cpu_class() and row["host"] for row in timed)
+    assert report["machines"][0]["node"] == timed[0]["node"] and report["machines"][0]["threads"] == 1
+    absent = [row for row in report["rows"] if row["status"] != "ok"]
+    assert {(row["device"], row["reason"]) for row in absent} == {
+        ("gpu", "no node of the Ray cluster offers device:gpu"), ("npu", "no node of the Ray cluster offers device:npu")}
+    assert len(absent) == 4 and "no node of the Ray cluster offers device:gpu" in err
+    assert f"cpu @ {timed[0]['host']} ({cpu_class()})" in stdout

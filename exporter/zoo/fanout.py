@@ -25,7 +25,8 @@ from exporter.zoo.jobs import CONVERTERS, Job, JobKey
 from exporter.zoo.ledger import Ledger
 from runtimes.errors import HubedgeError
 
-__all__ = ["MEMORY_BASE", "MEMORY_PER_MODEL_BYTE", "RunSummary", "memory_request", "model_bytes", "run_jobs"]
+__all__ = ["MEMORY_BASE", "MEMORY_PER_MODEL_BYTE", "RunSummary", "memory_request", "model_bytes", "ray_session",
+           "run_jobs"]
 
 GiB = 2**30
 # measured peaks (benchmarks/records/): a BiT-M R50x1 21k (273 MB) exported in 4.9-5.9 GB per format, a R50x3
@@ -57,12 +58,17 @@ def memory_request(job: Job) -> int:
 
 @dataclasses.dataclass
 class RunSummary:
-    """How a run ended: the jobs done, skipped as up to date, and failed (key → reason)."""
+    """How a run ended: the jobs done, skipped as up to date, and failed (key → reason); each job's key."""
 
     done: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    keys: dict[Job, str] = dataclasses.field(default_factory=dict)
+
+    def line(self) -> str:
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped (up to date), {len(self.failed)} failed, "
+                f"in {self.seconds:.0f}s")
 
 
 def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads: int) -> dict[str, Any]:
@@ -191,7 +197,7 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
     ledger = Ledger(output)
     versions = tool_versions(CONVERTERS)
     keys = {job: JobKey.of(job, versions) for job in jobs}
-    summary = RunSummary()
+    summary = RunSummary(keys={job: key.digest for job, key in keys.items()})
     todo: list[Job] = []
     for job in jobs:
         digest = keys[job].digest
@@ -230,6 +236,18 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
             digest = keys[job].digest
             try:
                 outcome = ray.get(ready[0])
+            except ray.exceptions.LocalRayletDiedError:  # this machine's Ray is gone: nothing more will finish
+                lost = [job, *(pending for pending, _ in by_ref.values())]
+                progress(f"the Ray instance of this run died (its raylet was killed: out of memory, or `ray stop`); "
+                         f"{len(lost)} job(s) not finished; run the same command again to resume")
+                for unfinished in lost:
+                    reason = "not finished: the run's Ray instance died"
+                    summary.failed[keys[unfinished].digest] = reason
+                    ledger.record(keys[unfinished].digest, {
+                        "status": "failed", "reason": reason, "model": unfinished.model, "format": unfinished.format,
+                        "precision": unfinished.precision, "weights": unfinished.weights})
+                by_ref.clear()
+                break
             except ray.exceptions.OutOfMemoryError:
                 if attempt == 1:
                     progress(f"  {job.label}: killed for memory; retrying once with {OOM_GROWTH:g}× the request")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from hubedge.cli.common import (add_image_limit_argument, count, fraction, import_tensorflow_quietly, int_list,
-                                positive_int, say)
+                                positive_int, probability, say)
 from runtimes.errors import HubedgeError
 
 
@@ -20,8 +20,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="evaluation images (default: the held-apart bundled photos, never calibration ones)")
     parser.add_argument("--batch", type=int_list, default=(1,), help="batch sizes for throughput (default: 1)")
-    parser.add_argument("--threads", type=positive_int, default=os.cpu_count(),
-                        help="threads for every runtime, recorded in the report (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads for every runtime, recorded in the report (default: all cores of the machine "
+                             "that times)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="time on the nodes of this Ray cluster that offer each device (default: $RAY_ADDRESS, "
+                             "else here); nodes offer devices with ray start --resources \"$(hubedge devices "
+                             "--ray-resources)\", and must see the artifacts at the same paths")
     parser.add_argument("--runs", type=positive_int, default=20, help="timed calls per row (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     parser.add_argument("--paired-blocks", type=count, default=6, metavar="N",
@@ -44,7 +49,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline for later runs")
     parser.add_argument("--baseline", metavar="FILE", help="compare with a saved run; regressions exit non-zero")
     parser.add_argument("--max-slowdown", type=fraction, default=0.10,
-                        help="allowed growth of a row's latency relative to its TF reference (default: 10%%)")
+                        help="allowed growth of a row's latency relative to its TF reference (default: 10%%); a "
+                             "row past it fails only if the slowdown is also significant, and after one re-timing")
+    parser.add_argument("--significance", type=probability, default=0.01, metavar="P",
+                        help="p-value below which a slowdown counts (one-sided Mann-Whitney U test of the per-block "
+                             "ratios against the baseline's; default: 0.01)")
     parser.add_argument("--min-top1", type=float, default=None, help="fail rows whose top-1 agreement is lower")
     parser.add_argument("--min-cosine", type=float, default=None, help="fail rows whose minimum cosine is lower")
     add_image_limit_argument(parser)
@@ -56,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks import report
     from runtimes.devices import DEVICES
 
+    cluster = args.cluster or os.environ.get("RAY_ADDRESS")
     mode = benchmarks.reference_mode(args.reference_mode)
     if mode == "tf":
-        import_tensorflow_quietly()  # the reference rows run TensorFlow
+        if not cluster:
+            import_tensorflow_quietly()  # the reference rows run TensorFlow here
         if args.reference:
             raise HubedgeError("--reference pairs latencies in recorded mode; with TensorFlow here the rows are paired "
                                "with the TF reference (add --reference-mode recorded to pair with an artifact)")
@@ -67,33 +78,63 @@ def run(args: argparse.Namespace) -> int:
             + (f"{args.reference}" if args.reference else "each model's fp32 artifact of the same format")
             + ("" if args.reference_mode == "recorded" else " (TensorFlow is not installed)"))
     devices = DEVICES if args.device == "all" else (args.device,)
-    options = benchmarks.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=args.threads,
+    threads = args.threads if cluster else args.threads or os.cpu_count()  # on a cluster: each node's cores
+    options = benchmarks.BenchOptions(devices=devices, images=args.images, batches=args.batch, threads=threads,
                                       runs=args.runs, warmup=args.warmup, vendor_check=args.vendor_check,
                                       paired_blocks=args.paired_blocks, reference_mode=mode, reference=args.reference)
     baseline = read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
+    if baseline is not None:
+        from benchmarks.gate import require_scipy
+
+        require_scipy()
     if args.plot:
         from benchmarks.plot import require_matplotlib, write_plot
 
         require_matplotlib()
-    result = benchmarks.bench(args.artifacts, options, progress=say)
+    def measure(paths: list[str]) -> dict:
+        if cluster:
+            from benchmarks.fanout import bench_on_cluster
+
+            return bench_on_cluster(paths, options, cluster, say)
+        return benchmarks.bench(paths, options, progress=say)
+
+    result = measure(args.artifacts)
+    report.write(result, args.save_baseline, None, None)  # a baseline holds the measured rows, never a verdict
+    verdict = None
+    if baseline is not None:
+        verdict = gate(result, baseline, args, measure)
     report.write(result, args.json, args.markdown, args.csv)
     if args.plot:
         write_plot(result, args.plot)
-    report.write(result, args.save_baseline, None, None)
     print(report.markdown(result), end="")
-    regressions = []
-    if baseline is not None:
-        regressions = benchmarks.compare(result, baseline,
-                                         benchmarks.GateOptions(args.max_slowdown, args.min_top1, args.min_cosine))
-        for problem in regressions:
-            say(f"REGRESSION: {problem}")
-        say(f"baseline {args.baseline}: {'FAILED, ' + str(len(regressions)) + ' regression(s)' if regressions else 'passed'}")
+    if verdict is not None:
+        for note in verdict.notes:
+            say(f"note: {note}")
+        for problem in verdict.regressions:
+            say(f"REGRESSION: {problem.message}")
+        say(f"baseline {args.baseline}: "
+            f"{'FAILED, ' + str(len(verdict.regressions)) + ' regression(s)' if verdict.regressions else 'passed'}")
     failed = [row for row in result["rows"] if row["status"] == "failed" and row["targeted"]]
     for row in result["rows"]:
         if row["status"] == "failed" and not row["targeted"]:
             say(f"note: {Path(row['artifact']).name} is not made for the {row['device']} (its manifest targets "
                 f"{', '.join(row['targets'])}); its failure there is reported, not counted")
-    return 1 if failed or regressions else 0
+    return 1 if failed or (verdict is not None and not verdict.passed) else 0
+
+
+def gate(result: dict, baseline: dict, args: argparse.Namespace, measure):
+    """The gate's verdict, kept in the report under ``gate``; rows that slowed down are benched again once."""
+    from benchmarks.gate import GateOptions, judge
+
+    gate_options = GateOptions(args.max_slowdown, args.min_top1, args.min_cosine, args.significance)
+
+    def retime(artifacts: list[str]) -> dict:
+        say(f"gate: {len(artifacts)} artifact(s) slowed down past --max-slowdown; timing them once more")
+        return measure(artifacts)
+
+    verdict = judge(result, baseline, gate_options, retime)
+    result["gate"] = {"baseline": str(args.baseline), **verdict.as_dict(gate_options)}
+    return verdict
 
 
 def read_baseline(path: str) -> dict:

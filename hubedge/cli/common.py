@@ -155,3 +155,14 @@ def fraction(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a slowdown such as 10% or 0.1, got {text!r}")
     return value
+
+
+def probability(text: str) -> float:
+    """A p-value threshold strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1 such as 0.01, got {text!r}")
+    return value

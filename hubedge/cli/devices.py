@@ -9,12 +9,18 @@ import json
 def add_parser(commands) -> None:
     parser = commands.add_parser("devices", help="which runtime runs on which device here, and why not")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--ray-resources", action="store_true",
+                        help="print the Ray custom resources this machine offers to benches on a cluster, as JSON "
+                             "for ray start --resources (for example device:cpu-x86-vnni)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtimes.devices import discover
+    from runtimes.devices import discover, ray_resources
 
+    if args.ray_resources:
+        print(json.dumps(ray_resources()))
+        return 0
     rows = discover()
     if args.json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))

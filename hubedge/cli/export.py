@@ -113,10 +113,12 @@ def run_on_ray(args: argparse.Namespace, models: list[str], pairs: list, options
     say(f"{len(models)} model(s) × {len(pairs)} format/precision pair(s) = {len(jobs)} job(s), on {where}")
     summary = run_jobs(jobs, Path(args.output), cluster=cluster, retry_failed=args.retry_failed,
                        threads=args.job_cpus, progress=say)
-    print(f"{len(summary.done)} done, {len(summary.skipped)} skipped (up to date), {len(summary.failed)} failed, "
-          f"in {summary.seconds:.0f}s; each job's record: {Path(args.output) / 'hubedge-jobs.json'}")
+    print(f"{summary.line()}; each job's record: {Path(args.output) / 'hubedge-jobs.json'}")
     for reason in summary.failed.values():
         print(f"  FAILED: {reason}")
+    from benchmarks import catalog_report
+
+    catalog_report.write(args.output, say)
     if summary.failed:
         say(f"{len(summary.failed)} job(s) failed; hubedge export ... --retry-failed runs only those")
     return 1 if summary.failed else 0
