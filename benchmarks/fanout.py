@@ -86,27 +86,24 @@ def bench_on_cluster(paths: list[str], options: BenchOptions, cluster: str | Non
         task = ray.remote(max_calls=1, max_retries=0)(_bench_task)
         pending: dict[Any, tuple[tuple[str, str], str, str]] = {}
         for device in options.devices:
-            resources = device_resources(device, nodes)
-            offering = {resource: [node for node in nodes if node.get("Resources", {}).get(resource, 0) >= 1]
-                        for resource in resources}
-            missing = [resource for resource, found in offering.items() if not found] or ([] if resources else
-                                                                                           [f"{RESOURCE_PREFIX}cpu-*"])
-            for resource in missing:
-                progress(f"{device}: no node of the Ray cluster offers {resource}; start nodes with ray start "
-                         "--resources \"$(hubedge devices --ray-resources)\"")
-                unplaced += [_row(artifact, manifest, device, "not available",
-                                  f"no node of the Ray cluster offers {resource}")
-                             for members in groups.values() for artifact, manifest in members]
-            for resource, found in ((resource, found) for resource, found in offering.items() if found):
+            # no CPU class offered at all: a name that no node has, so that the rows below say so
+            for resource in device_resources(device, nodes) or [f"{RESOURCE_PREFIX}cpu-*"]:
+                found = [node for node in nodes if node.get("Resources", {}).get(resource, 0) >= 1]
+                if not found:
+                    progress(f"{device}: no node of the Ray cluster offers {resource}; start nodes with ray start "
+                             "--resources \"$(hubedge devices --ray-resources)\"")
+                    unplaced += [_row(artifact, manifest, device, "not available",
+                                      f"no node of the Ray cluster offers {resource}")
+                                 for members in groups.values() for artifact, manifest in members]
+                    continue
                 for index, (key, members) in enumerate(groups.items()):
-                    node = found[index % len(found)]
+                    node = found[index % len(found)]  # a model's artifacts on one node, models spread over them
+                    cpus = node["Resources"].get("CPU", 1)
                     ref = task.options(
-                        num_cpus=node["Resources"].get("CPU", 1), resources={resource: 1},
+                        num_cpus=cpus, resources={resource: 1}, name=f"bench {key[0]} {resource}",
                         scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-                        name=f"bench {key[0]} {resource}",
                     ).remote([artifact for artifact, _ in members],
-                             dataclasses.replace(options, devices=(device,),
-                                                 threads=options.threads or int(node["Resources"].get("CPU", 1))),
+                             dataclasses.replace(options, devices=(device,), threads=options.threads or int(cpus)),
                              resource)
                     pending[ref] = (key, device, f"{resource} on {node.get('NodeManagerHostname', '?')}")
         total, finished = len(pending), 0

@@ -179,3 +179,25 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_next_run_finishes_t
     rest = run_jobs(_jobs(models), tmp_path)
     assert len(rest.done) == 2 - len(artifacts) and len(rest.skipped) == len(artifacts) and not rest.failed
     assert not list(tmp_path.glob(".hubedge-*"))  # the killed worker's folder went with the next run
+
+
+def test_a_job_killed_for_memory_is_retried_once_with_a_larger_request_then_recorded(tmp_path, tiny_classifier,
+                                                                                   tiny_features):
+    """Ray's own memory monitor, its threshold set to 1 % of the machine so that it sees every running task as too
+    much, kills each export: the run retries each once with 1.5× the memory request, then records it as failed."""
+    from exporter.zoo.fanout import OOM_GROWTH
+
+    env = {**os.environ, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
+    models = [tiny_classifier.weights["savedmodel"], tiny_features.weights["savedmodel"]]
+    command = [sys.executable, "-m", "hubedge", "export", *[arg for model in models for arg in ("--model", str(model))],
+               "--format", "tflite", "--output", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.count("killed for memory; retrying once with 1.5× the request") == 2, done.stderr[-3000:]
+    entries = list(_ledger(tmp_path).values())
+    assert [entry["status"] for entry in entries] == ["failed", "failed"]
+    assert all(entry["reason"] == "killed for memory twice (Ray's memory monitor)" and entry["attempts"] == 2
+               for entry in entries)
+    first_request = 3.5 * 1024  # MiB: the smallest any job asks (exporter.zoo.fanout.MEMORY_BASE)
+    assert all(entry["memory_request_mb"] >= first_request * OOM_GROWTH for entry in entries)
+    assert not [path for path in tmp_path.iterdir() if path.suffix == ".tflite"]
