@@ -1,7 +1,8 @@
 # The two commands of the README. Both create (or reuse) .venv/ at the repo root first.
 #   make demo   install, then the main job: export the seeded BiT-M R50x1 ImageNet-21k twin and the trained
 #               EfficientNet-Lite0 yardstick to every CPU format and precision (each verified against its FP32
-#               reference), bench them all beside their TF references, and predict photos with int8 artifacts
+#               reference; one catalog run on a local Ray instance, so a second make demo skips what is up to date),
+#               bench them all beside their TF references, predict photos with int8 artifacts, write the report
 #   make test   install, then the whole test suite (fast unit tests and the slow full-geometry ones)
 #   make check  install, then the inner loop: unit tests and one tiny export per format (under 3 minutes)
 SHELL := bash

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import cell
 from runtimes.devices import RESOURCE_PREFIX
 from runtimes.errors import HubedgeError, InvalidInputError
 from runtimes.manifest import SCHEMA, manifest_path
@@ -134,14 +135,6 @@ def build(folder: str | Path) -> dict[str, Any]:
             "counts": counts, "benches": [path.name for path, _ in benches], "rows": ordered}
 
 
-def _cell(value: Any, digits: int = 4) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def _latency_cell(row: dict[str, Any]) -> str:
     return "; ".join(f"{device} {figure['p50_ms']:.2f} ms" + (f" ({figure['speedup_vs_reference']:.2f}× ref)"
                                                               if figure.get("speedup_vs_reference") else "")
@@ -163,9 +156,9 @@ def markdown(report: dict[str, Any]) -> str:
         precision = row["precision"] + (f" ({row['variant']})" if row.get("variant") else "")
         ran_on = row.get("job", {}).get("host", "")
         lines.append("| " + " | ".join([
-            row["model"], row["format"], precision, status.replace("|", "/"), _cell(row.get("size_mb")),
-            _cell(row.get("export_seconds")), _cell(row.get("peak_memory_mb")),
-            _cell(row["agreement"].get("cosine_min"), 5), _cell(row["agreement"].get("top1")),
+            row["model"], row["format"], precision, status.replace("|", "/"), cell(row.get("size_mb"), 4, "g"),
+            cell(row.get("export_seconds"), 4, "g"), cell(row.get("peak_memory_mb"), 4, "g"),
+            cell(row["agreement"].get("cosine_min"), 5, "g"), cell(row["agreement"].get("top1"), 4, "g"),
             ", ".join(row.get("verified_on", [])), _latency_cell(row), ran_on]) + " |")
     return "\n".join(lines) + "\n"
 

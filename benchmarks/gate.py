@@ -46,6 +46,7 @@ class Finding:
     artifact: str
     message: str
     slowdown: bool = False
+    partner: str = ""  # recorded mode: the artifact the row's latency is paired with, timed again beside it
 
 
 @dataclasses.dataclass
@@ -127,11 +128,12 @@ def _slowdown(key: Key, row: dict[str, Any], ratio_now: float, before_row: dict[
     text = (f"{_name(key)}: {ratio_now / ratio_before - 1.0:.0%} slower relative to {against} (p50 "
             f"{ratio_before:.3f}× → {ratio_now:.3f}× of the reference's; allowed {options.max_slowdown:.0%})")
     p_value, why_none = slowdown_p_value(_blocks(row), _blocks(before_row), options.significance)
+    partner = str(row.get("reference_artifact", ""))
     if p_value is None:
-        return Finding(key, row["artifact"], f"{text}; judged on the threshold alone: {why_none}", True), ""
+        return Finding(key, row["artifact"], f"{text}; judged on the threshold alone: {why_none}", True, partner), ""
     evidence = f"Mann-Whitney U p = {p_value:.4f} over {len(_blocks(row))} + {len(_blocks(before_row))} blocks"
     if p_value < options.significance:
-        return Finding(key, row["artifact"], f"{text}; significant ({evidence})", True), ""
+        return Finding(key, row["artifact"], f"{text}; significant ({evidence})", True, partner), ""
     return None, f"{text}, but not significant ({evidence} ≥ {options.significance:g}): not counted"
 
 
@@ -179,14 +181,16 @@ def _findings(current: dict[str, Any], baseline: dict[str, Any], options: GateOp
 def judge(current: dict[str, Any], baseline: dict[str, Any], options: GateOptions,
           retime: Callable[[list[str]], dict[str, Any]] | None = None) -> GateResult:
     """The gate's verdict on ``current``. Rows that fail by slowing down are benched again once through ``retime``
-    (artifact paths → a bench report), and the second run decides for them."""
+    (artifact paths → a bench report; in recorded mode with the artifacts their latency is paired with), and the
+    second run decides for them."""
     findings, notes = _findings(current, baseline, options)
     slow = [finding for finding in findings if finding.slowdown]
     if not slow or retime is None:
         return GateResult(findings, notes)
     keys = {finding.key for finding in slow}
     artifacts = sorted({finding.artifact for finding in slow})
-    again, again_notes = _findings(retime(artifacts), baseline, options, keys)
+    partners = sorted({finding.partner for finding in slow if finding.partner} - set(artifacts))
+    again, again_notes = _findings(retime(artifacts + partners), baseline, options, keys)
     notes += [f"re-timed once: {finding.message}" for finding in slow] + again_notes
     kept = [finding for finding in findings if not finding.slowdown]
     return GateResult(kept + [finding for finding in again if finding.slowdown or finding not in kept], notes,

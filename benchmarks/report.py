@@ -72,11 +72,12 @@ def weights_label(source: str) -> str:
     return WEIGHTS_LABELS.get(source, source)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def cell(value: Any, digits: int = 3, kind: str = "f") -> str:
+    """A table cell: empty for no value, floats to ``digits`` (``kind`` f: decimals, g: significant digits)."""
     if value is None or value == "":
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}{kind}}"
     return str(value)
 
 
@@ -95,10 +96,10 @@ def _cells(row: dict[str, Any]) -> list[str]:
         return [name, weights, row["format"], row["precision"], row["runtime"], device, state] + [""] * 9
     agreement, latency = row["agreement"], row["latency_ms"]
     return [name, weights, row["format"], row["precision"], row["runtime"], device,
-            "ok" + (f" ({row['note']})" if row.get("note") else ""), _fmt(latency["p50"], 1), _fmt(latency["p90"], 1),
-            _fmt(row.get("speedup_vs_reference"), 2), _fmt(row["size_mb"], 1), _fmt(agreement.get("top1")),
-            _fmt(agreement.get("top1_margin")), _fmt(agreement.get("top5")), _fmt(agreement.get("cosine_min"), 5),
-            _fmt(agreement.get("sqnr_db"), 1)]
+            "ok" + (f" ({row['note']})" if row.get("note") else ""), cell(latency["p50"], 1), cell(latency["p90"], 1),
+            cell(row.get("speedup_vs_reference"), 2), cell(row["size_mb"], 1), cell(agreement.get("top1")),
+            cell(agreement.get("top1_margin")), cell(agreement.get("top5")), cell(agreement.get("cosine_min"), 5),
+            cell(agreement.get("sqnr_db"), 1)]
 
 
 def _reference_line(report: dict[str, Any]) -> str:

@@ -269,7 +269,11 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
             chosen_set = evaluation_set(info.input_size)
             images, image_set = chosen_set.images, chosen_set.description
         image_sets.append(f"{model}: {len(images)} images ({image_set})")
-        if mode == "tf":
+        runnable = any(status(manifest["runtime"], device).available for _, manifest in members
+                       for device in options.devices)
+        if not runnable:  # every row will say "not available": no reference to compute or time
+            reference_outputs, reference_predictor = None, None
+        elif mode == "tf":
             reference_outputs, reference_predictor = _tf_reference_row(first, images, info, options, rows, progress)
         else:
             progress(f"{model}: FP32 outputs recorded at export …")

@@ -54,8 +54,8 @@ def demo_jobs(models: list[DemoModel]) -> list:
     from exporter.zoo import plan_jobs
 
     return [job for model in models for formats, precisions in model.exports
-            for job in plan_jobs([model.name], model.weights, "edge", planned_pairs(formats, precisions, lambda _: None),
-                                 model.options)]
+            for job in plan_jobs([model.name], model.weights, "edge",
+                                 planned_pairs(formats, precisions, lambda _: None), model.options)]
 
 
 def emulation_plan() -> tuple[bool, str]:

@@ -190,7 +190,7 @@ def test_the_gate_fails_on_a_doctored_baseline_and_raises_no_false_alarm_on_a_se
     (tmp_path / "doctored.json").write_text(json.dumps(baseline))
     assert main([*common, "--baseline", str(tmp_path / "doctored.json"), "--json", str(tmp_path / "r.json")]) == 1
     err = capsys.readouterr().err
-    assert "gate: 2 artifact(s) slowed down past --max-slowdown; timing them once more" in err
+    assert "gate: rows slowed down past --max-slowdown; timing 2 artifact(s) once more" in err
     assert "REGRESSION: tiny-bit-ilsvrc tflite fp32 on litert/cpu (" in err and "slower relative to the TF" in err
     assert "significant (Mann-Whitney U p = " in err
     gate = _strict((tmp_path / "r.json").read_text())["gate"]
@@ -317,5 +317,6 @@ def test_the_catalog_report_takes_each_rows_latency_from_a_bench_saved_in_the_fo
     bench = _strict((tmp_path / "bench.json").read_text())
     measured = next(r for r in bench["rows"] if not r["reference"])
     assert row["latency"]["cpu"]["p50_ms"] == round(measured["latency_ms"]["p50"], 3)
-    assert row["latency"]["cpu"]["machine"]["host"] == bench["machine"]["host"] and row["latency"]["cpu"]["bench"] == "bench.json"
+    assert row["latency"]["cpu"]["machine"]["host"] == bench["machine"]["host"]
+    assert row["latency"]["cpu"]["bench"] == "bench.json"
     assert "cpu " in (tmp_path / "hubedge-report.md").read_text()

@@ -89,13 +89,16 @@ def test_the_gate_runs_without_tensorflow_and_refuses_other_modes(recorded_run, 
     assert "taken with --reference-mode tf and this run used recorded" in refused.stderr.strip().splitlines()[-1]
 
 
-LITERT_ONLY = ("ai_edge_litert", "numpy", "numpy.libs", "PIL", "pillow.libs", "tqdm", "flatbuffers", "ml_dtypes",
-               "google", "backports", "typing_extensions.py")  # what `pip install hubedge[tflite]` brings
+# what `pip install hubedge[tflite,gate]` brings: hubedge's core (numpy, Pillow, tqdm, PyYAML), LiteRT, and scipy for
+# the gate's significance test
+LITERT_ONLY = ("ai_edge_litert", "numpy", "numpy.libs", "PIL", "pillow.libs", "tqdm", "yaml", "_yaml", "flatbuffers",
+               "ml_dtypes", "google", "backports", "typing_extensions.py", "scipy", "scipy.libs")
 
 
 def test_bench_runs_where_nothing_but_litert_is_installed(tiny_exports, tmp_path):
-    """A runtimes-only device: a Python that sees hubedge's source and LiteRT's wheel with its dependencies, and no
-    other site-packages at all (``-I -S``), runs ``hubedge bench`` with the gate; no network, no TensorFlow."""
+    """A runtimes-only device: a Python that sees hubedge's source, its core dependencies, LiteRT's wheel with its
+    own and scipy (the gate extra), and no other site-packages at all (``-I -S``), runs ``hubedge bench`` with the
+    gate; no network, no TensorFlow."""
     import numpy
 
     site_packages = Path(numpy.__file__).resolve().parents[1]
@@ -104,7 +107,8 @@ def test_bench_runs_where_nothing_but_litert_is_installed(tiny_exports, tmp_path
     for name in LITERT_ONLY:
         (site / name).symlink_to(site_packages / name)
     for info in site_packages.glob("*.dist-info"):
-        if info.name.split("-")[0].lower() in ("ai_edge_litert", "numpy", "pillow", "tqdm", "flatbuffers"):
+        if info.name.split("-")[0].lower() in ("ai_edge_litert", "numpy", "pillow", "tqdm", "pyyaml", "flatbuffers",
+                                               "scipy"):
             (site / info.name).symlink_to(info)
     artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
     code = (f"import sys; sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}, {str(site)!r}]; "

@@ -34,8 +34,8 @@ def _folder(tmp_path: Path) -> Path:
     jobs = {"k1": {"status": "ok", "artifact": "expert-bird.tflite.int8.bin", "host": "box", "node": "n1",
                    "attempts": 1, "memory_request_mb": 4000},
             "k2": {"status": "ok", "artifact": "expert-bird.onnx.int8.bin", "host": "box", "node": "n2", "attempts": 2},
-            "k3": {"status": "failed", "reason": "killed for memory twice (Ray's memory monitor)", "model": "expert-cat",
-                   "format": "onnx", "precision": "int8", "weights": "seeded", "attempts": 2},
+            "k3": {"status": "failed", "reason": "killed for memory twice (Ray's memory monitor)",
+                   "model": "expert-cat", "format": "onnx", "precision": "int8", "weights": "seeded", "attempts": 2},
             "k4": {"status": "ok", "artifact": "expert-cat.tflite.int8.bin", "model": "expert-cat", "format": "tflite",
                    "precision": "int8", "weights": "seeded"}}
     (tmp_path / LEDGER).write_text(json.dumps({"schema": LEDGER_SCHEMA, "jobs": jobs}))

@@ -63,7 +63,8 @@ def test_the_demo_passes_when_every_export_is_written_and_says_how_many_were_up_
     lines = []
     assert demo.run(models, tmp_path, lambda argv: 0, lines.append, export_jobs) == 0
     assert all(job.options.verify_cpu == "native" for job in seen[0])
-    assert lines[-1] == "demo: done: 22 artifacts exported (5 of them up to date from an earlier run), verified, benched"
+    assert lines[-1] == ("demo: done: 22 artifacts exported (5 of them up to date from an earlier run), verified, "
+                         "benched")
 
 
 def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatch):

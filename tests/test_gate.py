@@ -154,3 +154,25 @@ def test_without_scipy_the_gate_is_refused_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
     with pytest.raises(HubedgeError, match=r"needs scipy: pip install 'hubedge\[gate\]'"):
         require_scipy()
+
+
+def test_in_recorded_mode_a_row_is_timed_again_beside_the_artifact_its_latency_is_paired_with():
+    """Re-timing the slow artifact alone would leave it without its latency reference, so without a ratio."""
+    def report(int8_ratio: float) -> dict:
+        rows = [{"artifact": "m.fp32", "model": "m", "format": "tflite", "precision": "fp32", "runtime": "x",
+                 "device": "cpu", "status": "ok", "reference": True, "reference_kind": "artifact",
+                 "latency_ms": {"p50": 20.0}, "agreement": {"cosine_min": 1.0}},
+                {"artifact": "m.int8", "model": "m", "format": "tflite", "precision": "int8", "runtime": "x",
+                 "device": "cpu", "status": "ok", "reference_artifact": "m.fp32", "latency_ms": {"p50": 5.0},
+                 "vs_reference": {"ratio": int8_ratio}, "agreement": {"cosine_min": 0.99}}]
+        return {"reference_mode": "recorded", "rows": rows}
+
+    asked: list[list[str]] = []
+
+    def retime(artifacts: list[str]) -> dict:
+        asked.append(artifacts)
+        return report(0.5)
+
+    verdict = judge(report(0.5), report(0.25), GateOptions(), retime)
+    assert asked == [["m.int8", "m.fp32"]] and verdict.retimed == ["m.int8"]
+    assert not verdict.passed and "100% slower relative to its reference artifact" in verdict.regressions[0].message

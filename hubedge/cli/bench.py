@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         from benchmarks.plot import require_matplotlib, write_plot
 
         require_matplotlib()
+
     def measure(paths: list[str]) -> dict:
         if cluster:
             from benchmarks.fanout import bench_on_cluster
@@ -129,7 +130,7 @@ def gate(result: dict, baseline: dict, args: argparse.Namespace, measure):
     gate_options = GateOptions(args.max_slowdown, args.min_top1, args.min_cosine, args.significance)
 
     def retime(artifacts: list[str]) -> dict:
-        say(f"gate: {len(artifacts)} artifact(s) slowed down past --max-slowdown; timing them once more")
+        say(f"gate: rows slowed down past --max-slowdown; timing {len(artifacts)} artifact(s) once more")
         return measure(artifacts)
 
     verdict = judge(result, baseline, gate_options, retime)
