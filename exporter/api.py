@@ -98,11 +98,19 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)
     loaded = _choose_graph(loaded, options.graph, say)
 
-    reference = None
+    reference, shared = None, None
     if verify:
         images = evaluation_set(loaded.info.input_size)
-        say(f"computing the FP32 reference on the {images.description} …")
-        reference = loaded.reference().predict(images.images)
+        if job is not None:  # a catalog job: an earlier job of these weights may have recorded it
+            from exporter.zoo.shared_reference import recorded_reference
+
+            shared = recorded_reference(folder, job, images.images)
+        if shared is not None:
+            say(f"using the FP32 reference recorded with {shared.manifest} (same weights, tools and images)")
+            reference = shared.outputs
+        else:
+            say(f"computing the FP32 reference on the {images.description} …")
+            reference = loaded.reference().predict(images.images)
     results: list[ExportResult] = []
     failures: list[tuple[str, str, HubedgeError]] = []
     for stale in remove_stale_work(folder):
@@ -113,7 +121,8 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
             try:
                 result = export_one(loaded, fmt, precision, folder, verify, reference,
-                                    fmt.options_for(precision, options), work, say, job)
+                                    fmt.options_for(precision, options), work, say, job,
+                                    shared.manifest if shared else None)
             except HubedgeError as error:
                 if interrupted():
                     raise KeyboardInterrupt from None

@@ -190,10 +190,11 @@ def verified_cpu_line(verification: dict[str, Any]) -> str:
 
 
 def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSet,
-                     outputs: np.ndarray) -> dict[str, Any]:
+                     outputs: np.ndarray, reused_from: str | None = None) -> dict[str, Any]:
     """Writes the FP32 reference outputs beside the artifacts, once per model and weights (``runtimes.reference``),
     and returns the manifest's record of them. An existing file with other bytes is replaced atomically: a
-    manifest that named it then fails its sha256 check, loudly, instead of using the wrong outputs."""
+    manifest that named it then fails its sha256 check, loudly, instead of using the wrong outputs.
+    ``reused_from``: the manifest whose recorded outputs a catalog job reused (``exporter.zoo.shared_reference``)."""
     import io
 
     def write(path: Path, array: np.ndarray) -> dict[str, str]:
@@ -212,13 +213,14 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
         record["inputs"] = write(output_dir / f"{stem}{reference.INPUTS_SUFFIX}", pixels)
     return {**record, "images": len(outputs), "input_sha256": reference.batch_sha256(images.images),
             "image_set": images.description, "photos": [photo.name for photo in images.photos],
-            "computed_by": "the TensorFlow FP32 module as loaded (the verification reference)"}
+            "computed_by": "the TensorFlow FP32 module as loaded (the verification reference)",
+            **({"reused_from": reused_from} if reused_from else {})}
 
 
 def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Path, verify_output: bool = True,
                reference_outputs: np.ndarray | None = None, options: ExportOptions | None = None,
                work: Workspace | None = None, progress: Callable[[str], None] | None = None,
-               job: dict[str, Any] | None = None) -> ExportResult:
+               job: dict[str, Any] | None = None, reference_from: str | None = None) -> ExportResult:
     """Exports ``loaded`` to one format and precision under ``output_dir``.
 
     ``options`` may set only what ``fmt`` takes at ``precision`` (its row in the formats table; anything else
@@ -226,7 +228,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     (``exporter.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain int8 that
     misses its floor falls back to an accuracy-aware search for the floor (``exporter.fallback``) unless
     ``options.int8_fallback`` is ``none``; ``progress`` hears of it. ``job``: a catalog run's record of this job
-    (``exporter.zoo``), kept in the manifest so that a re-run can tell an up-to-date artifact.
+    (``exporter.zoo``), kept in the manifest so that a re-run can tell an up-to-date artifact;
+    ``reference_from``: the manifest whose recorded outputs ``reference_outputs`` are, when a catalog job reused them.
     """
     options = options if options is not None else ExportOptions()
     fmt.refuse_options(precision, options)
@@ -267,7 +270,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                 raise VerificationFailed(
                     f"{final.name} FAILED verification ({'; '.join(verification['failures'])}); not written",
                     [Shortfall(**short) for short in verification["shortfalls"]], verification)
-            manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs)
+            manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs, reference_from)
         else:
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
         if job is not None:

@@ -98,6 +98,18 @@ def test_a_run_skips_what_is_up_to_date_redoes_a_tampered_artifact_and_never_ove
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     redone = run_jobs(jobs, tmp_path)
     assert len(redone.done) == 1 and len(redone.skipped) == 1
+    # the redone job took the FP32 reference its model's earlier manifest recorded, instead of computing it again
+    manifest = json.loads(artifact.with_suffix(".json").read_text())
+    assert manifest["reference"]["reused_from"] == artifact.with_suffix(".json").name
+    # a job whose recorded reference was replaced is redone, and computes its own
+    features = json.loads((tmp_path / "tiny-bit-features.tflite.fp32.json").read_text())
+    recorded = tmp_path / features["reference"]["file"]
+    content = recorded.read_bytes()
+    recorded.write_bytes(content[:-1] + bytes([content[-1] ^ 0xFF]))
+    redone = run_jobs(jobs, tmp_path)
+    assert len(redone.done) == 1 and len(redone.skipped) == 1
+    features = json.loads((tmp_path / "tiny-bit-features.tflite.fp32.json").read_text())
+    assert "reused_from" not in features["reference"]
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".hubedge-")]
 
 

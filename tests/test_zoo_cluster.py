@@ -4,6 +4,7 @@ with its own CPUs, both started and stopped by the test; the catalog run joins i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -139,3 +140,65 @@ def test_a_bench_runs_only_on_the_node_that_offers_its_device_and_a_device_no_no
         ("gpu", "no node of the Ray cluster offers device:gpu"), ("npu", "no node of the Ray cluster offers device:npu")}
     assert len(absent) == 4 and "no node of the Ray cluster offers device:gpu" in err
     assert f"cpu @ {timed[0]['host']} ({cpu_class()})" in stdout
+
+
+def _raylet_of(resource: str) -> int:
+    """The process id of the raylet of the node that offers ``resource`` (its command line lists its resources)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/raylet " in command and resource in command:
+            return int(entry.name)
+    pytest.fail(f"no raylet offers {resource}")
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+# slow (about half a minute): a third node joins, runs an export and is lost; its job runs again elsewhere
+def test_a_job_whose_node_is_lost_runs_again_on_the_nodes_left(cluster, tmp_path, tiny_classifier, tiny_features):
+    """The raylet of a node is killed with SIGKILL while that node's worker writes an artifact, as a machine that
+    goes away would be: the run retries that job once on the other nodes and finishes every job."""
+    import os
+    import signal
+
+    from exporter.zoo.fanout import run_jobs
+
+    doomed = _ray_node(f"--address={cluster}", "--num-cpus=1", "--resources", '{"hubedge-test-doomed": 1}')
+    try:
+        raylet = _raylet_of("hubedge-test-doomed")
+        models = [str(tiny_classifier.weights["savedmodel"]), str(tiny_features.weights["savedmodel"])]
+        jobs = plan_jobs(models, "hub", "edge", [(FORMATS["tflite"], "fp32"), (FORMATS["onnx"], "fp32")],
+                         ExportOptions())[:3]  # three jobs on three nodes of one CPU each: one lands on the doomed
+        said: list[str] = []
+        finished: list = []
+        runner = threading.Thread(target=lambda: finished.append(run_jobs(jobs, tmp_path, cluster=cluster,
+                                                                          progress=said.append)))
+        runner.start()
+        deadline = time.monotonic() + 300
+        while runner.is_alive() and time.monotonic() < deadline:
+            writers = [int(match.group(1)) for path in tmp_path.glob(".hubedge-tmp-*")
+                       if (match := re.match(r"\.hubedge-tmp-.+-(\d+)-", path.name))]
+            if any(_parent_of(pid) == raylet for pid in writers):
+                os.kill(raylet, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the doomed node never ran an export: {said}")
+        runner.join(timeout=600)
+    finally:
+        _stop(doomed)
+    summary = finished[0]
+    assert len(summary.done) == 3 and not summary.failed, (summary.failed, said)
+    assert sum("its node was lost; retrying once on the nodes left" in line for line in said) == 1, said
+    entries = json.loads((tmp_path / LEDGER).read_text())["jobs"].values()
+    assert sorted(entry["attempts"] for entry in entries) == [1, 1, 2]
+    written = {path.name for path in tmp_path.iterdir()}
+    assert not [name for name in written if name.startswith(".hubedge-")]  # the retry on this host removed them
+    assert all(name.rsplit(".", 1)[0] + ".json" in written for name in written if name.endswith((".tflite", ".onnx")))

@@ -174,6 +174,11 @@ def _refuse_infeasible(requests: dict[str, tuple[int, int]], labels: dict[str, s
                                "larger node, or export this model alone")
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _eta(done_seconds: list[float], remaining: int, parallel: int) -> str:
     if not done_seconds or not remaining:
         return ""
@@ -254,9 +259,14 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
                     submit(job, 2, int(requests[digest][1] * OOM_GROWTH))
                     continue
                 outcome = {"status": "failed", "reason": "killed for memory twice (Ray's memory monitor)"}
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                outcome = {"status": "failed", "reason": f"the worker died: {reason}"}
+            except ray.exceptions.NodeDiedError as error:  # the machine went, not the job's fault: once more
+                if attempt == 1:
+                    progress(f"  {job.label}: its node was lost; retrying once on the nodes left")
+                    submit(job, 2, requests[digest][1])
+                    continue
+                outcome = {"status": "failed", "reason": f"its node was lost twice: {_first_line(error)}"}
+            except ray.exceptions.WorkerCrashedError as error:
+                outcome = {"status": "failed", "reason": f"the worker died: {_first_line(error)}"}
             except ray.exceptions.RayTaskError as error:  # a fault of hubedge's, not of the export's inputs
                 cause = error.cause if isinstance(error.cause, BaseException) else error
                 outcome = {"status": "failed", "reason": f"the job raised {type(cause).__name__}: "

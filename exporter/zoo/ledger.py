@@ -4,7 +4,8 @@ One entry per job key (``exporter.zoo.jobs.JobKey``): the job, its status (``ok`
 wrote or the one-line reason it failed, when and where it ran, and the memory it asked for. Only the run's
 driver writes it, atomically after each job, so a killed run loses at most the jobs in flight. A job is up to
 date when its entry is ``ok``, its artifact and manifest are there, the manifest carries the same key, and the
-artifact's bytes still hash to what the manifest records: a tampered, deleted or re-exported artifact is redone.
+artifact's bytes and its recorded FP32 reference still hash to what the manifest records: a tampered, deleted or
+re-exported artifact is redone, and so is one whose reference was replaced.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Ledger:
         """Whether the job's artifact is there, intact and made by a job of this key."""
         from runtimes.integrity import check_artifact
         from runtimes.manifest import read_manifest
+        from runtimes.reference import read_recorded
 
         entry = self.entries.get(digest)
         if not entry or entry.get("status") != "ok" or not isinstance(entry.get("artifact"), str):
@@ -53,6 +55,8 @@ class Ledger:
             if manifest.get("job", {}).get("key") != digest:
                 return False
             check_artifact(artifact, manifest)
+            if "file" in (manifest.get("reference") or {}):  # the outputs it was verified against, intact
+                read_recorded(manifest, self.folder)
         except (ModelNotFoundError, CorruptModelError):
             return False
         return True
