@@ -106,6 +106,13 @@ def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emul
             raise
 
 
+def cpu_budget() -> int | None:
+    """The CPUs a scheduler gave this process, when it says so through ``OMP_NUM_THREADS`` (Ray sets it from a
+    task's ``num_cpus``; a catalog job sets it to its ``--job-cpus``): verification children keep within it."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
                      strict: bool = True, one_core_each: bool = False) -> tuple[np.ndarray, str, dict[str, Any]]:
     """:func:`run_isolated`'s outputs, device note and CPU record, as export verification uses them (no time
@@ -116,11 +123,13 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
     whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time;
     and for a CPU emulator, whose child is slow and runs LiteRT's kernels on one core.
     The outputs come back in the images' order, the CPU record names each child's core
-    (``one_child_per_core``), and the first child to fail fails the run and stops the others."""
+    (``one_child_per_core``), and the first child to fail fails the run and stops the others. Children and their
+    threads keep within :func:`cpu_budget` where one is set."""
+    budget = cpu_budget()
     cores = sorted(os.sched_getaffinity(0)) if one_core_each and hasattr(os, "sched_getaffinity") else []
-    shards = min(len(cores), MAX_SHARDS, len(images))
+    shards = min(len(cores), MAX_SHARDS, len(images), budget or len(cores))
     if shards < 2:
-        run = run_isolated(artifact, device, images, emulator, strict, timeout_s=None)
+        run = run_isolated(artifact, device, images, emulator, strict, threads=budget, timeout_s=None)
         return run.outputs, run.device_note, run.cpu
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
         children = []

@@ -62,6 +62,19 @@ def test_one_child_per_core_gives_the_outputs_of_one_child_in_the_images_order(t
     np.testing.assert_array_equal(sharded, whole)
 
 
+def test_children_keep_within_the_cpus_a_scheduler_gave_this_process(tiny_exports, monkeypatch):
+    """A catalog job on Ray declares one CPU (OMP_NUM_THREADS=1): its verification is one child, not one per core."""
+    _cores()
+    artifact = tiny_exports[("onnx", "fp32")].artifact
+    images = np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert isolated.cpu_budget() == 1
+    _, _, cpu = isolated.predict_isolated(artifact, "cpu", images, one_core_each=True)
+    assert "one_child_per_core" not in cpu
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert isolated.cpu_budget() is None
+
+
 def test_the_first_child_to_fail_fails_the_run_and_stops_the_others(monkeypatch):
     cores = _cores()
     last = cores[min(len(cores), isolated.MAX_SHARDS) - 1]
