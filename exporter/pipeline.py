@@ -65,6 +65,11 @@ class ExportResult:
 
 
 EVALUATION_CROPS = 2  # per evaluation photo: 44 photos × 3 views, one flip is 0.8 %
+# an emulated CPU class judges float artifacts on every 4th photo (11 of 44): float kernels differ between x86
+# classes only in rounding order, and an emulated float image costs 2-3 s (EfficientNet-Lite0 under QEMU); the
+# quantized precisions, whose integer kernels do differ (int8 saturating without VNNI), keep all 44
+EMULATED_FLOAT_STRIDE = 4
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +126,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
     there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
     emulated class is judged on the photos without their crops: the emulator is far slower than the CPU, and
-    the fault it exists to catch (int8 saturating without VNNI) shows on every image.
+    the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
+    :data:`EMULATED_FLOAT_STRIDE`-th photo.
 
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
@@ -147,6 +153,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
                 unchecked[other] = emulator
                 continue
             photos, photo_references = images.photos_only(reference_outputs)
+            if precision in FLOAT_PRECISIONS:
+                photos, photo_references = photos[::EMULATED_FLOAT_STRIDE], photo_references[::EMULATED_FLOAT_STRIDE]
             # the emulator runs a child on one core whatever the runtime's threads: one child per core
             other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
             other_figures = agreement_with_reference(photo_references, other_outputs, info)

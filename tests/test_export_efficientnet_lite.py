@@ -1,5 +1,5 @@
 """The trained-weights yardstick through every format and precision, judged on held-apart photos and their
-crops, natively and as an x86 CPU without VNNI (slow: 15-17 minutes, docs/test-timing.md)."""
+crops, natively and as an x86 CPU without VNNI (slow: 8-12 minutes, docs/test-timing.md)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 EVALUATION_IMAGES = len(calibration_data.evaluation_photos()) * (EVALUATION_CROPS + 1)
 
 
-# slow (15-17 minutes, the longest item of the suite): a trained model to every format and precision, each verified
-# on the 132 images, each CPU artifact also under QEMU as an x86 CPU without VNNI (2-3 s an image for float LiteRT),
-# qnn on the HTP simulator; exported once for the whole module
+# slow (8-10 minutes alone, the longest item of the suite): a trained model to every format and precision, each
+# verified on the 132 images, each CPU artifact also under QEMU as an x86 CPU without VNNI (2-3 s an image for float
+# LiteRT: 11 photos for float artifacts, 44 for quantized ones), qnn on the HTP simulator; exported once
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, efficientnet_lite0):
     out = tmp_path_factory.mktemp("yardstick-exports")
