@@ -131,6 +131,11 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
 
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
+    checker = None
+    if fmt.runtime == "onnxruntime":  # valid ONNX, as stricter consumers than ONNX Runtime need
+        from exporter.formats.onnx import full_check
+
+        checker = full_check(artifact)
     device = verification_device(fmt)
     simulator = status(fmt.runtime, device).simulated  # the HTP simulator: one child per core, far sooner done
     outputs, note, cpu = predict_isolated(artifact, device, images.images, one_core_each=simulator)
@@ -172,8 +177,10 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
         unchecked.update({c: why for c in right_on if c not in classes})
     held = {} if accuracy_target is None else {"accuracy_target": {
         "target": accuracy_target.spec, "missed": _target_missed(accuracy_target, figures)}}
-    return {"passed": not shortfalls, "floor": dataclasses.asdict(floor), **held,
-            "failures": [short.message for short in shortfalls],
+    invalid = [f"not valid ONNX ({checker['message']})"] if checker and not checker["passed"] else []
+    return {"passed": not shortfalls and not invalid, "floor": dataclasses.asdict(floor), **held,
+            "failures": invalid + [short.message for short in shortfalls],
+            **({"onnx_checker": checker} if checker else {}),
             "shortfalls": [dataclasses.asdict(short) for short in shortfalls],
             **({"target": target_record} if target is not None else {}),
             "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,

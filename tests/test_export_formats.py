@@ -46,6 +46,26 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
         assert manifest["quantization"]["calibration"]["samples"] == 64  # 29 photos + augmentations
     if precision == "fp32":
         assert figures["cosine_min"] > 0.99999
+    if FORMATS[name].runtime == "onnxruntime":  # valid ONNX: verification ran the full checker, and so do we
+        import onnx
+
+        assert manifest["verification"]["onnx_checker"]["passed"]
+        onnx.checker.check_model(str(result.artifact), full_check=True)
+
+
+def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_it(classifier_exports, tmp_path):
+    """The control for the check above: onnxruntime's float16 tool, unsorted, gives a graph ONNX Runtime loads
+    but the full checker refuses; verification names it."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from exporter.formats.onnx import full_check
+
+    unsorted = tmp_path / "unsorted.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(classifier_exports[("onnx", "fp32")].artifact)),
+                                       keep_io_types=True), str(unsorted))
+    record = full_check(unsorted)
+    assert not record["passed"] and "topologically sorted" in record["message"] and "\n" not in record["message"]
 
 
 def test_quantized_artifacts_are_smaller(classifier_exports):

@@ -119,6 +119,20 @@ def int8_settings() -> dict[str, Any]:
     return {"onnxruntime_session_config": INT8_SESSION_CONFIG, "note": INT8_SETTINGS_NOTE}
 
 
+def full_check(path: Path) -> dict[str, Any]:
+    """The ONNX checker's full check of the file (types and shapes inferred strictly): what stricter consumers
+    than ONNX Runtime (TensorRT, converters, graph tools) need. ``passed``, and the checker's message if not."""
+    import onnx
+
+    record: dict[str, Any] = {"tool": "onnx.checker.check_model(full_check=True)", "onnx": onnx.__version__}
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return {**record, "passed": False, "message": " ".join(lines)[:500]}
+    return {**record, "passed": True}
+
+
 def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
     import onnx
 
@@ -237,8 +251,12 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         model = onnx.load(str(fp32))
     elif precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
 
         model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        # the tool appends the casts of the float32 input after the nodes that read them: ONNX Runtime loads that
+        # graph, but it is not valid ONNX (the checker wants nodes in topological order), so it is sorted
+        OnnxModel(model).topological_sort()
         recipe["method"] += "; fp16 weights and arithmetic (onnxruntime float16 tool), float32 I/O"
     else:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
