@@ -7,8 +7,13 @@ line and exits non-zero; anything else escaping is a bug and keeps its traceback
 
 from __future__ import annotations
 
-__all__ = ["CorruptModelError", "HubedgeError", "InvalidInputError", "ModelNotFoundError", "SourceUnavailableError",
-    "UnsupportedError"]
+__all__ = ["CannotCompileError", "CorruptModelError", "HubedgeError", "InvalidInputError", "ModelNotFoundError",
+    "SourceUnavailableError", "UnsupportedError", "runtime_message"]
+
+import re
+
+# a runtime's own "where in its C++ this was raised" lines, which say nothing of the cause
+SOURCE_LOCATION = re.compile(r"^(Exception from )?\S+\.(cpp|cc|h|hpp):\d+:?$")
 
 
 class HubedgeError(Exception):
@@ -35,3 +40,17 @@ class CorruptModelError(HubedgeError):
 
 class UnsupportedError(HubedgeError):
     """A request that hubedge refuses before doing any work (an unsupported format/precision pair…)."""
+
+
+class CannotCompileError(HubedgeError):
+    """An artifact whose bytes are sound but that its runtime cannot compile for this CPU or device (a kernel it
+    lacks here): not a corrupt file, and it may run on another CPU class."""
+
+
+def runtime_message(error: BaseException, limit: int = 600) -> str:
+    """A runtime's whole message on one line: every line that says something, its source-location lines left out,
+    so that the line naming the cause is kept and not only the first."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not SOURCE_LOCATION.match(line)]
+    text = " ".join(kept) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -20,7 +20,7 @@ import numpy as np
 from runtimes.base import Predictor, import_runtime
 from runtimes.contract import rt_info_path
 from runtimes.devices import DeviceUnavailableError, require
-from runtimes.errors import CorruptModelError
+from runtimes.errors import CannotCompileError, CorruptModelError, runtime_message
 from runtimes.modelinfo import ModelInfo
 
 __all__ = ["OpenVINOPredictor", "STATIC_BATCH_ENV", "cpu_has_bf16", "static_batch_enabled"]
@@ -67,11 +67,11 @@ class OpenVINOPredictor(Predictor):
             core = ov.Core()
             model = core.read_model(str(path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with long texts
-            raise CorruptModelError(f"OpenVINO cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+            raise CorruptModelError(f"OpenVINO cannot load {path}: {runtime_message(error)}") from None
         self.inference_precision = _inference_precision(core, model, device, Path(path).name)
         if self.inference_precision:
             config["INFERENCE_PRECISION_HINT"] = self.inference_precision
-        self._core, self._model, self._config, self._path = core, model, config, Path(path)
+        self._core, self._model, self._config, self._path, self._device = core, model, config, Path(path), device
         shape = model.input(0).get_partial_shape()
         side = shape[1].get_length() if shape[1].is_static else None
         single = model
@@ -87,9 +87,12 @@ class OpenVINOPredictor(Predictor):
     def _compile(self, model) -> Any:
         try:
             return self._core.compile_model(model, self.device_status.backend, self._config)
-        except Exception as error:
-            raise CorruptModelError(f"OpenVINO cannot load {self._path}: {str(error).splitlines()[0][:200]}") \
-                from None
+        except Exception as error:  # it was read: the file is sound, and this CPU or device is what it cannot take
+            from runtimes.cpu import cpu_class
+
+            where = f"this CPU ({cpu_class()})" if self._device == "cpu" else f"the {self._device}"
+            raise CannotCompileError(f"OpenVINO read {self._path.name} but cannot compile it for {where}: "
+                                     f"{runtime_message(error)}") from None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick faster kernels

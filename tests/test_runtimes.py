@@ -123,6 +123,36 @@ def test_truncated_artifacts_are_reported_as_damaged(tiny_exports, tmp_path, nam
         runtimes.load(tmp_path / source.name, check_sha256=False).predict(np.zeros((1, 64, 64, 3), np.float32))
 
 
+OPENVINO_ARM_V8_0 = ("Exception from src/inference/src/cpp/core.cpp:117:\n"
+                     "Exception from src/plugins/intel_cpu/src/node.cpp:1005:\n"
+                     "[CPU] Convolution node with name 'Multiply_212841' object is not initialized\n")
+
+
+def test_an_intact_artifact_openvino_cannot_compile_here_is_not_called_corrupt(tiny_exports, monkeypatch):
+    """As OpenVINO int8 on an ARMv8.0 core without dot-product (issue #37): read, but refused at compile. The error
+    names the cause (not OpenVINO's source locations) and the CPU class, on one line."""
+    import types
+
+    import openvino
+
+    from runtimes import openvino_runtime
+    from runtimes.cpu import cpu_class
+    from runtimes.errors import CannotCompileError
+
+    class CoreThatCannotCompile(openvino.Core):
+        def compile_model(self, *args, **kwargs):
+            raise RuntimeError(OPENVINO_ARM_V8_0)
+
+    fake = types.SimpleNamespace(**{**vars(openvino), "Core": CoreThatCannotCompile})
+    monkeypatch.setattr(openvino_runtime, "import_runtime", lambda *names: fake)
+    with pytest.raises(CannotCompileError) as error:
+        runtimes.load(tiny_exports[("openvino", "int8")].artifact)
+    message = str(error.value)
+    assert "Convolution node with name 'Multiply_212841' object is not initialized" in message
+    assert f"this CPU ({cpu_class()})" in message and "core.cpp" not in message and "\n" not in message
+    assert not isinstance(error.value, CorruptModelError)
+
+
 def test_a_missing_manifest_or_artifact_is_a_clear_error(tiny_exports, tmp_path):
     source = tiny_exports[("tflite", "fp32")].artifact
     shutil.copy(source, tmp_path / source.name)
