@@ -180,6 +180,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     invalid = [f"not valid ONNX ({checker['message']})"] if checker and not checker["passed"] else []
     return {"passed": not shortfalls and not invalid, "floor": dataclasses.asdict(floor), **held,
             "failures": invalid + [short.message for short in shortfalls],
+            **({"failed_checks": ["onnx_checker"]} if invalid else {}),
             **({"onnx_checker": checker} if checker else {}),
             "shortfalls": [dataclasses.asdict(short) for short in shortfalls],
             **({"target": target_record} if target is not None else {}),
@@ -207,8 +208,9 @@ def verified_cpu_line(verification: dict[str, Any]) -> str:
 def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSet,
                      outputs: np.ndarray, reused_from: str | None = None) -> dict[str, Any]:
     """Writes the FP32 reference outputs beside the artifacts, once per model and weights (``runtimes.reference``),
-    and returns the manifest's record of them. An existing file with other bytes is replaced atomically: a
-    manifest that named it then fails its sha256 check, loudly, instead of using the wrong outputs.
+    and returns the manifest's record of them. An existing file with other bytes (another export's reference: other
+    weights under one name, or outputs computed on another CPU) is left as it is, so that the manifests naming it
+    stay valid, and these outputs get a name of their own (their sha256 in it).
     ``reused_from``: the manifest whose recorded outputs a catalog job reused (``exporter.zoo.shared_reference``)."""
     import io
 
@@ -216,10 +218,13 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
         content = buffer.getvalue()
+        digest = hashlib.sha256(content).hexdigest()
+        if path.is_file() and path.read_bytes() != content:  # another export's outputs: theirs stay valid
+            path = path.with_name(path.name.replace(stem, f"{stem}.{digest[:12]}", 1))
         if not path.is_file() or path.read_bytes() != content:
             with atomic_path(path) as temp:
                 temp.write_bytes(content)
-        return {"file": path.name, "sha256": hashlib.sha256(content).hexdigest()}
+        return {"file": path.name, "sha256": digest}
 
     stem = f"{loaded.info.name}.{loaded.weights_record()['sha256'][:12]}"
     record = write(output_dir / f"{stem}{reference.SUFFIX}", outputs.astype(np.float32))
@@ -277,7 +282,9 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                     raise RuntimeCrashed(f"{crash}; {final.name} was not written") from None
 
             verification = verified(options)
-            if not verification["passed"] and _falls_back(fmt, precision, options):
+            # a search keeps layers float for accuracy: it cannot mend a file that is not valid ONNX
+            if verification["shortfalls"] and "onnx_checker" not in verification.get("failed_checks", ()) \
+                    and not verification["passed"] and _falls_back(fmt, precision, options):
                 manifest, info, verification = _fall_back(loaded, fmt, precision, temp, options, work, manifest,
                                                           info, verification, floor, verified, progress)
             manifest["verification"] = verification

@@ -106,10 +106,14 @@ def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emul
             raise
 
 
+CPU_BUDGET_ENV = "HUBEDGE_JOB_CPUS"
+
+
 def cpu_budget() -> int | None:
-    """The CPUs a scheduler gave this process, when it says so through ``OMP_NUM_THREADS`` (Ray sets it from a
-    task's ``num_cpus``; a catalog job sets it to its ``--job-cpus``): verification children keep within it."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
+    """The CPUs a catalog job declared to Ray (``--job-cpus``), which it sets in :data:`CPU_BUDGET_ENV`:
+    verification runs one unpinned child with that many threads, since Ray does not say which cores are the
+    job's, and jobs beside it on the node would otherwise pin their children to the same ones."""
+    value = os.environ.get(CPU_BUDGET_ENV, "")
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
@@ -123,11 +127,12 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
     whatever its thread settings (``DeviceStatus.simulated``): unpinned, its helper threads only add system time;
     and for a CPU emulator, whose child is slow and runs LiteRT's kernels on one core.
     The outputs come back in the images' order, the CPU record names each child's core
-    (``one_child_per_core``), and the first child to fail fails the run and stops the others. Children and their
-    threads keep within :func:`cpu_budget` where one is set."""
+    (``one_child_per_core``), and the first child to fail fails the run and stops the others. Under a
+    :func:`cpu_budget`, one child with that many threads instead."""
     budget = cpu_budget()
-    cores = sorted(os.sched_getaffinity(0)) if one_core_each and hasattr(os, "sched_getaffinity") else []
-    shards = min(len(cores), MAX_SHARDS, len(images), budget or len(cores))
+    cores = sorted(os.sched_getaffinity(0)) if one_core_each and not budget and hasattr(os, "sched_getaffinity") \
+        else []
+    shards = min(len(cores), MAX_SHARDS, len(images))
     if shards < 2:
         run = run_isolated(artifact, device, images, emulator, strict, threads=budget, timeout_s=None)
         return run.outputs, run.device_note, run.cpu

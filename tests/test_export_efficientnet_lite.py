@@ -1,5 +1,5 @@
 """The trained-weights yardstick through every format and precision, judged on held-apart photos and their
-crops, natively and as an x86 CPU without VNNI (slow: 8-12 minutes, docs/test-timing.md)."""
+crops, natively and as an x86 CPU without VNNI (slow: 8-10 minutes alone, docs/test-timing.md)."""
 
 from __future__ import annotations
 

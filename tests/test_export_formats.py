@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import runtimes
 from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.agreement import agreement_with_reference
-from runtimes.manifest import read_manifest
+from runtimes.manifest import manifest_path, read_manifest
 from tests.helpers import cpu_has_bf16, export_all
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
@@ -53,19 +54,30 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
         onnx.checker.check_model(str(result.artifact), full_check=True)
 
 
-def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_it(classifier_exports, tmp_path):
+def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_it(classifier_exports,
+                                                                                  tiny_classifier, tmp_path):
     """The control for the check above: onnxruntime's float16 tool, unsorted, gives a graph ONNX Runtime loads
-    but the full checker refuses; verification names it."""
+    but the full checker refuses; verification fails it, naming the check, whatever its agreement."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from exporter.formats.onnx import full_check
+    from exporter.pipeline import evaluation_set, verify
 
     unsorted = tmp_path / "unsorted.onnx"
-    onnx.save(convert_float_to_float16(onnx.load(str(classifier_exports[("onnx", "fp32")].artifact)),
-                                       keep_io_types=True), str(unsorted))
+    fp32 = classifier_exports[("onnx", "fp32")].artifact
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(unsorted))
     record = full_check(unsorted)
     assert not record["passed"] and "topologically sorted" in record["message"] and "\n" not in record["message"]
+    manifest = read_manifest(classifier_exports[("onnx", "fp16")].artifact)  # the runtime reads it beside the file
+    manifest["artifact"].update(file=unsorted.name, sha256=hashlib.sha256(unsorted.read_bytes()).hexdigest(),
+                                size_bytes=unsorted.stat().st_size)
+    manifest_path(unsorted).write_text(json.dumps(manifest))
+    images = evaluation_set(tiny_classifier.info.input_size)
+    verification = verify(unsorted, FORMATS["onnx"], "fp16", tiny_classifier.reference().predict(images.images),
+                          images, tiny_classifier.info, FORMATS["onnx"].floors["fp16"])
+    assert not verification["passed"] and not verification["shortfalls"]  # it agrees; it is not valid ONNX
+    assert verification["failures"][0].startswith("not valid ONNX (Nodes in a graph must be topologically sorted")
 
 
 def test_quantized_artifacts_are_smaller(classifier_exports):

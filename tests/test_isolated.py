@@ -63,15 +63,15 @@ def test_one_child_per_core_gives_the_outputs_of_one_child_in_the_images_order(t
 
 
 def test_children_keep_within_the_cpus_a_scheduler_gave_this_process(tiny_exports, monkeypatch):
-    """A catalog job on Ray declares one CPU (OMP_NUM_THREADS=1): its verification is one child, not one per core."""
+    """A catalog job on Ray declares one CPU: its verification is one child, not one per core."""
     _cores()
     artifact = tiny_exports[("onnx", "fp32")].artifact
     images = np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(isolated.CPU_BUDGET_ENV, "1")
     assert isolated.cpu_budget() == 1
     _, _, cpu = isolated.predict_isolated(artifact, "cpu", images, one_core_each=True)
     assert "one_child_per_core" not in cpu
-    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    monkeypatch.setenv(isolated.CPU_BUDGET_ENV, "lots")
     assert isolated.cpu_budget() is None
 
 

@@ -194,6 +194,7 @@ def test_a_job_whose_node_is_lost_runs_again_on_the_nodes_left(cluster, tmp_path
         runner.join(timeout=600)
     finally:
         _stop(doomed)
+    assert finished, f"the run did not finish: {said}"
     summary = finished[0]
     assert len(summary.done) == 3 and not summary.failed, (summary.failed, said)
     assert sum("its node was lost; retrying once on the nodes left" in line for line in said) == 1, said

@@ -256,7 +256,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
         # the tool appends the casts of the float32 input after the nodes that read them: ONNX Runtime loads that
         # graph, but it is not valid ONNX (the checker wants nodes in topological order), so it is sorted
-        OnnxModel(model).topological_sort()
+        try:
+            OnnxModel(model).topological_sort()
+        except RuntimeError as error:
+            raise HubedgeError(f"the fp16 ONNX graph of {loaded.info.name} cannot be put in topological order "
+                               f"({str(error).strip()[:200]}); export onnx fp32 instead") from None
         recipe["method"] += "; fp16 weights and arithmetic (onnxruntime float16 tool), float32 I/O"
     else:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static

@@ -78,7 +78,10 @@ def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads
     from exporter.api import ExportsFailed, export
 
     started = time.time()
+    from runtimes.isolated import CPU_BUDGET_ENV
+
     os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray sets it from num_cpus; say so ourselves, for every library
+    os.environ[CPU_BUDGET_ENV] = str(threads)  # and verification's child processes keep to it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from runtimes.tf_reference import set_threads
 
@@ -167,11 +170,18 @@ def _refuse_infeasible(requests: dict[str, tuple[int, int]], labels: dict[str, s
     """Refuses, in one line, a job that no node could ever run (Ray would leave it pending for ever)."""
     offers = [node.get("Resources", {}) for node in nodes]
     for digest, (cpus, memory) in requests.items():
-        if not any(offer.get("CPU", 0) >= cpus and offer.get("memory", 0) >= memory for offer in offers):
+        if not _fits((cpus, memory), nodes):
             largest = max((offer.get("memory", 0) for offer in offers), default=0)
             raise HubedgeError(f"{labels[digest]} needs {memory / GiB:.1f} GiB and {cpus} CPU(s), and no node of "
                                f"the Ray cluster offers that (the largest offers {largest / GiB:.1f} GiB); use a "
                                "larger node, or export this model alone")
+
+
+def _fits(request: tuple[int, int], nodes: list[dict]) -> bool:
+    """Whether some node's total CPUs and memory can take a job's (cpus, memory) request."""
+    cpus, memory = request
+    return any(node.get("Resources", {}).get("CPU", 0) >= cpus and node.get("Resources", {}).get("memory", 0) >= memory
+               for node in nodes)
 
 
 def _first_line(error: BaseException) -> str:
@@ -260,11 +270,13 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
                     continue
                 outcome = {"status": "failed", "reason": "killed for memory twice (Ray's memory monitor)"}
             except ray.exceptions.NodeDiedError as error:  # the machine went, not the job's fault: once more
-                if attempt == 1:
+                left = [node for node in ray.nodes() if node.get("Alive")]
+                if attempt == 1 and _fits(requests[digest], left):  # else Ray would keep it pending for ever
                     progress(f"  {job.label}: its node was lost; retrying once on the nodes left")
                     submit(job, 2, requests[digest][1])
                     continue
-                outcome = {"status": "failed", "reason": f"its node was lost twice: {_first_line(error)}"}
+                why = "lost twice" if attempt > 1 else "lost, and no node left can take the job"
+                outcome = {"status": "failed", "reason": f"its node was {why}: {_first_line(error)}"}
             except ray.exceptions.WorkerCrashedError as error:
                 outcome = {"status": "failed", "reason": f"the worker died: {_first_line(error)}"}
             except ray.exceptions.RayTaskError as error:  # a fault of hubedge's, not of the export's inputs

@@ -23,6 +23,10 @@ from runtimes.errors import ModelNotFoundError
 __all__ = ["CONVERTERS", "Job", "JobKey", "expand_models", "plan_jobs"]
 
 GLOB_CHARACTERS = "*?["
+# bump when what an export writes or how it is verified changes for the same inputs and tool versions (hubedge's
+# own version changes only at releases): 2 = fp16 ONNX in topological order, the full ONNX check, float
+# artifacts emulated on 11 photos
+RECIPES = 2
 # the packages whose versions change what an export writes (hubedge's own version is in the key too)
 CONVERTERS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn", "openvino", "nncf", "ai-edge-litert",
               "mediapipe", "numpy", "pillow")
@@ -77,7 +81,7 @@ class JobKey:
             "weights": weights_identity(job.model, job.weights, job.twin_form),
             "format": job.format, "precision": job.precision, "options": options_record(job.options),
             "calibration": calibration_identity(job.options) if job.precision == "int8" else None,
-            "versions": versions,
+            "versions": versions, "recipes": RECIPES,
         }
         digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
         return cls(record, digest)

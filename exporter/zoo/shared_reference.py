@@ -42,15 +42,14 @@ def recorded_reference(folder: Path, job: dict[str, Any], images: np.ndarray) ->
         manifest = _manifest(path)
         if manifest is None:
             continue
-        earlier = manifest.get("job") or {}
-        record = manifest.get("reference") or {}
-        if (earlier.get("weights") != job.get("weights") or earlier.get("versions") != job.get("versions")
+        earlier, record = manifest["job"], manifest.get("reference")
+        if not isinstance(record, dict) or (earlier.get("weights") != job.get("weights") or earlier.get("versions") != job.get("versions")
                 or record.get("input_sha256") != wanted or record.get("images") != len(images)):
             continue
         try:
             recorded = read_recorded(manifest, folder)
-        except (CorruptModelError, KeyError, TypeError, ValueError):
-            continue
+        except (CorruptModelError, AttributeError, KeyError, OSError, TypeError, ValueError):
+            continue  # not a manifest of hubedge's making, or its reference is gone: look further
         return SharedReference(recorded.outputs, path.name)
     return None
 
