@@ -38,8 +38,8 @@ from runtimes.cpu import EMULATION_ENV, machine_record
 from runtimes.devices import DeviceUnavailableError
 from runtimes.errors import HubedgeError
 
-__all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "RuntimeCrashed", "cpu_budget", "predict_isolated",
-           "run_isolated"]
+__all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "RuntimeCrashed", "cpu_budget",
+           "predict_isolated", "run_isolated"]
 
 
 class Emulator(Protocol):

@@ -43,8 +43,8 @@ def recorded_reference(folder: Path, job: dict[str, Any], images: np.ndarray) ->
         if manifest is None:
             continue
         earlier, record = manifest["job"], manifest.get("reference")
-        if not isinstance(record, dict) or (earlier.get("weights") != job.get("weights") or earlier.get("versions") != job.get("versions")
-                or record.get("input_sha256") != wanted or record.get("images") != len(images)):
+        if not isinstance(record, dict) or any(earlier.get(key) != job.get(key) for key in ("weights", "versions")) \
+                or record.get("input_sha256") != wanted or record.get("images") != len(images):
             continue
         try:
             recorded = read_recorded(manifest, folder)
