@@ -180,7 +180,6 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     invalid = [f"not valid ONNX ({checker['message']})"] if checker and not checker["passed"] else []
     return {"passed": not shortfalls and not invalid, "floor": dataclasses.asdict(floor), **held,
             "failures": invalid + [short.message for short in shortfalls],
-            **({"failed_checks": ["onnx_checker"]} if invalid else {}),
             **({"onnx_checker": checker} if checker else {}),
             "shortfalls": [dataclasses.asdict(short) for short in shortfalls],
             **({"target": target_record} if target is not None else {}),
@@ -283,8 +282,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
 
             verification = verified(options)
             # a search keeps layers float for accuracy: it cannot mend a file that is not valid ONNX
-            if verification["shortfalls"] and "onnx_checker" not in verification.get("failed_checks", ()) \
-                    and not verification["passed"] and _falls_back(fmt, precision, options):
+            if verification["shortfalls"] and verification.get("onnx_checker", {}).get("passed", True) \
+                    and _falls_back(fmt, precision, options):
                 manifest, info, verification = _fall_back(loaded, fmt, precision, temp, options, work, manifest,
                                                           info, verification, floor, verified, progress)
             manifest["verification"] = verification
