@@ -5,6 +5,7 @@
 #               bench them all beside their TF references, predict photos with int8 artifacts, write the report
 #   make test   install, then the whole test suite (fast unit tests and the slow full-geometry ones)
 #   make check  install, then the inner loop: unit tests and one tiny export per format (under 3 minutes)
+#   make arm64-env  prepare (once; cached) the aarch64 Python that verifies artifacts as arm64 CPUs under qemu-aarch64
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.hubedge-installed
 # This machine's pip configuration names two empty local indexes; their warnings are noise, not errors.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: install demo test check clean
+.PHONY: install demo test check clean arm64-env
 
 install: $(STAMP)
 
@@ -25,6 +26,11 @@ $(STAMP): pyproject.toml
 		mediapipe.tasks.python.vision; from exporter.formats.tflite_metadata import metadata_writers; metadata_writers()" 2>&1) \
 		|| { echo "$$out"; exit 1; }
 	touch $(STAMP)
+
+# Debian's arm64 interpreter and PyPI's aarch64 wheels of the runtimes installed here, under ~/.cache/hubedge/arm64
+# ($$HUBEDGE_ARM64_ROOT); a second run finds it ready (exporter/arm64_env.py)
+arm64-env: $(STAMP)
+	$(VENV)/bin/python -m exporter.arm64_env
 
 DEMO_OUT := artifacts
 

@@ -64,8 +64,8 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
         if ignored:
             progress(f"note: {flag(name)} applies to {', '.join(takers)}; {', '.join(ignored)} ignore(s) it")
     _check_int8_cpu(pairs, options.int8_cpu, verify, progress)
-    if options.verify_cpu == "all" and verify:
-        _announce_emulation(progress)
+    if options.verify_cpu != "native" and verify:
+        _announce_emulation(options.verify_cpu, progress)
     if any(fmt.takes("calibration_data", precision) for fmt, precision in pairs):
         check_calibration_folder(options.calibration_data)
 
@@ -153,7 +153,7 @@ def _choose_graph(loaded, graph: str, say: Callable[[str], None]):
 def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, say: Callable[[str], None]) -> None:
     """``int8_cpu="vnni"`` only where every int8 format asked for has a VNNI-only recipe, and only where it can be
     verified (a CPU it is meant for); refused before any work otherwise."""
-    from runtimes.cpu import ARM64, X86_VNNI, cpu_class
+    from runtimes.cpu import ARM64_CLASSES, X86_VNNI, cpu_class
 
     if choice == INT8_CPU_PORTABLE:
         return
@@ -165,7 +165,7 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
         raise HubedgeError(f"--int8-cpu {choice} applies to {', '.join(offered)} int8 exports only; the int8 recipe "
                            f"of {', '.join(others) or 'the formats asked for'} is right on every CPU class already "
                            "(export those without it)")
-    if verify and cpu_class() not in (X86_VNNI, ARM64):
+    if verify and cpu_class() not in (X86_VNNI, *ARM64_CLASSES):
         raise HubedgeError(f"--int8-cpu {choice} artifacts are right only on CPUs with VNNI (or ARM), and this is a "
                            f"{cpu_class()} CPU, so they cannot be verified here; export on such a CPU, or use the "
                            "default --int8-cpu portable")
@@ -173,19 +173,19 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
         "its manifest says so, and runtimes warn elsewhere")
 
 
-def _announce_emulation(say: Callable[[str], None]) -> None:
-    """Says which CPU classes ``verify_cpu="all"`` adds here; refuses when an emulator it needs is missing."""
-    from exporter.cpu_emulation import emulator_for, other_classes
+def _announce_emulation(verify_cpu: str, say: Callable[[str], None]) -> None:
+    """Says which CPU classes ``verify_cpu`` adds here; refuses when an emulator it needs is missing."""
+    from exporter.cpu_emulation import classes_to_verify, emulator_for
     from runtimes.cpu import cpu_class
 
-    others = other_classes()
+    others = classes_to_verify(verify_cpu)
     if not others:
-        say(f"note: --verify-cpu all: this CPU is {cpu_class()}, and no other CPU class can be emulated on it (QEMU "
-            "has no AVX-512); artifacts are verified on this class only, and their manifests say so")
+        say(f"note: --verify-cpu {verify_cpu}: this CPU is {cpu_class()}, and no other CPU class can be emulated on "
+            "it; artifacts are verified on this class only, and their manifests say so")
         return
     for other in others:
         emulator = emulator_for(other)
         if isinstance(emulator, str):
-            raise HubedgeError(f"--verify-cpu all cannot run artifacts as {other} here: {emulator}")
-        say(f"note: --verify-cpu all: CPU artifacts are also verified as {other} ({emulator.description}; slow, "
-            "and never timed)")
+            raise HubedgeError(f"--verify-cpu {verify_cpu} cannot run artifacts as {other} here: {emulator}")
+        say(f"note: --verify-cpu {verify_cpu}: CPU artifacts are also verified as {other} ({emulator.description}; "
+            "slow, and never timed)")

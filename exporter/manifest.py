@@ -82,6 +82,7 @@ def build_manifest(
         # which CPU classes (runtimes.cpu) the recipe is meant to be right on, and what a runtime must set for it;
         # the classes it was verified on are in verification.cpu_classes
         "cpu_classes": {"right_on": list(result.right_on),
+                        **({"unproven": result.unproven} if result.unproven else {}),
                         **({"runtime_settings": result.runtime_settings} if result.runtime_settings else {})},
         "export_seconds": round(seconds, 2),
         "tools": tool_versions(result.tools),

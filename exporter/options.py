@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from exporter.accuracy_target import AccuracyTarget
+from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
@@ -27,7 +28,9 @@ TFLITE_INT8_RECIPES = ("xnnpack", "full")
 INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
 INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
 GRAPHS = ("auto", "as-is", "verbatim")
-VERIFY_CPUS = ("native", "all")  # this CPU alone, or also every other class it can be emulated as
+# this CPU alone, or also every other class it can be emulated as; or a comma list of classes (checked against what
+# this machine can emulate by exporter.cpu_emulation.classes_to_verify)
+VERIFY_CPUS = ("native", "all")
 # int8 that misses its verification floor: search for the fewest layers float that meet it, or fail
 INT8_FALLBACKS = ("search", "none")
 
@@ -49,7 +52,9 @@ class ExportOptions:
             only on CPUs with VNNI and on ARM).
         graph: ``auto`` re-authors a recognised BiT into the edge graph; ``as-is`` converts the module's own,
             its 5-D GroupNorms computed in 4-D where that proves equal; ``verbatim`` converts it untouched.
-        verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate.
+        verify_cpu: ``native`` verifies on this CPU; ``all`` also as each CPU class it can emulate (the other x86
+            class, and both arm64 classes once ``make arm64-env`` has prepared them); or a comma list of those
+            classes (``x86-no-vnni``, ``arm64-dotprod,arm64-no-dotprod``).
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
@@ -64,7 +69,7 @@ class ExportOptions:
     tflite_int8_recipe: Literal["xnnpack", "full"] = "xnnpack"
     int8_cpu: Literal["portable", "vnni"] = "portable"
     graph: Literal["auto", "as-is", "verbatim"] = "auto"
-    verify_cpu: Literal["native", "all"] = "native"
+    verify_cpu: str = "native"
     accuracy_target: AccuracyTarget | str | None = None
     int8_fallback: Literal["search", "none"] = "search"
 
@@ -75,11 +80,15 @@ class ExportOptions:
             raise InvalidInputError(f"accuracy_target must be an AccuracyTarget or its text; got "
                                     f"{type(self.accuracy_target).__name__}")
         for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
-                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("verify_cpu", VERIFY_CPUS),
+                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS),
                               ("int8_fallback", INT8_FALLBACKS)):
             if getattr(self, name) not in choices:
                 raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "
                                        f"{getattr(self, name)!r}")
+        if not isinstance(self.verify_cpu, str) or (self.verify_cpu not in VERIFY_CPUS and not all(
+                name.strip() in ALL_CLASSES for name in self.verify_cpu.split(","))):
+            raise UnsupportedError(f"verify_cpu must be native, all, or a comma list of CPU classes "
+                                   f"({', '.join(ALL_CLASSES)}); got {self.verify_cpu!r}")
         if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
                                                   or isinstance(self.calibration_size, bool)
                                                   or self.calibration_size < 1):

@@ -29,7 +29,7 @@ from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
 from runtimes.devices import status
-from runtimes.errors import HubedgeError, UnsupportedError
+from runtimes.errors import CannotCompileError, HubedgeError, UnsupportedError
 from runtimes.isolated import RuntimeCrashed, predict_isolated
 from runtimes.manifest import manifest_path
 from runtimes.memory import PeakMemory
@@ -151,8 +151,13 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
               if fmt.name == "tflite" else None)
     shortfalls += [Shortfall(**short) for short in mobile["shortfalls"]] if mobile else []
     unchecked: dict[str, str] = {}
-    if device == "cpu" and verify_cpu == "all" and fmt.runtime != "tf":  # the TF reference is FP32 by definition
+    unsupported: dict[str, str] = {}  # claimed classes whose runtime cannot compile the artifact: not on them
+    if device == "cpu" and verify_cpu != "native" and fmt.runtime != "tf":  # the TF reference is FP32 by definition
+        asked = cpu_emulation.classes_to_verify(verify_cpu)
         for other in (c for c in right_on if c not in classes):
+            if other not in asked:
+                unchecked[other] = f"not checked (--verify-cpu {verify_cpu})"
+                continue
             emulator = cpu_emulation.emulator_for(other)
             if isinstance(emulator, str):
                 unchecked[other] = emulator
@@ -160,8 +165,11 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
             photos, photo_references = images.photos_only(reference_outputs)
             if precision in FLOAT_PRECISIONS:
                 photos, photo_references = photos[::EMULATED_FLOAT_STRIDE], photo_references[::EMULATED_FLOAT_STRIDE]
-            # the emulator runs a child on one core whatever the runtime's threads: one child per core
-            other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
+            try:  # the emulator runs a child on one core whatever the runtime's threads: one child per core
+                other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
+            except CannotCompileError as error:
+                unsupported[other] = f"not supported: {error}"
+                continue
             other_figures = agreement_with_reference(photo_references, other_outputs, info)
             other_shortfalls = floor.shortfalls(other_figures, where=f"as {other} ({emulator.description})")
             shortfalls += other_shortfalls
@@ -185,8 +193,9 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
             **({"target": target_record} if target is not None else {}),
             "image_set": images.description, "images": len(images.images), "runtime": fmt.runtime,
             "device": device, **({"device_note": note} if note else {}), "cpu": cpu,
-            "cpu_classes": classes, "cpu_classes_unchecked": unchecked, **({"mobile_sdk": mobile} if mobile else {}),
-            **figures}
+            "cpu_classes": classes, "cpu_classes_unchecked": unchecked,
+            **({"cpu_classes_unsupported": unsupported} if unsupported else {}),
+            **({"mobile_sdk": mobile} if mobile else {}), **figures}
 
 
 def _target_missed(target: AccuracyTarget, figures: dict[str, float]) -> list[str]:
@@ -200,7 +209,10 @@ def verified_cpu_line(verification: dict[str, Any]) -> str:
     line = "verified on " + ", ".join(done) if done else ""
     unchecked = verification.get("cpu_classes_unchecked", {})
     if unchecked:
-        line += "; not on " + ", ".join(unchecked)
+        line += "; not checked on " + ", ".join(unchecked)
+    unsupported = verification.get("cpu_classes_unsupported", {})
+    if unsupported:
+        line += "; cannot run on " + ", ".join(unsupported)
     return line
 
 
@@ -287,12 +299,14 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                 manifest, info, verification = _fall_back(loaded, fmt, precision, temp, options, work, manifest,
                                                           info, verification, floor, verified, progress)
             manifest["verification"] = verification
+            _settle_cpu_classes(manifest["cpu_classes"], verification)
             if not verification["passed"]:
                 raise VerificationFailed(
                     f"{final.name} FAILED verification ({'; '.join(verification['failures'])}); not written",
                     [Shortfall(**short) for short in verification["shortfalls"]], verification)
             manifest["reference"] = record_reference(output_dir, loaded, images, reference_outputs, reference_from)
         else:
+            _settle_cpu_classes(manifest["cpu_classes"], {})
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
         if job is not None:
             manifest["job"] = job
@@ -304,6 +318,20 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     return ExportResult(final, fmt.name, precision, manifest["artifact"]["size_bytes"], manifest["export_seconds"],
                         manifest["export_peak_rss_mb"],
                         manifest["verification"], manifest["quantization"])
+
+
+def _settle_cpu_classes(cpu_classes: dict[str, Any], verification: dict[str, Any]) -> None:
+    """``right_on`` keeps what verification allows: a class the recipe claimed but whose runtime could not compile
+    the artifact there goes to ``not_on`` with the runtime's reason (the artifact is good where it was verified,
+    and says where it is not), and so does an ``unproven`` class that was not run here."""
+    not_on = dict(verification.get("cpu_classes_unsupported", {}))
+    ran = verification.get("cpu_classes", {})
+    for name, why in cpu_classes.pop("unproven", {}).items():
+        if name not in ran and name not in not_on:
+            not_on[name] = f"not claimed unverified: {why}; --verify-cpu {name} checks this artifact there"
+    if not_on:
+        cpu_classes["right_on"] = [c for c in cpu_classes["right_on"] if c not in not_on]
+        cpu_classes["not_on"] = not_on
 
 
 def _convert(loaded: LoadedModel, fmt: Format, precision: str, temp: Path, options: ExportOptions, work: Workspace,

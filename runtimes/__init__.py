@@ -44,7 +44,7 @@ def check_cpu_class(path: str | Path, manifest: dict, strict: bool) -> None:
     """Warns once (or, with ``strict``, refuses) when this CPU's class is not one the artifact is right on."""
     right_on = manifest.get("cpu_classes", {}).get("right_on")
     here = cpu.cpu_class()
-    if not right_on or here in right_on:
+    if not right_on or cpu.covers(right_on, here):
         return
     message = (f"{Path(path).name}'s {manifest.get('precision', '')} recipe is right only on {', '.join(right_on)} "
                f"CPUs and this is {cpu.describe(cpu.machine_record())}: its answers may be wrong here; re-export "

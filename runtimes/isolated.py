@@ -43,11 +43,14 @@ __all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "Runt
 
 
 class Emulator(Protocol):
-    """What runs the child as another CPU class (``exporter.cpu_emulation.Emulator`` is one)."""
+    """What runs the child as another CPU class (``exporter.cpu_emulation.Emulator`` is one): a command prefix,
+    the interpreter it runs (None: this one; an aarch64 Python for arm64) and what it adds to the environment."""
 
     prefix: tuple[str, ...]
     description: str
     cpu_class: str
+    python: str | None
+    env: tuple[tuple[str, str], ...]
 
 
 ERROR_TYPES = {cls.__name__: cls for cls in (*vars(errors).values(), DeviceUnavailableError)
@@ -66,8 +69,9 @@ MAX_SHARDS = 8  # children of one sharded run at most: each holds its own copy o
 
 
 def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
-                  strict: bool = True, threads: int | None = None, core: int | None = None) -> list[str]:
-    return [sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
+                  strict: bool = True, threads: int | None = None, core: int | None = None,
+                  python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
             str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else []),
             *([CORE, str(core)] if core is not None else [])]
 
@@ -185,11 +189,12 @@ class _Child:
         self.paths = {name: work / name for name in ("images.npy", "outputs.npy", "report.json", "log")}
         np.save(self.paths["images.npy"], images)
         self.command = child_command(artifact, device, self.paths["images.npy"], self.paths["outputs.npy"],
-                                     self.paths["report.json"], strict, threads, core)
+                                     self.paths["report.json"], strict, threads, core,
+                                     emulator.python if emulator is not None else None)
         self.env = dict(os.environ)
         if emulator is not None:
             self.command = [*emulator.prefix, *self.command]
-            self.env[EMULATION_ENV] = emulator.description
+            self.env.update({**dict(emulator.env), EMULATION_ENV: emulator.description})
         self.process: subprocess.Popen | None = None
         self.log = None
 

@@ -88,23 +88,33 @@ class OpenVINOPredictor(Predictor):
         try:
             return self._core.compile_model(model, self.device_status.backend, self._config)
         except Exception as error:  # it was read: the file is sound, and this CPU or device is what it cannot take
-            from runtimes.cpu import cpu_class
-
-            where = f"this CPU ({cpu_class()})" if self._device == "cpu" else f"the {self._device}"
-            raise CannotCompileError(f"OpenVINO read {self._path.name} but cannot compile it for {where}: "
+            raise CannotCompileError(f"OpenVINO read {self._path.name} but cannot compile it for {self._where()}: "
                                      f"{runtime_message(error)}") from None
+
+    def _where(self) -> str:
+        from runtimes.cpu import cpu_class
+
+        return f"this CPU ({cpu_class()})" if self._device == "cpu" else f"the {self._device}"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick faster kernels
         for it, most of all in bf16 (``benchmarks/records/settings-figures.md``). Larger batches
         run on the artifact's dynamic-batch model, compiled the first time one comes."""
         if len(batch) == 1 or self._compiled.input(0).get_partial_shape()[0].is_dynamic:
-            return np.asarray(self._request.infer({0: batch})[self._compiled.output(0)])
+            return self._infer(self._compiled, self._request, batch)
         if self._batched is None:
             compiled = self._compile(self._model)
             self._batched = (compiled, compiled.create_infer_request())
-        compiled, request = self._batched
-        return np.asarray(request.infer({0: batch})[compiled.output(0)])
+        return self._infer(*self._batched, batch)
+
+    def _infer(self, compiled: Any, request: Any, batch: np.ndarray) -> np.ndarray:
+        """A dynamic-batch model compiles its kernels for the shape that first comes: a kernel this CPU lacks then
+        fails here, not at compile time (OpenVINO's ARM plugin on cores without dot product, docs/arm64.md)."""
+        try:
+            return np.asarray(request.infer({0: batch})[compiled.output(0)])
+        except Exception as error:  # inputs were checked before: what fails here is the runtime on this CPU
+            raise CannotCompileError(f"OpenVINO compiled {self._path.name} but cannot run it on {self._where()}: "
+                                     f"{runtime_message(error)}") from None
 
     def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
         feed, output = {0: np.ascontiguousarray(batch[:1])}, self._compiled.output(0)

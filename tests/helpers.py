@@ -101,6 +101,19 @@ def no_vnni_emulator():
     return emulator
 
 
+def arm64_emulator(cpu_class: str):
+    """The emulator that runs a child as arm64 class ``cpu_class`` (qemu-aarch64 and the aarch64 Python of ``make
+    arm64-env``). Where it is missing the test skips, naming the command, or fails under .ci/run."""
+    from exporter import cpu_emulation
+
+    emulator = cpu_emulation.emulator_for(cpu_class)
+    if isinstance(emulator, str):
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {emulator}")
+        pytest.skip(emulator)
+    return emulator
+
+
 def emulator_runs_here() -> bool:
     """Whether this machine can run children as ``x86-no-vnni`` through the emulator (never skips)."""
     from exporter import cpu_emulation

@@ -21,7 +21,9 @@ from tests.helpers import no_vnni_emulator
     ("x86_64", ("avx2", "avx512f", "avx512bw"), cpu.X86_NO_VNNI),  # Skylake-SP: AVX-512 without VNNI saturates
     ("x86_64", ("avx2", "avx512f", "avx512_vnni"), cpu.X86_VNNI),
     ("x86_64", ("avx2", "avx_vnni"), cpu.X86_VNNI),  # Alder Lake: VEX-encoded VNNI
-    ("aarch64", ("asimd", "asimddp"), cpu.ARM64),
+    ("aarch64", ("asimd", "asimddp"), cpu.ARM64_DOTPROD),  # ARMv8.2+: SDOT/UDOT
+    ("aarch64", ("asimd", "asimddp", "i8mm", "sve2"), cpu.ARM64_DOTPROD),
+    ("aarch64", ("asimd",), cpu.ARM64_NO_DOTPROD),  # Cortex-A53/A72: ARMv8.0
     ("riscv64", (), cpu.OTHER),
 ])
 def test_cpu_classes_follow_the_features_that_decide_int8_arithmetic(arch, features, expected):
@@ -142,3 +144,32 @@ def test_avx_vnni_counts_although_numpy_does_not_list_it(monkeypatch):
         assert "avx_vnni" not in cpu.features()
     finally:
         cpu.features.cache_clear()
+
+
+def test_openvino_int8_claims_armv8_0_only_where_verified_there(tiny_exports):
+    """OpenVINO's ARM plugin cannot run some int8 convolutions without dot product (docs/arm64.md): verified on
+    this CPU alone, the manifest leaves that class out of right_on and says why."""
+    manifest = json.loads(tiny_exports[("openvino", "int8")].artifact.with_suffix(".json").read_text())
+    classes = manifest["cpu_classes"]
+    assert cpu.ARM64_NO_DOTPROD not in classes["right_on"] and cpu.ARM64_DOTPROD in classes["right_on"]
+    assert "dot product" in classes["not_on"][cpu.ARM64_NO_DOTPROD] and "unproven" not in classes
+
+
+def test_a_class_whose_runtime_cannot_compile_the_artifact_leaves_right_on_with_the_reason():
+    from exporter.pipeline import _settle_cpu_classes
+
+    classes = {"right_on": list(cpu.ALL_CLASSES), "unproven": {cpu.ARM64_NO_DOTPROD: "why"}}
+    reason = "not supported: OpenVINO compiled x but cannot run it on this CPU (arm64-no-dotprod): object is ..."
+    _settle_cpu_classes(classes, {"cpu_classes": {cpu.X86_VNNI: {}}, "cpu_classes_unsupported":
+                                  {cpu.ARM64_NO_DOTPROD: reason}})
+    assert classes == {"right_on": [cpu.X86_VNNI, cpu.X86_NO_VNNI, cpu.ARM64_DOTPROD],
+                       "not_on": {cpu.ARM64_NO_DOTPROD: reason}}
+    verified = {"right_on": list(cpu.ALL_CLASSES), "unproven": {cpu.ARM64_NO_DOTPROD: "why"}}
+    _settle_cpu_classes(verified, {"cpu_classes": {cpu.X86_VNNI: {}, cpu.ARM64_NO_DOTPROD: {"passed": True}}})
+    assert verified == {"right_on": list(cpu.ALL_CLASSES)}
+
+
+def test_manifests_that_name_arm64_cover_both_arm64_classes():
+    assert cpu.covers(["x86-vnni", "arm64"], cpu.ARM64_NO_DOTPROD) and cpu.covers(["arm64"], cpu.ARM64_DOTPROD)
+    assert not cpu.covers(["x86-vnni", "arm64"], cpu.X86_NO_VNNI)
+    assert not cpu.covers([cpu.ARM64_DOTPROD], cpu.ARM64_NO_DOTPROD)

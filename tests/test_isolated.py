@@ -81,8 +81,10 @@ def test_the_first_child_to_fail_fails_the_run_and_stops_the_others(monkeypatch)
     sleeping = [sys.executable, "-c", "import time; time.sleep(600)"]
     started = []
     popen = isolated.subprocess.Popen
-    monkeypatch.setattr(isolated, "child_command",  # the last child aborts; the others would run for 10 minutes
-                        lambda *args: [sys.executable, "-c", ABORTING_RUNTIME] if args[-1] == last else sleeping)
+    def command(artifact, device, images, outputs, report, strict, threads, core, python):
+        return [sys.executable, "-c", ABORTING_RUNTIME] if core == last else sleeping
+
+    monkeypatch.setattr(isolated, "child_command", command)  # the last child aborts; the others would run 10 minutes
     monkeypatch.setattr(isolated.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
     began = time.monotonic()
     with pytest.raises(isolated.RuntimeCrashed, match="killed by SIGABRT"):

@@ -96,6 +96,8 @@ class FormatResult:
     io: dict[str, Any] = dataclasses.field(default_factory=dict)  # integer I/O: dtype, scale, zero point
     child_peak_rss_bytes: int = 0  # peak of a converter run in a child process during this export
     right_on: tuple[str, ...] = ALL_CLASSES  # the CPU classes (runtimes.cpu) the recipe is meant to be right on
+    # classes of right_on the recipe keeps only where verification ran the artifact there, with why it must
+    unproven: dict[str, str] = dataclasses.field(default_factory=dict)
     info: ModelInfo | None = None  # the artifact's own contract where it differs from the model's (scores in graph)
     runtime_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a runtime must set, and where
 

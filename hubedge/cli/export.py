@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from exporter.formats import FORMATS
-from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES, VERIFY_CPUS
+from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
 from runtimes.errors import HubedgeError
@@ -52,9 +52,10 @@ def add_parser(commands) -> None:
                              "(static GroupNorm, weight standardization folded), verified against the module as "
                              "loaded; as-is: convert the module's own graph, its 5-D GroupNorms computed in 4-D "
                              "where that is proven equal on photos; verbatim: convert the module's graph untouched")
-    parser.add_argument("--verify-cpu", choices=VERIFY_CPUS, default="native",
-                        help="verify on this CPU (default), or also as each CPU class it can emulate (an x86 without "
-                             "VNNI, through qemu-user-static; slow)")
+    parser.add_argument("--verify-cpu", default="native", metavar="native|all|CLASS[,CLASS]",
+                        help="verify on this CPU (default); all: also as each CPU class it can emulate (x86 without "
+                             "VNNI through qemu-user-static; arm64-dotprod and arm64-no-dotprod through qemu-aarch64 "
+                             "and the aarch64 Python of `make arm64-env`; slow); or a comma list of those classes")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
