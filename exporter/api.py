@@ -64,6 +64,7 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
         if ignored:
             progress(f"note: {flag(name)} applies to {', '.join(takers)}; {', '.join(ignored)} ignore(s) it")
     _check_int8_cpu(pairs, options.int8_cpu, verify, progress)
+    _check_offload(pairs, options.require_offload)
     if options.verify_cpu != "native" and verify:
         _announce_emulation(options.verify_cpu, progress)
     if any(fmt.takes("calibration_data", precision) for fmt, precision in pairs):
@@ -171,6 +172,15 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
                            "default --int8-cpu portable")
     say(f"note: --int8-cpu {choice}: the {', '.join(takers)} int8 artifact is right only on CPUs with VNNI (and ARM); "
         "its manifest says so, and runtimes warn elsewhere")
+
+
+def _check_offload(pairs: list[tuple[Format, str]], target: str | None) -> None:
+    """``require_offload`` names an accelerator whose vendor tool reports on one of the formats asked for."""
+    from exporter.deployability import OFFLOAD_TARGETS
+
+    if target is not None and not any(fmt.name in OFFLOAD_TARGETS[target] for fmt, _ in pairs):
+        raise HubedgeError(f"--require-offload {target} is judged on {', '.join(OFFLOAD_TARGETS[target])} artifacts "
+                           "only; none was asked for")
 
 
 def _announce_emulation(verify_cpu: str, say: Callable[[str], None]) -> None:

@@ -62,6 +62,8 @@ def build_manifest(
         "graph": loaded.graph or {"route": "as-is", "why": "no route chosen"},  # exporter.reauthor
         "input": {
             "shape": result.input_shape,
+            # fixed: every shape in the file is static at this batch (--batch, or the format's own: tflite, qnn)
+            "batch": result.input_shape[0] if result.input_shape[0] is not None else "dynamic",
             "dtype": "float32",
             "range": [0.0, 1.0],
             "layout": "NHWC",

@@ -18,7 +18,7 @@ from exporter.accuracy_target import AccuracyTarget
 from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
+__all__ = ["ExportOptions", "FIXED_BATCHES", "GENERAL_OPTIONS", "OFFLOADS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
     "INT8_FALLBACKS", "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
@@ -33,6 +33,12 @@ GRAPHS = ("auto", "as-is", "verbatim")
 VERIFY_CPUS = ("native", "all")
 # int8 that misses its verification floor: search for the fewest layers float that meet it, or fail
 INT8_FALLBACKS = ("search", "none")
+
+# fixed batch sizes offered (--batch): one image, what mobile accelerators (NNAPI, CoreML) and the QNN HTP need
+FIXED_BATCHES = (1,)
+
+# --require-offload: the accelerator an artifact must be fully taken by, in its vendor's tool (exporter.deployability)
+OFFLOADS = ("nnapi", "coreml", "gpu")
 
 # options every format takes; the others are declared per format and precision in the formats table
 GENERAL_OPTIONS = ("graph", "verify_cpu")
@@ -58,6 +64,11 @@ class ExportOptions:
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
+        batch: onnx and openvino: fix the batch dimension of the artifact to this many images (1, the only value
+            offered): static shapes everywhere in the file, as ONNX Runtime Mobile's NNAPI and CoreML providers
+            need. None keeps the dynamic batch. (.tflite files are batch 1 always.)
+        require_offload: ``nnapi`` or ``coreml`` (onnx), ``gpu`` (tflite): fail an export whose deployability
+            report (``exporter.deployability``) does not give that accelerator the vendor tool's top verdict.
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
             ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
             (``exporter.fallback``); ``none`` fails, writing nothing.
@@ -72,6 +83,8 @@ class ExportOptions:
     verify_cpu: str = "native"
     accuracy_target: AccuracyTarget | str | None = None
     int8_fallback: Literal["search", "none"] = "search"
+    batch: int | None = None
+    require_offload: Literal["nnapi", "coreml", "gpu"] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.accuracy_target, str):
@@ -81,7 +94,7 @@ class ExportOptions:
                                     f"{type(self.accuracy_target).__name__}")
         for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
                               ("int8_cpu", INT8_CPUS), ("graph", GRAPHS),
-                              ("int8_fallback", INT8_FALLBACKS)):
+                              ("int8_fallback", INT8_FALLBACKS), ("require_offload", (None, *OFFLOADS))):
             if getattr(self, name) not in choices:
                 raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "
                                        f"{getattr(self, name)!r}")
@@ -89,6 +102,10 @@ class ExportOptions:
                 name.strip() in ALL_CLASSES for name in self.verify_cpu.split(","))):
             raise UnsupportedError(f"verify_cpu must be native, all, or a comma list of CPU classes "
                                    f"({', '.join(ALL_CLASSES)}); got {self.verify_cpu!r}")
+        if self.batch is not None and (isinstance(self.batch, bool) or self.batch not in FIXED_BATCHES):
+            raise UnsupportedError(f"batch takes {', '.join(map(str, FIXED_BATCHES))} (a static batch of one image, "
+                                   f"what mobile accelerators need); larger fixed batches are not offered yet; got "
+                                   f"{self.batch!r}")
         if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
                                                   or isinstance(self.calibration_size, bool)
                                                   or self.calibration_size < 1):

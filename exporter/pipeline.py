@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import calibration_data
-from exporter import cpu_emulation, mobile_sdk
+from exporter import cpu_emulation, deployability, mobile_sdk
 from exporter.accuracy_target import AccuracyTarget
 from exporter.calibration import augment
 from exporter.formats import ACCURACY_VARIANT, Floor, Format, Shortfall, floor_for, yardstick_target
@@ -62,6 +62,7 @@ class ExportResult:
     peak_rss_mb: int
     verification: dict[str, Any]
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)  # the manifest's recipe record
+    deployability: dict[str, Any] = dataclasses.field(default_factory=dict)  # exporter.deployability's report
 
 
 EVALUATION_CROPS = 2  # per evaluation photo: 44 photos × 3 views, one flip is 0.8 %
@@ -308,6 +309,11 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         else:
             _settle_cpu_classes(manifest["cpu_classes"], {})
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
+        manifest["deployability"] = deployability.report(temp, fmt.name, fmt.runtime)
+        if options.require_offload and fmt.name in deployability.OFFLOAD_TARGETS[options.require_offload]:
+            if why := deployability.offload_shortfall(options.require_offload, manifest["deployability"]):
+                raise deployability.OffloadRefused(f"{final.name} refused by --require-offload "
+                                                   f"{options.require_offload}: {why}; not written")
         if job is not None:
             manifest["job"] = job
         manifest_path(temp).unlink()
@@ -317,7 +323,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         write_manifest(temp_file, manifest)
     return ExportResult(final, fmt.name, precision, manifest["artifact"]["size_bytes"], manifest["export_seconds"],
                         manifest["export_peak_rss_mb"],
-                        manifest["verification"], manifest["quantization"])
+                        manifest["verification"], manifest["quantization"], manifest["deployability"])
 
 
 def _settle_cpu_classes(cpu_classes: dict[str, Any], verification: dict[str, Any]) -> None:

@@ -102,6 +102,9 @@ class OpenVINOPredictor(Predictor):
         run on the artifact's dynamic-batch model, compiled the first time one comes."""
         if len(batch) == 1 or self._compiled.input(0).get_partial_shape()[0].is_dynamic:
             return self._infer(self._compiled, self._request, batch)
+        if self._model.input(0).get_partial_shape()[0].is_static:  # a fixed batch of one (--batch 1): image by image
+            return np.concatenate([self._infer(self._compiled, self._request, batch[i : i + 1])
+                                   for i in range(len(batch))])
         if self._batched is None:
             compiled = self._compile(self._model)
             self._batched = (compiled, compiled.create_infer_request())

@@ -71,6 +71,8 @@ LONGEST_FIRST = ("test_export_efficientnet_lite.py", "tiny-exports", "full-geome
 # which export tiny twins to one format each and check the CLI's and the API's refusals (module: tests, or all)
 INNER_LOOP = {
     "test_api.py": None,
+    "test_deployability.py": ("test_the_mobile_rewrites_compute_what_they_replace",
+                              "test_offload_and_batch_requests_no_format_can_meet_are_refused_before_any_work"),
     "test_cli.py": None,
     "test_export_formats.py": ("test_every_format_and_precision_is_verified_and_runs_through_its_runtime[tflite-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[onnx-int8]",

@@ -182,7 +182,8 @@ FORMATS: dict[str, Format] = {
         runtime="litert",
         devices=("cpu",),
         description="LiteRT (TFLite) flatbuffer, batch 1, run by ai-edge-litert",
-        options={**CALIBRATED, **ACCURACY_AWARE, "int8_io": ("int8",), "tflite_int8_recipe": ("int8",)},
+        options={**CALIBRATED, **ACCURACY_AWARE, "int8_io": ("int8",), "tflite_int8_recipe": ("int8",),
+                 "require_offload": ("fp32", "fp16", "dynamic", "int8")},
     ),
     "onnx": Format(
         name="onnx",
@@ -193,8 +194,9 @@ FORMATS: dict[str, Format] = {
         module="exporter.formats.onnx",
         runtime="onnxruntime",
         devices=("cpu", "gpu"),
-        description="ONNX (tf2onnx), dynamic batch, run by ONNX Runtime",
-        options={**CALIBRATED, **ACCURACY_AWARE},
+        description="ONNX (tf2onnx), dynamic batch (or fixed: --batch 1), run by ONNX Runtime",
+        options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8"),
+                 "require_offload": ("fp32", "fp16", "int8")},
     ),
     "openvino": Format(
         name="openvino",
@@ -205,8 +207,8 @@ FORMATS: dict[str, Format] = {
         module="exporter.formats.openvino",
         runtime="openvino",
         devices=("cpu", "gpu", "npu"),
-        description="OpenVINO IR (.xml + .bin), dynamic batch, run by OpenVINO",
-        options={**CALIBRATED, **ACCURACY_AWARE, "int8_cpu": ("int8",)},
+        description="OpenVINO IR (.xml + .bin), dynamic batch (or fixed: --batch 1), run by OpenVINO",
+        options={**CALIBRATED, **ACCURACY_AWARE, "int8_cpu": ("int8",), "batch": ("fp32", "fp16", "bf16", "int8")},
     ),
     "qnn": Format(
         name="qnn",
@@ -218,7 +220,7 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
-        options={**CALIBRATED, **ACCURACY_AWARE},
+        options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",)},
     ),
 }
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from exporter.formats import FormatResult
+from exporter.formats.onnx_mobile import mobile_friendly
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
@@ -90,28 +91,71 @@ def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
     return int(reported[-1])
 
 
-def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path) -> tuple[Path, int, int]:
-    """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``), converted once per run and reused.
+def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int | None = None,
+                 mobile: bool = False) -> tuple[Path, int, int, dict[str, int]]:
+    """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``, or fixed to ``batch`` images with every shape in
+    the file static: :func:`fix_batch`), with ``mobile`` its ops rewritten where mobile accelerators lack them
+    (``exporter.formats.onnx_mobile``), converted once per run and reused.
 
-    Returns its path, the peak RSS of the conversion that made it, and that peak again only if the conversion
-    ran in this call (0 when it was reused), so each export reports the memory it really used.
+    Returns its path, the peak RSS of the conversion that made it, that peak again only if the conversion ran in
+    this call (0 when it was reused), so each export reports the memory it really used, and the rewrites made.
     """
     import onnx
 
     size = loaded.info.input_size
-    key = ("tf2onnx", str(loaded.export_savedmodel), size)
+    key = ("tf2onnx", str(loaded.export_savedmodel), size, batch, mobile)
     if key in work.memo and work.memo[key][0].is_file():
-        return work.memo[key][0], work.memo[key][1], 0
-    scratch = Path(work.scratch or beside)
-    graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
-    path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
-    peak = _run_tf2onnx(loaded.export_savedmodel, path, size)
-    model = onnx.load(str(path))
-    for value in (*model.graph.input, *model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
+        path, peak, rewrites = work.memo[key]
+        return path, peak, 0, rewrites
+    rewrites: dict[str, int] = {}
+    if batch is None and not mobile:
+        scratch = Path(work.scratch or beside)
+        graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
+        path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
+        peak = ran = _run_tf2onnx(loaded.export_savedmodel, path, size)
+        model = onnx.load(str(path))
+        for value in (*model.graph.input, *model.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
+    else:  # from the plain conversion, converted once
+        plain, peak, ran, _ = convert_fp32(loaded, work, beside)
+        path = plain.with_name(plain.name.replace(".tf2onnx.onnx", f".batch-{batch or 'dynamic'}.mobile-{mobile}.onnx"))
+        model = onnx.load(str(plain))
+        if batch is not None:
+            model = fix_batch(model, batch, size, loaded.info.num_outputs)
+        if mobile:
+            model, rewrites = mobile_friendly(model)
     onnx.save(model, str(path))
-    work.memo[key] = (path, peak)
-    return path, peak, peak
+    work.memo[key] = (path, peak, rewrites)
+    return path, peak, ran, rewrites
+
+
+def fix_batch(model: Any, batch: int, size: int, num_outputs: int) -> Any:
+    """``model`` with its batch fixed to ``batch`` and every intermediate shape inferred anew from it (strictly), so
+    that no symbolic dimension is left anywhere in the file: ONNX Runtime Mobile's NNAPI and CoreML providers, and
+    the QNN HTP, take static shapes only. Raises HubedgeError, naming them, if some cannot be made static."""
+    import onnx
+    from onnx.tools import update_model_dims
+
+    model = update_model_dims.update_inputs_outputs_dims(
+        model, {INPUT_NAME: [batch, size, size, 3]}, {OUTPUT_NAME: [batch, num_outputs]})
+    del model.graph.value_info[:]  # inferred again below, from the static input
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
+        raise HubedgeError(f"shapes cannot be inferred for a fixed batch of {batch}: {str(error).strip()[:200]}; "
+                           "export with a dynamic batch (without --batch)") from None
+    left = symbolic_dims(model)
+    if left:
+        raise HubedgeError(f"{len(left)} dimension(s) stay symbolic with a fixed batch of {batch} (first: "
+                           f"{left[0]}); export with a dynamic batch (without --batch)")
+    return model
+
+
+def symbolic_dims(model: Any) -> list[str]:
+    """``tensor[axis]=name`` for each dimension of the graph's inputs, outputs and value infos that is not a number."""
+    return [f"{value.name}[{axis}]={dim.dim_param or '?'}"
+            for value in (*model.graph.input, *model.graph.output, *model.graph.value_info)
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim) if not dim.HasField("dim_value")]
 
 
 def int8_settings() -> dict[str, Any]:
@@ -245,8 +289,12 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     import onnx
 
     size = loaded.info.input_size
-    fp32, peak_rss, child_peak = convert_fp32(loaded, work, target.parent)
-    recipe: dict[str, Any] = {"method": conversion_method(), "tf2onnx_peak_rss_mb": round(peak_rss / 2**20)}
+    # the graph ONNX Runtime Mobile's NNAPI and CoreML providers take (onnx_mobile), verified like any other
+    fp32, peak_rss, child_peak, rewrites = convert_fp32(loaded, work, target.parent, options.batch, mobile=True)
+    recipe: dict[str, Any] = {"method": conversion_method(), "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
+                              **({"mobile_rewrites": rewrites} if rewrites else {})}
+    if options.batch is not None:
+        recipe["method"] += f"; batch fixed to {options.batch}, every shape static"
     if precision == "fp32":
         model = onnx.load(str(fp32))
     elif precision == "fp16":
@@ -289,6 +337,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
-    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("tf2onnx", "onnx", "onnxruntime"),
+    return FormatResult(input_shape=[options.batch, size, size, 3], recipe=recipe,
+                        tools=("tf2onnx", "onnx", "onnxruntime"),
                         child_peak_rss_bytes=child_peak,
                         runtime_settings=int8_settings() if precision == "int8" else {})

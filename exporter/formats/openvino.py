@@ -156,7 +156,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     import openvino as ov
 
     size = loaded.info.input_size
-    model = ov.convert_model(str(loaded.export_savedmodel), input=[-1, size, size, 3])
+    batch = options.batch or -1  # -1: dynamic
+    model = ov.convert_model(str(loaded.export_savedmodel), input=[batch, size, size, 3])
     recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
     right_on, unproven = ALL_CLASSES, {}
     compress = False
@@ -201,5 +202,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         }
     _add_rt_info(model, loaded, precision)
     ov.save_model(model, str(target), compress_to_fp16=compress)
-    return FormatResult(input_shape=[None, size, size, 3], recipe=recipe, tools=("openvino", "nncf"), right_on=right_on,
-                        unproven=unproven)
+    if options.batch is not None:
+        recipe["batch"] = f"fixed to {options.batch}"
+    return FormatResult(input_shape=[options.batch, size, size, 3], recipe=recipe, tools=("openvino", "nncf"),
+                        right_on=right_on, unproven=unproven)

@@ -20,25 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, cpu_outputs, int8_settings
+from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, cpu_outputs, fix_batch, int8_settings
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
-from runtimes.contract import INPUT_NAME, OUTPUT_NAME
 
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
     import onnx
-    from onnx.tools import update_model_dims
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     size = loaded.info.input_size
-    fp32, peak_rss, child_peak = convert_fp32(loaded, work, target.parent)
-    model = onnx.load(str(fp32))
-    model = update_model_dims.update_inputs_outputs_dims(
-        model, {INPUT_NAME: [1, size, size, 3]}, {OUTPUT_NAME: [1, loaded.info.num_outputs]})
-    model = onnx.shape_inference.infer_shapes(model)
+    fp32, peak_rss, child_peak, _ = convert_fp32(loaded, work, target.parent)
+    model = fix_batch(onnx.load(str(fp32)), 1, size, loaded.info.num_outputs)
     del model.metadata_props[:]  # qnn_preprocess_model (onnxruntime 1.32) fails on models that carry metadata
     fixed = target.parent / "model.fixed.onnx"
     onnx.save(model, str(fixed))

@@ -25,8 +25,9 @@ __all__ = ["CONVERTERS", "Job", "JobKey", "expand_models", "plan_jobs"]
 GLOB_CHARACTERS = "*?["
 # bump when what an export writes or how it is verified changes for the same inputs and tool versions (hubedge's
 # own version changes only at releases): 2 = fp16 ONNX in topological order, the full ONNX check, float
-# artifacts emulated on 11 photos
-RECIPES = 2
+# artifacts emulated on 11 photos; 3 = ONNX ops rewritten for mobile accelerators (Reciprocal as Div), the
+# deployability report, arm64 classes
+RECIPES = 3
 # the packages whose versions change what an export writes (hubedge's own version is in the key too)
 CONVERTERS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn", "openvino", "nncf", "ai-edge-litert",
               "mediapipe", "numpy", "pillow")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from exporter.formats import FORMATS
-from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, TFLITE_INT8_RECIPES
+from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS, TFLITE_INT8_RECIPES
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
 from runtimes.errors import HubedgeError
@@ -56,6 +56,14 @@ def add_parser(commands) -> None:
                         help="verify on this CPU (default); all: also as each CPU class it can emulate (x86 without "
                              "VNNI through qemu-user-static; arm64-dotprod and arm64-no-dotprod through qemu-aarch64 "
                              "and the aarch64 Python of `make arm64-env`; slow); or a comma list of those classes")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="onnx, openvino: fix the batch dimension to N images (1: static shapes throughout, as "
+                             "ONNX Runtime Mobile's NNAPI and CoreML providers need); default: a dynamic batch. "
+                             ".tflite files are batch 1 always")
+    parser.add_argument("--require-offload", choices=OFFLOADS, default=None,
+                        help="fail an export that this accelerator would not take whole, by its vendor's tool: nnapi "
+                             "or coreml (onnx: ONNX Runtime's mobile usability checker), gpu (tflite: TF's GPU "
+                             "delegate analyzer); every export records that report in its manifest")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the check against the FP32 reference (recorded in the manifest)")
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
@@ -78,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
                             int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu,
-                            accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback)
+                            accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback,
+                            batch=args.batch, require_offload=args.require_offload)
     formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
     pairs = planned_pairs(formats, args.quantize, lambda _: None)
@@ -140,6 +149,7 @@ def accuracy_aware_line(result) -> str:
 
 def print_results(results: list) -> None:
     """One line per artifact: size, time, peak memory and what verification found."""
+    from exporter.deployability import summary_line as deployability_line
     from exporter.fallback import fallback_line
     from exporter.mobile_sdk import summary_line
     from exporter.pipeline import verified_cpu_line
@@ -174,3 +184,5 @@ def print_results(results: list) -> None:
         print(f"{str(r.artifact):60} {r.size_bytes / 1e6:8.1f} {r.seconds:7.1f} {r.peak_rss_mb:8d}  {check}")
         if line := fallback_line(r.format, r.precision, r.quantization, r.verification):
             print(f"  {line}")
+        if deploy := deployability_line(r.deployability):
+            print(f"  deployability: {deploy}")
