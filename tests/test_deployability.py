@@ -110,6 +110,7 @@ def test_offload_and_batch_requests_no_format_can_meet_are_refused_before_any_wo
     assert code == 2 and says in err and "loading" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.export  # onnx builds the graph
 def test_the_mobile_rewrites_compute_what_they_replace():
     """Reciprocal → Div(1, x), and a zero Pad of a static tensor → Concat with zeros: ONNX Runtime gives the
     same values before and after."""
