@@ -46,9 +46,11 @@ def check_cpu_class(path: str | Path, manifest: dict, strict: bool) -> None:
     here = cpu.cpu_class()
     if not right_on or cpu.covers(right_on, here):
         return
+    not_on = manifest.get("cpu_classes", {}).get("not_on", {})
+    why = not_on.get(here) if isinstance(not_on, dict) else None
+    advice = f"its manifest says: {why}" if isinstance(why, str) else "re-export it with --int8-cpu portable"
     message = (f"{Path(path).name}'s {manifest.get('precision', '')} recipe is right only on {', '.join(right_on)} "
-               f"CPUs and this is {cpu.describe(cpu.machine_record())}: its answers may be wrong here; re-export "
-               "it with --int8-cpu portable")
+               f"CPUs and this is {cpu.describe(cpu.machine_record())}: its answers may be wrong here; {advice}")
     if strict:
         raise DeviceUnavailableError(message + " (refused: --strict-device)")
     if str(path) not in _WARNED_CPU:

@@ -100,6 +100,9 @@ def _shape_problem(manifest: dict[str, Any]) -> str:
     right_on = manifest.get("cpu_classes", {}).get("right_on", [])
     if not isinstance(right_on, list) or not all(isinstance(name, str) for name in right_on):
         return "its cpu_classes.right_on is not a list of CPU class names"
+    not_on = manifest.get("cpu_classes", {}).get("not_on", {})
+    if not isinstance(not_on, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in not_on.items()):
+        return "its cpu_classes.not_on is not a map of CPU class names to reasons"
     if not all(isinstance(device, str) for device in manifest.get("devices", [])):
         return "its devices are not a list of names"
     return ""

@@ -139,6 +139,7 @@ def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, e
 def test_openvino_int8_cannot_run_on_an_armv8_0_core_and_says_so_not_that_the_file_is_corrupt(exported):
     """On a Cortex-A53 OpenVINO's ARM plugin has no kernel for some int8 convolutions of this model (docs/arm64.md):
     the runtime's own cause and the CPU class are in one line, and the manifest does not claim that class."""
+    import runtimes
     from runtimes.errors import CannotCompileError
     from runtimes.isolated import run_isolated
     from tests.helpers import arm64_emulator
@@ -148,6 +149,9 @@ def test_openvino_int8_cannot_run_on_an_armv8_0_core_and_says_so_not_that_the_fi
     assert cpu.ARM64_NO_DOTPROD not in manifest["cpu_classes"]["right_on"]
     assert cpu.ARM64_NO_DOTPROD in manifest["cpu_classes"]["not_on"]
     images = np.zeros((1, 224, 224, 3), np.float32)
+    artifact = out / "efficientnet-lite0.openvino.int8.xml"
+    with pytest.raises(runtimes.DeviceUnavailableError, match="right only on .*its manifest says: not claimed"):
+        run_isolated(artifact, "cpu", images, arm64_emulator(cpu.ARM64_NO_DOTPROD))  # strict: the manifest says why
     with pytest.raises(CannotCompileError, match=r"cannot compile it for this CPU \(arm64-no-dotprod\): .*not initial"):
         run_isolated(out / "efficientnet-lite0.openvino.int8.xml", "cpu", images,
-                     arm64_emulator(cpu.ARM64_NO_DOTPROD))
+                     arm64_emulator(cpu.ARM64_NO_DOTPROD), strict=False)  # strict: refused, as not on that class
