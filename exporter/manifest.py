@@ -85,6 +85,7 @@ def build_manifest(
         # the classes it was verified on are in verification.cpu_classes
         "cpu_classes": {"right_on": list(result.right_on),
                         **({"unproven": result.unproven} if result.unproven else {}),
+                        **({"not_on": result.not_on} if result.not_on else {}),
                         **({"runtime_settings": result.runtime_settings} if result.runtime_settings else {})},
         "export_seconds": round(seconds, 2),
         "tools": tool_versions(result.tools),

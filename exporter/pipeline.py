@@ -28,6 +28,7 @@ from exporter.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
+from runtimes.cpu import ARM64_CLASSES
 from runtimes.devices import status
 from runtimes.errors import CannotCompileError, HubedgeError, UnsupportedError
 from runtimes.isolated import RuntimeCrashed, predict_isolated
@@ -68,7 +69,9 @@ class ExportResult:
 EVALUATION_CROPS = 2  # per evaluation photo: 44 photos × 3 views, one flip is 0.8 %
 # an emulated CPU class judges float artifacts on every 4th photo (11 of 44): float kernels differ between x86
 # classes only in rounding order, and an emulated float image costs 2-3 s (EfficientNet-Lite0 under QEMU); the
-# quantized precisions, whose integer kernels do differ (int8 saturating without VNNI), keep all 44
+# quantized precisions, whose integer kernels do differ (int8 saturating without VNNI), keep all 44, and so do
+# fp16 and bf16 on arm64, whose cores with FP16 arithmetic run an fp16 graph in fp16 where x86 computes in fp32
+# (EfficientNet-Lite0's fp16 ONNX on 11 photos: top-5 0.982 as arm64-dotprod)
 EMULATED_FLOAT_STRIDE = 4
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -123,12 +126,13 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
     down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
 
-    With ``verify_cpu="all"`` a CPU artifact is also run as each other CPU class of ``right_on`` that this
-    machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
+    With ``verify_cpu="all"`` (or a list of classes) a CPU artifact is also run as each other CPU class of
+    ``right_on`` that this machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
     there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
     emulated class is judged on the photos without their crops: the emulator is far slower than the CPU, and
     the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
-    :data:`EMULATED_FLOAT_STRIDE`-th photo.
+    :data:`EMULATED_FLOAT_STRIDE`-th photo (fp16 and bf16 on arm64: every photo). A class whose runtime cannot
+    compile the artifact is recorded as unsupported (``cpu_classes_unsupported``), not as a failure.
 
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
@@ -164,7 +168,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
                 unchecked[other] = emulator
                 continue
             photos, photo_references = images.photos_only(reference_outputs)
-            if precision in FLOAT_PRECISIONS:
+            if precision == "fp32" or (precision in FLOAT_PRECISIONS and other not in ARM64_CLASSES):
                 photos, photo_references = photos[::EMULATED_FLOAT_STRIDE], photo_references[::EMULATED_FLOAT_STRIDE]
             try:  # the emulator runs a child on one core whatever the runtime's threads: one child per core
                 other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
@@ -330,11 +334,12 @@ def _settle_cpu_classes(cpu_classes: dict[str, Any], verification: dict[str, Any
     """``right_on`` keeps what verification allows: a class the recipe claimed but whose runtime could not compile
     the artifact there goes to ``not_on`` with the runtime's reason (the artifact is good where it was verified,
     and says where it is not), and so does an ``unproven`` class that was not run here."""
-    not_on = dict(verification.get("cpu_classes_unsupported", {}))
+    not_on = {**cpu_classes.get("not_on", {}), **verification.get("cpu_classes_unsupported", {})}
     ran = verification.get("cpu_classes", {})
     for name, why in cpu_classes.pop("unproven", {}).items():
         if name not in ran and name not in not_on:
-            not_on[name] = f"not claimed unverified: {why}; --verify-cpu {name} checks this artifact there"
+            not_on[name] = (f"not claimed unverified: {why}; exported with --verify-cpu {name} (or all), it is "
+                            "checked there")
     if not_on:
         cpu_classes["right_on"] = [c for c in cpu_classes["right_on"] if c not in not_on]
         cpu_classes["not_on"] = not_on

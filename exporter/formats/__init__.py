@@ -98,6 +98,7 @@ class FormatResult:
     right_on: tuple[str, ...] = ALL_CLASSES  # the CPU classes (runtimes.cpu) the recipe is meant to be right on
     # classes of right_on the recipe keeps only where verification ran the artifact there, with why it must
     unproven: dict[str, str] = dataclasses.field(default_factory=dict)
+    not_on: dict[str, str] = dataclasses.field(default_factory=dict)  # classes it is known not to be right on, and why
     info: ModelInfo | None = None  # the artifact's own contract where it differs from the model's (scores in graph)
     runtime_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a runtime must set, and where
 

@@ -36,6 +36,7 @@ from exporter.formats.onnx_mobile import mobile_friendly
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
+from runtimes.cpu import ALL_CLASSES, ARM64_DOTPROD
 from runtimes.errors import HubedgeError
 
 OPSET = 18  # tf2onnx 1.17's newest
@@ -89,6 +90,12 @@ def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
         raise HubedgeError("the tf2onnx child did not report its peak memory; its log is "
                            f"{output.with_suffix('.log')}")
     return int(reported[-1])
+
+
+# why an fp16 ONNX file does not claim arm64 cores with dot product (benchmarks/records/arm64.md)
+FP16_ON_ARM = ("ONNX Runtime computes an fp16 graph in fp16 on ARM cores with FP16 arithmetic (ARMv8.2+), where x86 "
+               "computes it in fp32: EfficientNet-Lite0's fp16 file fell to top-5 0.986 there, below fp16's floor; "
+               "ship the fp32 file to such cores")
 
 
 def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int | None = None,
@@ -337,7 +344,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
     onnx.save(model, str(target))
-    return FormatResult(input_shape=[options.batch, size, size, 3], recipe=recipe,
+    right_on, not_on = ALL_CLASSES, {}
+    if precision == "fp16":  # measured: benchmarks/records/arm64.md
+        right_on = tuple(c for c in ALL_CLASSES if c != ARM64_DOTPROD)
+        not_on = {ARM64_DOTPROD: FP16_ON_ARM}
+    return FormatResult(input_shape=[options.batch, size, size, 3], recipe=recipe, right_on=right_on, not_on=not_on,
                         tools=("tf2onnx", "onnx", "onnxruntime"),
                         child_peak_rss_bytes=child_peak,
                         runtime_settings=int8_settings() if precision == "int8" else {})
