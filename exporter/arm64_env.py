@@ -117,7 +117,8 @@ def find(root: Path | None = None) -> Arm64Env | str:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"arm64 emulation here needs an x86-64 host; this one is {platform.machine()}"
     if qemu_binary() is None:
-        return "no aarch64 user-mode emulator here: install Debian's qemu-user-static (apt-get install qemu-user-static)"
+        return ("no aarch64 user-mode emulator here: install Debian's qemu-user-static "
+                "(apt-get install qemu-user-static)")
     root = root or default_root()
     folder = root / _key(wheel_pins())
     try:

@@ -36,7 +36,8 @@ __all__ = ["OFFLOAD_TARGETS", "OffloadRefused", "offload_shortfall", "report", "
 
 # --require-offload: the accelerator, the formats whose report speaks of it, and what meets it
 OFFLOAD_TARGETS = {"nnapi": ("onnx", "qnn"), "coreml": ("onnx", "qnn"), "gpu": ("tflite",)}
-ORT_PROVIDERS = {"nnapi": "NNAPI", "coreml_neuralnetwork": "CoreML NeuralNetwork", "coreml_mlprogram": "CoreML MLProgram"}
+ORT_PROVIDERS = {"nnapi": "NNAPI", "coreml_neuralnetwork": "CoreML NeuralNetwork",
+                 "coreml_mlprogram": "CoreML MLProgram"}
 
 
 class OffloadRefused(HubedgeError):
@@ -123,7 +124,8 @@ def _xnnpack(path: Path) -> dict[str, Any]:
         except (OSError, ValueError):
             lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
             return {"checked": False, "reason": f"litert-benchmark failed: {lines[-1] if lines else done.returncode}"}
-    return {"tool": "litert-benchmark (CPU accelerator: XNNPACK)", "whole_graph": bool(figures.get("fully_accelerated"))}
+    return {"tool": "litert-benchmark (CPU accelerator: XNNPACK)",
+            "whole_graph": bool(figures.get("fully_accelerated"))}
 
 
 def _openvino(path: Path) -> dict[str, Any]:

@@ -127,8 +127,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
 
     With ``verify_cpu="all"`` (or a list of classes) a CPU artifact is also run as each other CPU class of
-    ``right_on`` that this machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe claims to be right
-    there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
+    ``right_on`` that this machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe
+    claims to be right there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
     emulated class is judged on the photos without their crops: the emulator is far slower than the CPU, and
     the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
     :data:`EMULATED_FLOAT_STRIDE`-th photo (fp16 and bf16 on arm64: every photo). A class whose runtime cannot
