@@ -65,6 +65,8 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
             progress(f"note: {flag(name)} applies to {', '.join(takers)}; {', '.join(ignored)} ignore(s) it")
     _check_int8_cpu(pairs, options.int8_cpu, verify, progress)
     _check_offload(pairs, options.require_offload)
+    for fmt, precision in pairs:  # a batch some format cannot have, refused before any work
+        fmt.refuse_options(precision, fmt.options_for(precision, options))
     if options.verify_cpu != "native" and verify:
         _announce_emulation(options.verify_cpu, progress)
     if any(fmt.takes("calibration_data", precision) for fmt, precision in pairs):

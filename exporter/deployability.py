@@ -38,6 +38,11 @@ __all__ = ["OFFLOAD_TARGETS", "OffloadRefused", "offload_shortfall", "report", "
 OFFLOAD_TARGETS = {"nnapi": ("onnx", "qnn"), "coreml": ("onnx", "qnn"), "gpu": ("tflite",)}
 ORT_PROVIDERS = {"nnapi": "NNAPI", "coreml_neuralnetwork": "CoreML NeuralNetwork",
                  "coreml_mlprogram": "CoreML MLProgram"}
+# why an .ort file has no NNAPI/CoreML figures: the checker reads ONNX, and a Fixed-style file's graph is no longer
+# the one those providers would be offered (ORT's CPU fusions are applied)
+ORT_FORMAT_UNCHECKED = ("ONNX Runtime's mobile usability checker reads ONNX files only, and this file holds the graph "
+                        "after ORT's CPU optimizations (Fixed style); the onnx export with the same options has the "
+                        "NNAPI and CoreML report")
 
 
 class OffloadRefused(HubedgeError):
@@ -46,6 +51,8 @@ class OffloadRefused(HubedgeError):
 
 def report(artifact: Path, fmt_name: str, runtime: str) -> dict[str, Any]:
     """The deployability report of one artifact (``fmt_name`` and ``runtime`` as the formats table names them)."""
+    if fmt_name == "ort":
+        return {"ort_mobile": {"checked": False, "reason": ORT_FORMAT_UNCHECKED}}
     if runtime == "onnxruntime":
         return {"ort_mobile": _ort_mobile(artifact)}
     if fmt_name == "tflite":

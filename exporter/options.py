@@ -18,7 +18,7 @@ from exporter.accuracy_target import AccuracyTarget
 from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["ExportOptions", "FIXED_BATCHES", "GENERAL_OPTIONS", "OFFLOADS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
+__all__ = ["ExportOptions", "MAX_FIXED_BATCH", "GENERAL_OPTIONS", "OFFLOADS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
     "INT8_FALLBACKS", "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
@@ -34,8 +34,9 @@ VERIFY_CPUS = ("native", "all")
 # int8 that misses its verification floor: search for the fewest layers float that meet it, or fail
 INT8_FALLBACKS = ("search", "none")
 
-# fixed batch sizes offered (--batch): one image, what mobile accelerators (NNAPI, CoreML) and the QNN HTP need
-FIXED_BATCHES = (1,)
+# the largest fixed batch offered (--batch N): 1 is what mobile accelerators (NNAPI, CoreML) need; larger fixed
+# batches are for servers and GPUs (TensorRT builds its engine for one shape)
+MAX_FIXED_BATCH = 256
 
 # --require-offload: the accelerator an artifact must be fully taken by, in its vendor's tool (exporter.deployability)
 OFFLOADS = ("nnapi", "coreml", "gpu")
@@ -64,9 +65,10 @@ class ExportOptions:
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
             tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
-        batch: onnx and openvino: fix the batch dimension of the artifact to this many images (1, the only value
-            offered): static shapes everywhere in the file, as ONNX Runtime Mobile's NNAPI and CoreML providers
-            need. None keeps the dynamic batch. (.tflite files are batch 1 always.)
+        batch: onnx, ort and openvino: fix the batch dimension of the artifact to this many images (1 to
+            ``MAX_FIXED_BATCH``): static shapes everywhere in the file, as ONNX Runtime Mobile's NNAPI and CoreML
+            providers need (batch 1) and TensorRT prefers. None keeps the dynamic batch. tflite and qnn take 1,
+            their only batch.
         require_offload: ``nnapi`` or ``coreml`` (onnx), ``gpu`` (tflite): fail an export whose deployability
             report (``exporter.deployability``) does not give that accelerator the vendor tool's top verdict.
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
@@ -102,10 +104,10 @@ class ExportOptions:
                 name.strip() in ALL_CLASSES for name in self.verify_cpu.split(","))):
             raise UnsupportedError(f"verify_cpu must be native, all, or a comma list of CPU classes "
                                    f"({', '.join(ALL_CLASSES)}); got {self.verify_cpu!r}")
-        if self.batch is not None and (isinstance(self.batch, bool) or self.batch not in FIXED_BATCHES):
-            raise UnsupportedError(f"batch takes {', '.join(map(str, FIXED_BATCHES))} (a static batch of one image, "
-                                   f"what mobile accelerators need); larger fixed batches are not offered yet; got "
-                                   f"{self.batch!r}")
+        if self.batch is not None and (not isinstance(self.batch, int) or isinstance(self.batch, bool)
+                                       or not 1 <= self.batch <= MAX_FIXED_BATCH):
+            raise UnsupportedError(f"batch takes a number of images from 1 (what mobile accelerators need) to "
+                                   f"{MAX_FIXED_BATCH}; got {self.batch!r}")
         if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
                                                   or isinstance(self.calibration_size, bool)
                                                   or self.calibration_size < 1):

@@ -137,7 +137,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
     checker = None
-    if fmt.runtime == "onnxruntime":  # valid ONNX, as stricter consumers than ONNX Runtime need
+    if fmt.suffix == ".onnx":  # valid ONNX, as stricter consumers than ONNX Runtime need (ort: before conversion)
         from exporter.formats.onnx import full_check
 
         checker = full_check(artifact)

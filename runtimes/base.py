@@ -20,7 +20,8 @@ from runtimes.labels import load_labels
 from runtimes.modelinfo import ModelInfo
 from runtimes.preprocess import ImageLike, preprocess
 
-__all__ = ["Prediction", "Predictor", "activate", "import_runtime", "top_k_from_outputs"]
+__all__ = ["Prediction", "Predictor", "activate", "fixed_batches", "import_runtime", "in_fixed_batches",
+           "top_k_from_outputs"]
 
 
 def import_runtime(module: str, extra: str) -> Any:
@@ -29,6 +30,21 @@ def import_runtime(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise HubedgeError(f"{module.split('.')[0]} is not installed: pip install 'hubedge[{extra}]'") from None
+
+
+def fixed_batches(images: np.ndarray, size: int) -> list[np.ndarray]:
+    """``images`` in chunks of exactly ``size`` (an artifact exported with ``--batch size`` takes no other), the last
+    one filled up with copies of its last image."""
+    chunks = [images[start : start + size] for start in range(0, len(images), size)]
+    if chunks and len(chunks[-1]) < size:
+        fill = np.repeat(chunks[-1][-1:], size - len(chunks[-1]), axis=0)
+        chunks[-1] = np.concatenate([chunks[-1], fill])
+    return chunks
+
+
+def in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, size: int) -> np.ndarray:
+    """The outputs of ``run`` on ``images``, fed ``size`` at a time (:func:`fixed_batches`), the fill dropped."""
+    return np.concatenate([np.asarray(run(chunk)) for chunk in fixed_batches(images, size)])[: len(images)]
 
 
 @dataclasses.dataclass(frozen=True)

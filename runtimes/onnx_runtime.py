@@ -8,6 +8,7 @@ the accelerator cannot take on the CPU, and ``get_providers()`` lists the accele
 (docs/stack-facts.md, "Runtime settings"). So this adapter either forbids that fallback (``strict``: the session
 fails instead) or measures it with one profiled run and reports it in ``placement``.
 The QNN HTP needs static shapes: the artifact's ``batch`` dimension is pinned to 1 there.
+An ``.ort`` file (ONNX Runtime's own format) was optimized when it was written and is loaded as it is.
 On x86 CPUs without VNNI, ONNX Runtime's uint8 × int8 kernels saturate (``VPMADDUBSW``): int8 artifacts
 there run with ``session.x64quantprecision=1``, ONNX Runtime's exact uint8 × uint8 path. It is set on those
 CPUs only, because on VNNI CPUs it changes nothing in the results and costs time (docs/portable-int8.md).
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from runtimes import cpu
-from runtimes.base import Predictor, import_runtime
+from runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
 from runtimes.cache import cache_dir
 from runtimes.contract import BATCH_DIM, metadata_key
 from runtimes.devices import QNN_EP, DeviceUnavailableError, require
@@ -58,6 +59,7 @@ def cpu_session_config() -> dict[str, str]:
     return dict(PRECISE_INT8_CONFIG) if cpu.cpu_class() == cpu.X86_NO_VNNI else {}
 
 
+ORT_FORMAT_SUFFIX = ".ort"  # ONNX Runtime's own format (exporter.formats.ort): loaded by its suffix, not re-optimized
 LAYOUT_TRIAL_ENV = "HUBEDGE_ORT_LAYOUT_TRIAL"  # "0": keep ONNX Runtime's default layout (for comparisons)
 QUANTIZED_PRECISIONS = ("int8",)  # what the exporter writes to metadata_props[metadata_key("precision")]
 LAYOUT_ALTERNATIVE = ("NhwcTransformer",)  # disabled: quantized convs stay NCHW, as the ONNX graph has them
@@ -140,7 +142,8 @@ def _choose_cpu_layout(ort, path: str, threads: int | None, target: Path) -> dic
         alternative = optimize(LAYOUT_ALTERNATIVE, alternative_path)
         model_input = default.get_inputs()[0]
         side = model_input.shape[1] if isinstance(model_input.shape[1], int) else 224
-        feed = {model_input.name: np.random.default_rng(0).random((1, side, side, 3), np.float32)}
+        batch = model_input.shape[0] if isinstance(model_input.shape[0], int) else 1  # one image, or its fixed batch
+        feed = {model_input.name: np.random.default_rng(0).random((batch, side, side, 3), np.float32)}
         sessions = {"default": default, "nchw": alternative}
         timings: dict[str, list[float]] = {name: [] for name in sessions}
         for session in sessions.values():
@@ -226,7 +229,7 @@ class OnnxRuntimePredictor(Predictor):
             options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"hubedge-ort-{os.getpid()}")
         source, cached, fresh = str(path), None, None
         self.cpu_layout: dict[str, Any] = {}
-        if device == "cpu":
+        if device == "cpu" and Path(path).suffix != ORT_FORMAT_SUFFIX:  # an .ort file is optimized already
             cached = optimized_model_path(Path(path), ort.__version__)
         try:
             if cached is not None and not cached.is_file():
@@ -267,7 +270,8 @@ class OnnxRuntimePredictor(Predictor):
         self.cpu_fallback: list[str] = []
         if profile:
             side = self.input_size
-            ops = _profile_placement(self._session, {self._input.name: np.zeros((1, side, side, 3), np.float32)})
+            zeros = np.zeros((self.fixed_batch or 1, side, side, 3), np.float32)
+            ops = _profile_placement(self._session, {self._input.name: zeros})
             self.placement = {provider: len(names) for provider, names in ops.items()}
             cpu_ops = ops.get("CPUExecutionProvider", [])
             # quantizing the float input and dequantizing the output stay on the CPU by design of the QNN EP
@@ -278,11 +282,19 @@ class OnnxRuntimePredictor(Predictor):
                               f"{self.device_status.backend} ({', '.join(sorted(set(self.cpu_fallback)))}); "
                               "--strict-device refuses such a split", stacklevel=2)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch the artifact was exported with (``--batch N``), or None for a dynamic one."""
+        size = self._input.shape[0]
+        return size if isinstance(size, int) else None
+
     def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
-        feed = {self._input.name: np.ascontiguousarray(batch[:1])}
+        """One image; a fixed-batch artifact's call runs its whole batch (that image and copies)."""
+        feed = {self._input.name: np.ascontiguousarray(fixed_batches(batch[:1], self.fixed_batch or 1)[0])}
         return lambda: self._session.run(None, feed)[0]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if self.pinned_batch or (isinstance(self._input.shape[0], int) and self._input.shape[0] == 1):
-            return np.concatenate([self._session.run(None, {self._input.name: image[None]})[0] for image in batch])
+        size = self.fixed_batch or (1 if self.pinned_batch else None)
+        if size is not None:
+            return in_fixed_batches(lambda chunk: self._session.run(None, {self._input.name: chunk})[0], batch, size)
         return self._session.run(None, {self._input.name: batch})[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Predictor, import_runtime
+from runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
 from runtimes.contract import rt_info_path
 from runtimes.devices import DeviceUnavailableError, require
 from runtimes.errors import CannotCompileError, CorruptModelError, runtime_message
@@ -100,11 +100,12 @@ class OpenVINOPredictor(Predictor):
         """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick faster kernels
         for it, most of all in bf16 (``benchmarks/records/settings-figures.md``). Larger batches
         run on the artifact's dynamic-batch model, compiled the first time one comes."""
-        if len(batch) == 1 or self._compiled.input(0).get_partial_shape()[0].is_dynamic:
+        dynamic = self._compiled.input(0).get_partial_shape()[0].is_dynamic
+        if dynamic or (len(batch) == 1 and self.fixed_batch in (None, 1)):
             return self._infer(self._compiled, self._request, batch)
-        if self._model.input(0).get_partial_shape()[0].is_static:  # a fixed batch of one (--batch 1): image by image
-            return np.concatenate([self._infer(self._compiled, self._request, batch[i : i + 1])
-                                   for i in range(len(batch))])
+        if self.fixed_batch is not None:  # --batch N: N images a call
+            return in_fixed_batches(lambda chunk: self._infer(self._compiled, self._request, chunk), batch,
+                                    self.fixed_batch)
         if self._batched is None:
             compiled = self._compile(self._model)
             self._batched = (compiled, compiled.create_infer_request())
@@ -119,6 +120,14 @@ class OpenVINOPredictor(Predictor):
             raise CannotCompileError(f"OpenVINO compiled {self._path.name} but cannot run it on {self._where()}: "
                                      f"{runtime_message(error)}") from None
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch the artifact was exported with (``--batch N``), or None for a dynamic one."""
+        size = self._model.input(0).get_partial_shape()[0]
+        return size.get_length() if size.is_static else None
+
     def direct_call(self, batch: np.ndarray) -> Callable[[], Any]:
-        feed, output = {0: np.ascontiguousarray(batch[:1])}, self._compiled.output(0)
+        """One image; a fixed-batch artifact's call runs its whole batch (that image and copies)."""
+        feed = {0: np.ascontiguousarray(fixed_batches(batch[:1], self.fixed_batch or 1)[0])}
+        output = self._compiled.output(0)
         return lambda: self._request.infer(feed)[output]

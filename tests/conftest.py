@@ -77,7 +77,8 @@ INNER_LOOP = {
     "test_export_formats.py": ("test_every_format_and_precision_is_verified_and_runs_through_its_runtime[tflite-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[onnx-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[openvino-int8]",
-                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[qnn-int8]"),
+                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[qnn-int8]",
+                               "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[ort-fp32]"),
 }
 
 

@@ -18,8 +18,15 @@ from tests.test_cli import run
 def fixed(tiny_classifier, tmp_path_factory) -> LazyExports:
     """The tiny classifier exported with --batch 1."""
     return LazyExports(tiny_classifier, tmp_path_factory.mktemp("batch1"),
-                       [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32")],
+                       [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32"), ("ort", "fp32")],
                        ExportOptions(batch=1))
+
+
+@pytest.fixture(scope="module")
+def batch3(tiny_classifier, tmp_path_factory) -> LazyExports:
+    """The tiny classifier exported with --batch 3: a fixed batch that the photos do not fill evenly."""
+    return LazyExports(tiny_classifier, tmp_path_factory.mktemp("batch3"),
+                       [("onnx", "int8"), ("openvino", "int8"), ("ort", "fp32")], ExportOptions(batch=3))
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +73,41 @@ def test_int8_qdq_keeps_coreml_out_and_the_report_says_why(fixed):
     assert mlprogram["verdict"] == "NO" and "ai.onnx:DequantizeLinear" in mlprogram["unsupported_ops"]
 
 
-def test_fixed_batch_openvino_and_tflite_artifacts_run_several_images(fixed, photos):
-    for pair in (("openvino", "fp32"), ("tflite", "fp32")):
+def test_fixed_batch_openvino_ort_and_tflite_artifacts_run_several_images(fixed, photos):
+    import onnxruntime
+
+    for pair in (("openvino", "fp32"), ("tflite", "fp32"), ("ort", "fp32")):
         result = fixed[pair]
-        assert _manifest(result)["input"]["shape"][0] == 1
+        assert _manifest(result)["input"]["shape"][0] == 1 and _manifest(result)["input"]["batch"] == 1
         outputs = runtimes.load(result.artifact).predict(photos[:3])
         assert outputs.shape == (3, 1000) and np.isfinite(outputs).all()
+    session = onnxruntime.InferenceSession(str(fixed[("ort", "fp32")].artifact), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 64, 64, 3]  # the .ort file keeps the static batch
     deploy = fixed[("tflite", "fp32")].deployability
     assert deploy["gpu_delegate"]["compatible"] and deploy["xnnpack"]["whole_graph"]
     assert fixed[("openvino", "fp32")].deployability["openvino"]["cpu"]["coverage"] == 1.0
+
+
+def test_a_fixed_batch_of_3_is_static_in_the_file_verified_and_fed_3_at_a_time(batch3, photos):
+    """Calibration, verification and predict() feed a fixed-batch file exactly its batch, the last call filled up
+    with copies: 4 images give the rows that 4 calls of one image (each filled to 3) give."""
+    import onnx
+    import onnxruntime
+
+    from exporter.formats.onnx import symbolic_dims
+
+    for pair in batch3.pairs:
+        result = batch3[pair]
+        manifest = _manifest(result)
+        assert manifest["input"]["shape"][0] == 3 and manifest["input"]["batch"] == 3
+        assert manifest["verification"]["passed"] and manifest["verification"]["images"] == 132
+        predictor = runtimes.load(result.artifact)
+        together = predictor.predict(photos[:4])
+        alone = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(4)])
+        assert together.shape == (4, 1000) and np.allclose(together, alone, rtol=1e-4, atol=1e-4)
+    assert symbolic_dims(onnx.load(str(batch3[("onnx", "int8")].artifact))) == []
+    session = onnxruntime.InferenceSession(str(batch3[("ort", "fp32")].artifact), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [3, 64, 64, 3]
 
 
 def test_xnnpack_not_taking_the_whole_graph_is_reported(capsys, tiny_classifier, tmp_path):
@@ -102,8 +135,10 @@ def test_require_offload_refuses_a_file_below_the_level_and_writes_nothing(capsy
 
 @pytest.mark.parametrize("argv, says", [
     (["--format", "onnx", "--require-offload", "gpu"], "--require-offload gpu is judged on tflite"),
-    (["--format", "onnx", "--batch", "2"], "batch takes 1"),
-    (["--format", "tflite", "--batch", "1"], "batch (--batch) applies to"),
+    (["--format", "onnx", "--batch", "0"], "batch takes a number of images from 1"),
+    (["--format", "onnx", "--batch", "257"], "batch takes a number of images from 1"),
+    (["--format", "onnx,tflite", "--batch", "4"], "tflite files are batch 1 always; --batch 4 applies to onnx"),
+    (["--format", "savedmodel", "--batch", "1"], "batch (--batch) applies to"),
 ])
 def test_offload_and_batch_requests_no_format_can_meet_are_refused_before_any_work(capsys, argv, says):
     code, _, err = run(capsys, "export", "--model", "no/such/model", *argv)

@@ -47,11 +47,29 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
         assert manifest["quantization"]["calibration"]["samples"] == 64  # 29 photos + augmentations
     if precision == "fp32":
         assert figures["cosine_min"] > 0.99999
-    if FORMATS[name].runtime == "onnxruntime":  # valid ONNX: verification ran the full checker, and so do we
+    if FORMATS[name].suffix == ".onnx":  # valid ONNX: verification ran the full checker, and so do we
         import onnx
 
         assert manifest["verification"]["onnx_checker"]["passed"]
         onnx.checker.check_model(str(result.artifact), full_check=True)
+    if name == "ort":
+        _check_ort_file(result.artifact, manifest)
+
+
+def _check_ort_file(artifact, manifest) -> None:
+    """An .ort file is ONNX Runtime's flatbuffer (file identifier ORTM), converted from ONNX that passed the full
+    checker, with the operators a minimal build needs beside it, hashed in the manifest like any companion."""
+    from exporter.formats.ort import CONFIG_SUFFIX
+
+    assert artifact.read_bytes()[4:8] == b"ORTM"
+    assert manifest["quantization"]["onnx_checker_before_conversion"]["passed"]
+    config = artifact.with_suffix(CONFIG_SUFFIX)
+    assert config.name in manifest["artifact"]["companions"]
+    entries = [line.split(";") for line in config.read_text().splitlines() if not line.startswith("#")]
+    ops = {op for domain, opset, names in entries for op in names.split(",")}
+    assert {"Conv", "MaxPool"} & ops or {"QLinearConv", "MaxPool"} <= ops, ops
+    assert all(domain in ("ai.onnx", "com.microsoft") and opset.isdigit() for domain, opset, _ in entries)
+    assert manifest["deployability"]["ort_mobile"]["checked"] is False  # the checker reads ONNX only: said so
 
 
 def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_it(classifier_exports,

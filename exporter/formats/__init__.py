@@ -117,6 +117,7 @@ class Format:
     devices: tuple[str, ...]  # where its artifacts are meant to run; the first present one verifies them
     description: str
     options: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # ExportOptions field → precisions
+    own_batch: int | None = None  # a batch the format always has (tflite, qnn: 1); --batch may only repeat it
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -135,6 +136,9 @@ class Format:
         foreign = [name for name in options.changed() if not self.takes(name, precision)]
         if foreign:
             raise UnsupportedError(f"{self.name} {precision} does not take {', '.join(map(flag, foreign))}")
+        if self.own_batch is not None and options.batch not in (None, self.own_batch):
+            raise UnsupportedError(f"{self.name} files are batch {self.own_batch} always; --batch {options.batch} "
+                                   "applies to onnx, ort and openvino")
 
     def artifact_name(self, model: str, precision: str, variant: str = "") -> str:
         """``<model>.<format>.<precision>[-<variant>]<suffix>``: an accuracy-aware int8 artifact sits beside the
@@ -184,7 +188,9 @@ FORMATS: dict[str, Format] = {
         devices=("cpu",),
         description="LiteRT (TFLite) flatbuffer, batch 1, run by ai-edge-litert",
         options={**CALIBRATED, **ACCURACY_AWARE, "int8_io": ("int8",), "tflite_int8_recipe": ("int8",),
-                 "require_offload": ("fp32", "fp16", "dynamic", "int8")},
+                 "require_offload": ("fp32", "fp16", "dynamic", "int8"),
+                 "batch": ("fp32", "fp16", "dynamic", "int8")},
+        own_batch=1,  # mobile runtimes run one image at a time, and MediaPipe Tasks feeds one
     ),
     "onnx": Format(
         name="onnx",
@@ -195,9 +201,22 @@ FORMATS: dict[str, Format] = {
         module="exporter.formats.onnx",
         runtime="onnxruntime",
         devices=("cpu", "gpu"),
-        description="ONNX (tf2onnx), dynamic batch (or fixed: --batch 1), run by ONNX Runtime",
+        description="ONNX (tf2onnx), dynamic batch (or fixed: --batch N), run by ONNX Runtime",
         options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8"),
                  "require_offload": ("fp32", "fp16", "int8")},
+    ),
+    "ort": Format(
+        name="ort",
+        suffix=".ort",
+        is_directory=False,
+        companions=(".required_operators.config",),
+        floors={"fp32": FP32, "fp16": FP16, "int8": INT8},
+        module="exporter.formats.ort",
+        runtime="onnxruntime",
+        devices=("cpu",),
+        description="the onnx artifact in ONNX Runtime's format (.ort) with its required_operators.config, for "
+                    "ORT Mobile and minimal builds",
+        options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8")},
     ),
     "openvino": Format(
         name="openvino",
@@ -208,7 +227,7 @@ FORMATS: dict[str, Format] = {
         module="exporter.formats.openvino",
         runtime="openvino",
         devices=("cpu", "gpu", "npu"),
-        description="OpenVINO IR (.xml + .bin), dynamic batch (or fixed: --batch 1), run by OpenVINO",
+        description="OpenVINO IR (.xml + .bin), dynamic batch (or fixed: --batch N), run by OpenVINO",
         options={**CALIBRATED, **ACCURACY_AWARE, "int8_cpu": ("int8",), "batch": ("fp32", "fp16", "bf16", "int8")},
     ),
     "qnn": Format(
@@ -221,7 +240,8 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
-        options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",)},
+        options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",), "batch": ("int8",)},
+        own_batch=1,  # the HTP takes static shapes, and one image is what a phone's camera gives
     ),
 }
 

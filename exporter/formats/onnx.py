@@ -35,6 +35,7 @@ from exporter.formats import FormatResult
 from exporter.formats.onnx_mobile import mobile_friendly
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
+from runtimes.base import fixed_batches, in_fixed_batches
 from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
 from runtimes.cpu import ALL_CLASSES, ARM64_DOTPROD
 from runtimes.errors import HubedgeError
@@ -204,14 +205,15 @@ def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
 
 
 class CalibrationReader:
-    """Feeds the calibration set to onnxruntime's calibrator one image at a time."""
+    """Feeds the calibration set to onnxruntime's calibrator one image at a time, or ``batch`` at a time to a
+    model whose batch is fixed (the last batch filled up with copies: MinMax ranges do not change)."""
 
-    def __init__(self, images: np.ndarray) -> None:
-        self._images = iter(images)
+    def __init__(self, images: np.ndarray, batch: int = 1) -> None:
+        self._batches = iter(fixed_batches(images, batch))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        image = next(self._images, None)
-        return None if image is None else {INPUT_NAME: image[None]}
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
 
     def __iter__(self):  # qdq_loss_debug.collect_activations iterates (onnxruntime's CalibrationDataReader does)
         return iter(self.get_next, None)
@@ -279,15 +281,17 @@ def _cpu_session(path: Path):
 
 
 def cpu_outputs(path: Path, images: np.ndarray) -> np.ndarray:
-    """A trial model's outputs on ``images`` on the CPU, 8 at a time (one at a time if its batch is fixed to 1)."""
+    """A trial model's outputs on ``images`` on the CPU, 8 at a time (its own batch if that is fixed)."""
     session = _cpu_session(path)
-    step = 1 if session.get_inputs()[0].shape[0] == 1 else 8
-    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + step]})[0]
-                           for i in range(0, len(images), step)])
+    fixed = session.get_inputs()[0].shape[0]
+    return in_fixed_batches(lambda batch: session.run(None, {INPUT_NAME: batch})[0], images,
+                            fixed if isinstance(fixed, int) else 8)
 
 
 def _cpu_call(path: Path, batch: np.ndarray):
-    session, feed = _cpu_session(path), {INPUT_NAME: batch}
+    session = _cpu_session(path)
+    fixed = session.get_inputs()[0].shape[0]
+    feed = {INPUT_NAME: fixed_batches(batch, fixed)[0] if isinstance(fixed, int) else batch}
     return lambda: session.run(None, feed)
 
 
@@ -327,7 +331,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
 
         def quantize(kept_float: list[str], output: Path) -> Path:
             quantize_static(
-                str(prepared), str(output), CalibrationReader(calibration.images), quant_format=QuantFormat.QDQ,
+                str(prepared), str(output), CalibrationReader(calibration.images, options.batch or 1),
+                quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_float,
             )

@@ -156,8 +156,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     import openvino as ov
 
     size = loaded.info.input_size
-    batch = options.batch or -1  # -1: dynamic
-    model = ov.convert_model(str(loaded.export_savedmodel), input=[batch, size, size, 3])
+    # converted for one image (--batch 1: static shapes from the start) or a dynamic batch (-1), which calibration
+    # and the accuracy search feed image by image; a larger fixed batch is set on the finished model
+    model = ov.convert_model(str(loaded.export_savedmodel), input=[1 if options.batch == 1 else -1, size, size, 3])
     recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
     right_on, unproven = ALL_CLASSES, {}
     compress = False
@@ -200,6 +201,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
             "calibration": calibration.record,
             **({"accuracy_aware": accuracy_aware} if options.accuracy_target is not None else {}),
         }
+    if options.batch is not None and options.batch > 1:
+        model.reshape({model.input(0): [options.batch, size, size, 3]})
     _add_rt_info(model, loaded, precision)
     ov.save_model(model, str(target), compress_to_fp16=compress)
     if options.batch is not None:

@@ -37,13 +37,13 @@ def add_parser(commands) -> None:
                         help="int8: portable (default) is right on every CPU class; vnni (openvino) keeps the full "
                              "8-bit weights that saturate on x86 CPUs without VNNI, recorded as right only on VNNI/ARM")
     parser.add_argument("--accuracy-target", default=None, metavar="SPEC",
-                        help="int8 (tflite, onnx, openvino; qnn keeps activations at 16 bits instead of layers "
+                        help="int8 (tflite, onnx, ort, openvino; qnn keeps activations at 16 bits instead of layers "
                              "float): keep the fewest layers float that make the artifact meet "
                              "SPEC on the calibration-side tuning split, e.g. sqnr_db=22, cosine_min=0.98 or "
                              "top1_margin=0.99,top5=0.95 (top1_margin: top-1 over images the FP32 model decides by a "
                              "margin of at least 0.05); written as <model>.<format>.int8-accuracy beside plain int8")
     parser.add_argument("--int8-fallback", choices=INT8_FALLBACKS, default="search",
-                        help="int8 (tflite, onnx, openvino, qnn) without --accuracy-target: when plain int8 misses its "
+                        help="int8 (tflite, onnx, ort, openvino, qnn) without --accuracy-target: when plain int8 misses its "
                              "verification floor, search (default) keeps the fewest layers float that meet the floor "
                              "and writes that under the plain int8 name, both trials in the manifest; none fails and "
                              "writes nothing")
@@ -57,9 +57,9 @@ def add_parser(commands) -> None:
                              "VNNI through qemu-user-static; arm64-dotprod and arm64-no-dotprod through qemu-aarch64 "
                              "and the aarch64 Python of `make arm64-env`; slow); or a comma list of those classes")
     parser.add_argument("--batch", type=int, default=None, metavar="N",
-                        help="onnx, openvino: fix the batch dimension to N images (1: static shapes throughout, as "
-                             "ONNX Runtime Mobile's NNAPI and CoreML providers need); default: a dynamic batch. "
-                             ".tflite files are batch 1 always")
+                        help="onnx, ort, openvino: fix the batch dimension to N images, static shapes throughout "
+                             "(1: as ONNX Runtime Mobile's NNAPI and CoreML providers need; up to 256); default: a "
+                             "dynamic batch. tflite and qnn files are batch 1 always (--batch 1 is accepted)")
     parser.add_argument("--require-offload", choices=OFFLOADS, default=None,
                         help="fail an export that this accelerator would not take whole, by its vendor's tool: nnapi "
                              "or coreml (onnx: ONNX Runtime's mobile usability checker), gpu (tflite: TF's GPU "
