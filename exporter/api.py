@@ -32,15 +32,19 @@ class ExportsFailed(HubedgeError):
 def planned_pairs(formats: str | Sequence[str], precisions: str | Sequence[str],
                   progress: Callable[[str], None]) -> list[tuple[Format, str]]:
     """The (format, precision) pairs to export: ``"all"`` formats export each requested precision they offer
-    (and say what they skip); named formats refuse a precision they lack, before any work."""
+    (and say what they skip), opt-in formats (ort) left out; named formats refuse a precision they lack, before
+    any work."""
     wanted = parse_precisions(precisions if isinstance(precisions, str) else ",".join(precisions))
     if formats == "all" or list(formats) == ["all"]:
-        pairs = [(fmt, p) for fmt in FORMATS.values() for p in wanted if p in fmt.floors]
-        skipped = [f"{fmt.name} {p}" for fmt in FORMATS.values() for p in wanted if p not in fmt.floors]
+        every = [fmt for fmt in FORMATS.values() if not fmt.opt_in]
+        pairs = [(fmt, p) for fmt in every for p in wanted if p in fmt.floors]
+        skipped = [f"{fmt.name} {p}" for fmt in every for p in wanted if p not in fmt.floors]
         if not pairs:
             raise HubedgeError(f"no format offers {', '.join(wanted)}")
         if skipped:
             progress(f"note: --format all skips what a format does not offer: {', '.join(skipped)}")
+        progress(f"note: --format all leaves out {', '.join(f.name for f in FORMATS.values() if f.opt_in)}, "
+                 "exported only when named")
         return pairs
     names = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
     return plan([name for name in names if name], wanted)

@@ -118,6 +118,7 @@ class Format:
     description: str
     options: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # ExportOptions field → precisions
     own_batch: int | None = None  # a batch the format always has (tflite, qnn: 1); --batch may only repeat it
+    opt_in: bool = False  # exported only when named: --format all leaves it out (ort: the onnx artifact converted)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -217,6 +218,7 @@ FORMATS: dict[str, Format] = {
         description="the onnx artifact in ONNX Runtime's format (.ort) with its required_operators.config, for "
                     "ORT Mobile and minimal builds",
         options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8")},
+        opt_in=True,
     ),
     "openvino": Format(
         name="openvino",

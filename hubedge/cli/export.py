@@ -16,7 +16,8 @@ from runtimes.errors import HubedgeError
 def add_parser(commands) -> None:
     parser = commands.add_parser("export", help="export a model to edge formats, verified against FP32")
     add_model_arguments(parser, many=True)
-    parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}, a comma list, or all")
+    parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}, a comma list, or all (every format but the opt-in "
+                        f"{', '.join(name for name, fmt in FORMATS.items() if fmt.opt_in)})")
     parser.add_argument("--quantize", default="none",
                         help="none (fp32), fp16, bf16 (openvino), dynamic (tflite), int8, or a comma list "
                              "(default: none)")
