@@ -72,6 +72,37 @@ def _check_ort_file(artifact, manifest) -> None:
     assert manifest["deployability"]["ort_mobile"]["checked"] is False  # the checker reads ONNX only: said so
 
 
+def test_an_int8_ort_file_computes_as_an_x86_cpu_without_vnni_what_it_computes_here(classifier_exports, tmp_path):
+    """ONNX Runtime picks int8 kernels when it optimizes the graph, so the .ort file is optimized with the exact
+    uint8 x uint8 setting: run as an x86 CPU without VNNI it gives this CPU's outputs. The control, the same ONNX
+    graph saved without that setting (as ONNX Runtime's converter saves it), computes something else there:
+    the saturating kernels, which no session option undoes once the graph is saved."""
+    import shutil
+
+    from exporter.formats.ort import CONFIG_SUFFIX, SAVE_SETTINGS, save_optimized
+    from exporter.pipeline import evaluation_set
+    from runtimes.isolated import predict_isolated
+    from tests.helpers import no_vnni_emulator
+
+    emulator = no_vnni_emulator()
+    artifact = classifier_exports[("ort", "int8")].artifact
+    images = evaluation_set(64).images[:12]
+    here = runtimes.load(artifact).predict(images)
+    there, _, seen = predict_isolated(artifact, "cpu", images, emulator)
+    assert seen["class"] == "x86-no-vnni" and np.abs(there - here).max() <= 1e-6
+
+    control = tmp_path / artifact.name
+    save_optimized(classifier_exports[("onnx", "int8")].artifact, control, SAVE_SETTINGS)
+    shutil.copy(artifact.with_suffix(CONFIG_SUFFIX), control.with_suffix(CONFIG_SUFFIX))
+    manifest = read_manifest(artifact)
+    manifest["artifact"].update(sha256=hashlib.sha256(control.read_bytes()).hexdigest(),
+                                size_bytes=control.stat().st_size)
+    manifest_path(control).write_text(json.dumps(manifest))
+    assert np.abs(runtimes.load(control).predict(images) - here).max() <= 1e-6  # the same file on this CPU...
+    saturated, _, _ = predict_isolated(control, "cpu", images, emulator)
+    assert np.abs(saturated - here).max() > 1e-3  # ...and not the same answers without VNNI
+
+
 def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_it(classifier_exports,
                                                                                   tiny_classifier, tmp_path):
     """The control for the check above: onnxruntime's float16 tool, unsorted, gives a graph ONNX Runtime loads

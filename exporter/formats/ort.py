@@ -2,21 +2,25 @@
 
 Why: ONNX Runtime's mobile packages and custom minimal builds read only ORT-format files (``.ort``, a flatbuffer),
 and a minimal build includes only the kernels its ``required_operators.config`` names. This format exports the
-``onnx`` artifact of the same precision and options (the same graph, calibration and recipe), then converts it
-with ONNX Runtime's own tool (``onnxruntime.tools.convert_onnx_models_to_ort``) in its ``Fixed`` style:
-the graph optimizations are applied once, here, and saved, so a phone does not optimize at load. The conversion
-targets no platform: it keeps ONNX Runtime's x86-only NCHWc layout out and leaves QDQ int8 in the portable
-uint8 x int8 form, so one file serves every CPU class, and verification runs that very file on each.
-The config is written beside the artifact as ``<artifact>.required_operators.config`` (pass it to ORT's
-``build.py --include_ops_by_config``). The ONNX checker reads ONNX only: the ONNX graph is checked before
-conversion and that result is recorded in the recipe.
+``onnx`` artifact of the same precision and options (the same graph, calibration and recipe), then has ONNX Runtime
+optimize it once and save it in its format, as ONNX Runtime's own converter does in its Fixed style
+(``onnxruntime.tools.convert_onnx_models_to_ort``: all optimizations but the x86-only NCHWc layout, QDQ int8
+weights kept uint8-compatible, as for no target platform). The optimized graph is what a phone runs as it is.
+
+One setting differs from the converter, which offers no way to pass it: an int8 file is optimized with
+``session.x64quantprecision=1``. The int8 kernels are chosen when the graph is optimized, so the session option
+that keeps ONNX Runtime's int8 exact on x86 CPUs without VNNI (docs/portable-int8.md) must be in force then: a
+file converted without it gives EfficientNet-Lite0 cosine_min 0.82 as ``x86-no-vnni`` whatever the device's session
+sets, and with it the same outputs as the ``onnx`` file there. So one file is right on every CPU class, and
+verification runs that very file on each. The config is written beside it as
+``<artifact>.required_operators.config`` (ORT's ``build.py --include_ops_by_config``), by the converter's own
+function. The ONNX checker reads ONNX only: the ONNX graph is checked before conversion, recorded in the recipe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -29,13 +33,14 @@ from exporter.sources import LoadedModel
 from runtimes.errors import HubedgeError
 
 CONFIG_SUFFIX = ".required_operators.config"  # the companion: the ops (and opsets) a minimal build must include
-STYLE = "Fixed"  # optimizations applied at conversion (the tool's other style defers some to the device)
+# the session settings the graph is optimized and saved under (those of the converter's Fixed style)
+SAVE_SETTINGS = {"session.save_model_format": "ORT", "session.qdqisint8allowed": "0"}
+INT8_SETTINGS = {"session.x64quantprecision": "1"}  # exact int8 kernels on x86 without VNNI, fixed at optimization
+LEFT_OUT = ["NchwcTransformer"]  # x86-only blocked layout: a file that must run on ARM too
 
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
     with tempfile.TemporaryDirectory(prefix="hubedge-ort-", dir=target.parent) as scratch:
         source = Path(scratch) / f"{target.stem}.onnx"
         result = onnx_format.export(loaded, precision, source, options, work)
@@ -43,36 +48,51 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         if not checker["passed"]:
             raise HubedgeError(f"the ONNX graph of {target.name} is not valid ONNX ({checker['message'][:200]}); "
                                "it is not converted to the ORT format")
-        converted = Path(scratch) / "converted"
-        log = io.StringIO()  # the tool prints its progress: kept for an error message, not shown
-        try:
-            with contextlib.redirect_stdout(log), _quiet("ort_format_model.utils"):
-                convert_onnx_models_to_ort(source, output_dir=converted,
-                                           optimization_styles=[OptimizationStyle[STYLE]], target_platform=None)
-        except Exception as error:  # ORT raises its own types (Fail, InvalidGraph...) from the session it opens
-            raise HubedgeError(f"ONNX Runtime's ORT-format converter failed on {target.name}: "
-                               f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else error!r}") \
-                from None
-        ort_file = converted / f"{source.stem}.ort"
-        configs = list(converted.glob("*.config"))
-        if not ort_file.is_file() or len(configs) != 1:
-            raise HubedgeError(f"ONNX Runtime's ORT-format converter wrote no {ort_file.name} and config: "
-                               f"{log.getvalue().strip().splitlines()[-1:] or 'no output'}")
-        ort_file.replace(target)
-        # the tool heads the config with the scratch path it converted; the artifact's own name is what helps
-        ops = [line for line in configs[0].read_text().splitlines() if line and not line.startswith("#")]
-        target.with_suffix(CONFIG_SUFFIX).write_text(f"# the operators {target.name} needs in a minimal ONNX Runtime "
-                                                     "build (--include_ops_by_config)\n" + "\n".join(ops) + "\n")
-    recipe = {**result.recipe, "method": f"{result.recipe['method']}; converted to the ORT format "
-                                         f"(onnxruntime.tools.convert_onnx_models_to_ort, {STYLE} style, "
-                                         "no target platform: portable)",
-              "onnx_checker_before_conversion": checker, "required_operators": target.with_suffix(CONFIG_SUFFIX).name}
+        settings = {**SAVE_SETTINGS, **(INT8_SETTINGS if precision == "int8" else {})}
+        save_optimized(source, target, settings)
+    write_required_operators(target)
+    recipe = {**result.recipe, "method": f"{result.recipe['method']}; optimized by ONNX Runtime and saved in its "
+                                         "format (the converter's Fixed style, no target platform)",
+              "ort_session_settings": settings, "onnx_checker_before_conversion": checker,
+              "required_operators": target.with_suffix(CONFIG_SUFFIX).name}
     return dataclasses.replace(result, recipe=recipe)
+
+
+def save_optimized(source: Path, target: Path, settings: dict[str, str]) -> None:
+    """``source`` optimized at ONNX Runtime's highest level (NCHWc left out) under ``settings``, saved to
+    ``target`` in the ORT format."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    for key, value in settings.items():
+        options.add_session_config_entry(key, value)
+    try:
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"], disabled_optimizers=LEFT_OUT)
+    except Exception as error:  # ORT raises its own types (Fail, InvalidGraph...) from the session
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise HubedgeError(f"ONNX Runtime could not optimize and save {target.name}: {first}") from None
+    if not target.is_file() or target.read_bytes()[4:8] != b"ORTM":
+        raise HubedgeError(f"ONNX Runtime wrote no ORT-format file for {target.name}")
+
+
+def write_required_operators(artifact: Path) -> None:
+    """The converter's config of the operators (and opsets) ``artifact`` needs, headed by the artifact's name
+    (the converter heads it with the path it read, a scratch folder here)."""
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    config = artifact.with_suffix(CONFIG_SUFFIX)
+    with _quiet("ort_format_model.utils"):  # it logs the path it wrote at INFO; the export prints its own progress
+        create_config_from_models([artifact], config, False)
+    ops = [line for line in config.read_text().splitlines() if line and not line.startswith("#")]
+    config.write_text(f"# the operators {artifact.name} needs in a minimal ONNX Runtime build "
+                      "(--include_ops_by_config)\n" + "\n".join(ops) + "\n")
 
 
 @contextlib.contextmanager
 def _quiet(logger: str) -> Iterator[None]:
-    """The tool logs each config it writes at INFO; an export prints its own progress."""
     log = logging.getLogger(logger)
     level = log.level
     log.setLevel(logging.WARNING)
