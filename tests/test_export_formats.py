@@ -134,6 +134,7 @@ def test_quantized_artifacts_are_smaller(classifier_exports):
         fp32 = classifier_exports[(name, "fp32")].size_bytes
         assert classifier_exports[(name, "fp16")].size_bytes < 0.6 * fp32
         assert classifier_exports[(name, "int8")].size_bytes < 0.35 * fp32
+    assert classifier_exports[("ort", "int8")].size_bytes < 0.35 * classifier_exports[("ort", "fp32")].size_bytes
 
 
 def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier_exports):

@@ -63,7 +63,7 @@ def _zero_pads_to_concat(model: Any, shapes: dict[str, list[int]]) -> int:
 
     graph = model.graph
     constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    replaced, done = [], 0
+    replaced, dropped, done = [], [], 0
     for index, node in enumerate(graph.node):
         if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):
             continue
@@ -96,9 +96,17 @@ def _zero_pads_to_concat(model: Any, shapes: dict[str, list[int]]) -> int:
             shape[axis] += before + after
             current = output
         replaced.append((index, nodes))
+        dropped += [pads_name, value_name] if value_name else [pads_name]
         done += 1
     for index, nodes in reversed(replaced):  # in place of each Pad, keeping the graph's order
         del graph.node[index]
         for offset, new in enumerate(nodes):
             graph.node.insert(index + offset, new)
+    # the replaced Pads' constants, if nothing reads them now (ONNX Runtime warns of each unused one at load); a
+    # graph with subgraphs keeps them, as a subgraph may read an outer constant by name
+    unread = set(dropped) - {name for node in graph.node for name in node.input}
+    if unread and not any(attr.type in (attr.GRAPH, attr.GRAPHS) for node in graph.node for attr in node.attribute):
+        kept = [tensor for tensor in graph.initializer if tensor.name not in unread]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
     return done
