@@ -99,7 +99,8 @@ class OpenVINOPredictor(Predictor):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One image runs on a model compiled for batch 1: a static shape lets the CPU plugin pick faster kernels
         for it, most of all in bf16 (``benchmarks/records/settings-figures.md``). Larger batches
-        run on the artifact's dynamic-batch model, compiled the first time one comes."""
+        run on the artifact's dynamic-batch model, compiled the first time one comes; a fixed-batch artifact
+        (``--batch N``) takes N images a call, the last call filled up."""
         dynamic = self._compiled.input(0).get_partial_shape()[0].is_dynamic
         if dynamic or (len(batch) == 1 and self.fixed_batch in (None, 1)):
             return self._infer(self._compiled, self._request, batch)

@@ -18,7 +18,8 @@ from tests.test_cli import run
 def fixed(tiny_classifier, tmp_path_factory) -> LazyExports:
     """The tiny classifier exported with --batch 1."""
     return LazyExports(tiny_classifier, tmp_path_factory.mktemp("batch1"),
-                       [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32"), ("ort", "fp32")],
+                       [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("tflite", "fp32"),
+                        ("ort", "fp32")],
                        ExportOptions(batch=1))
 
 

@@ -16,8 +16,10 @@ from runtimes.errors import HubedgeError
 def add_parser(commands) -> None:
     parser = commands.add_parser("export", help="export a model to edge formats, verified against FP32")
     add_model_arguments(parser, many=True)
-    parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}, a comma list, or all (every format but the opt-in "
-                        f"{', '.join(name for name, fmt in FORMATS.items() if fmt.opt_in)})")
+    opt_in = ", ".join(name for name, fmt in FORMATS.items() if fmt.opt_in)
+    parser.add_argument("--format", required=True,
+                        help=f"one of {', '.join(FORMATS)}, a comma list, or all (every format but the opt-in "
+                             f"{opt_in})")
     parser.add_argument("--quantize", default="none",
                         help="none (fp32), fp16, bf16 (openvino), dynamic (tflite), int8, or a comma list "
                              "(default: none)")
@@ -44,10 +46,10 @@ def add_parser(commands) -> None:
                              "top1_margin=0.99,top5=0.95 (top1_margin: top-1 over images the FP32 model decides by a "
                              "margin of at least 0.05); written as <model>.<format>.int8-accuracy beside plain int8")
     parser.add_argument("--int8-fallback", choices=INT8_FALLBACKS, default="search",
-                        help="int8 (tflite, onnx, ort, openvino, qnn) without --accuracy-target: when plain int8 misses its "
-                             "verification floor, search (default) keeps the fewest layers float that meet the floor "
-                             "and writes that under the plain int8 name, both trials in the manifest; none fails and "
-                             "writes nothing")
+                        help="int8 (tflite, onnx, ort, openvino, qnn) without --accuracy-target: when plain int8 "
+                             "misses its verification floor, search (default) keeps the fewest layers float that meet "
+                             "the floor and writes that under the plain int8 name, both trials in the manifest; none "
+                             "fails and writes nothing")
     parser.add_argument("--graph", choices=GRAPHS, default="auto",
                         help="auto (default): a module recognised as a BiT is re-authored into hubedge's edge graph "
                              "(static GroupNorm, weight standardization folded), verified against the module as "
