@@ -99,6 +99,24 @@ def test_the_emulator_runs_the_runtimes_as_an_x86_cpu_without_vnni(tiny_exports)
     assert seen["emulated"] == "qemu EPYC-Rome"
 
 
+# slow (about a minute): three tiny exports, each also verified under QEMU, which runs float slowly
+def test_float_artifacts_of_each_cpu_runtime_are_verified_as_an_x86_cpu_without_vnni(tiny_classifier, tmp_path):
+    """The emulated check of float artifacts, one per CPU runtime and float precision (the trained yardstick
+    verifies its float artifacts natively only: test_export_efficientnet_lite.py)."""
+    from exporter.options import ExportOptions
+    from tests.helpers import LazyExports
+
+    if no_vnni_emulator() is None:
+        pytest.skip("this machine is an x86 CPU without VNNI itself: nothing to emulate")
+    pairs = [("tflite", "fp16"), ("onnx", "fp32"), ("openvino", "fp16")]
+    exports = LazyExports(tiny_classifier, tmp_path, pairs, ExportOptions(verify_cpu=cpu.X86_NO_VNNI))
+    for pair in pairs:
+        verification = exports[pair].verification
+        run = verification["cpu_classes"][cpu.X86_NO_VNNI]
+        assert run["passed"] and run["emulated"] and run["cpu"]["class"] == cpu.X86_NO_VNNI, pair
+        assert run["images"] == 11 and run["cosine_min"] > 0.999, (pair, run)  # every 4th photo, float
+
+
 def test_int8_cpu_vnni_is_refused_before_any_work_where_no_format_has_such_a_recipe(capsys):
     code = main(["export", "--model", "no/such/model", "--format", "onnx,tflite", "--quantize", "int8",
                  "--int8-cpu", "vnni"])
