@@ -98,7 +98,8 @@ def test_an_int8_ort_file_computes_as_an_x86_cpu_without_vnni_what_it_computes_h
     manifest["artifact"].update(sha256=hashlib.sha256(control.read_bytes()).hexdigest(),
                                 size_bytes=control.stat().st_size)
     manifest_path(control).write_text(json.dumps(manifest))
-    assert np.abs(runtimes.load(control).predict(images) - here).max() <= 1e-6  # the same file on this CPU...
+    if emulator is not None:  # a VNNI CPU: the control is right here... (None: this CPU has no VNNI itself)
+        assert np.abs(runtimes.load(control).predict(images) - here).max() <= 1e-6
     saturated, _, _ = predict_isolated(control, "cpu", images, emulator)
     assert np.abs(saturated - here).max() > 1e-3  # ...and not the same answers without VNNI
 
