@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import calibration_data
+import runtimes
 from exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
 from exporter.pipeline import EVALUATION_CROPS
 from hubedge.cli import main
@@ -72,7 +73,6 @@ def test_every_format_and_precision_is_written_and_judged_on_trained_weights(exp
 
 
 def test_the_quantized_yardstick_keeps_what_the_photos_show(exported):
-    import runtimes
 
     _, out = exported
     for artifact in ("efficientnet-lite0.tflite.int8.tflite", "efficientnet-lite0.onnx.int8.onnx",
@@ -125,7 +125,6 @@ def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, e
                                                                       monkeypatch):
     """The controls that show the check above can fail: ONNX Runtime's saturating kernels, and OpenVINO's
     full-range weights (--int8-cpu vnni, whose manifest says it is not right there)."""
-    import runtimes
     from runtimes.onnx_runtime import PRECISE_INT8_ENV
 
     _, out = exported
@@ -150,7 +149,6 @@ def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, e
 def test_openvino_int8_cannot_run_on_an_armv8_0_core_and_says_so_not_that_the_file_is_corrupt(exported):
     """On a Cortex-A53 OpenVINO's ARM plugin has no kernel for some int8 convolutions of this model (docs/arm64.md):
     the runtime's own cause and the CPU class are in one line, and the manifest does not claim that class."""
-    import runtimes
     from runtimes.errors import CannotCompileError
     from runtimes.isolated import run_isolated
     from tests.helpers import arm64_emulator
@@ -166,3 +164,31 @@ def test_openvino_int8_cannot_run_on_an_armv8_0_core_and_says_so_not_that_the_fi
     with pytest.raises(CannotCompileError, match=r"cannot compile it for this CPU \(arm64-no-dotprod\): .*not initial"):
         run_isolated(out / "efficientnet-lite0.openvino.int8.xml", "cpu", images,
                      arm64_emulator(cpu.ARM64_NO_DOTPROD), strict=False)  # strict: refused, as not on that class
+
+
+@pytest.mark.parametrize("precision,int8_io", [("fp32", None), ("int8", None), ("int8", "uint8")])
+def test_image_classifier_agrees_with_hubedge_predict_on_trained_weights(exported, efficientnet_lite0, tmp_path,
+                                                                          precision, int8_io):
+    """MediaPipe's ImageClassifier, as a phone app calls it, ranks the photos as hubedge's predict does (the
+    fixture's fp32 and int8 files; an int8 file with uint8 input pinned to raw pixels exported here)."""
+    from runtimes.labels import load_labels
+    from tests.helpers import export_all
+    from tests.test_mobile_sdk import PHOTOS, _mediapipe_scores, _pixels
+
+    if int8_io is None:
+        artifact = exported[1] / f"efficientnet-lite0.tflite.{precision}.tflite"
+    else:
+        (result,) = export_all(efficientnet_lite0, tmp_path, [("tflite", precision)], int8_io=int8_io).values()
+        artifact = result.artifact
+        assert result.verification["mobile_sdk"]["hubedge_preprocessing"]["max_abs_score_diff"] <= 1e-4
+    pixels = _pixels(224)
+    theirs, tops = _mediapipe_scores(artifact, pixels, 1000)
+    predictor = runtimes.load(artifact)
+    ours = runtimes.top_k_from_outputs(predictor.predict(pixels.astype(np.float32) / np.float32(255)), predictor.info)
+    for row, predictions in enumerate(ours):
+        best = sorted(range(1000), key=lambda i: -theirs[row, i])[:5]
+        assert [p.index for p in predictions] == best, (precision, int8_io, PHOTOS[row])
+        assert max(abs(p.score - theirs[row, p.index]) for p in predictions) <= 1e-4
+    assert abs(theirs.sum(axis=1) - 1).max() < 1e-3  # probabilities: the softmax is in the graph
+    cat = load_labels("ilsvrc2012").wordnet_ids.index(tops[0].category_name)
+    assert "cat" in load_labels("ilsvrc2012").lemmas[cat]  # the skimage cat's top-1 is a cat class

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.formats import FormatResult
-from exporter.formats.onnx import CalibrationReader, add_metadata, convert_fp32, cpu_outputs, fix_batch, int8_settings
+from exporter.formats.onnx import (CALIBRATION_CACHE, CalibrationReader, add_metadata, convert_fp32, cpu_outputs,
+                                   fix_batch, int8_settings, quantize_static_config)
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 
@@ -28,7 +29,7 @@ from exporter.sources import LoadedModel
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
     import onnx
-    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     size = loaded.info.input_size
@@ -46,8 +47,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         config = get_qnn_qdq_config(str(source), CalibrationReader(calibration.images),
                                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                                     init_overrides=overrides or None)
-        quantize(str(source), str(output), config)
-        return output
+        return quantize_static_config(source, output, config, target.parent / CALIBRATION_CACHE)
 
     quantized = quantize_with([], target.parent / "model.qnn.onnx")
     search = (_accuracy_aware(source, quantized, quantize_with, loaded, options, work)
