@@ -163,6 +163,8 @@ def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier
     assert "resize to 64" in model.get_rt_info(["hubedge", "preprocessing"]).astype(str)
 
 
+# slow (about a minute): the feature twin's first use on its worker builds it, and three int8 exports each verify
+# their own quantization of it (tf2onnx in a child process among them)
 def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
     pairs = [("tflite", "int8"), ("onnx", "int8"), ("openvino", "int8")]
     for result in export_all(tiny_features, tmp_path, pairs).values():

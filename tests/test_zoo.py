@@ -77,6 +77,8 @@ def _ledger(folder: Path) -> dict:
     return json.loads((folder / LEDGER).read_text())["jobs"]
 
 
+# slow (1.5-2 minutes): four catalog runs on real Ray, four exports one after another (the admission control under
+# test keeps them from overlapping), each in a Ray worker that imports TensorFlow afresh
 def test_a_run_skips_what_is_up_to_date_redoes_a_tampered_artifact_and_never_overlaps_jobs_that_do_not_fit(
         ray_instance, tmp_path, tiny_classifier, tiny_features):
     from exporter.zoo.fanout import memory_request, run_jobs

@@ -92,6 +92,8 @@ def _cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+# slow (1-2 minutes, the cluster's start included): four exports on a real two-node Ray cluster, each in a worker
+# that imports TensorFlow afresh
 def test_a_catalog_run_spreads_its_jobs_over_a_real_two_node_cluster(cluster, tmp_path, tiny_classifier,
                                                                       tiny_features):
     import ray
@@ -161,7 +163,7 @@ def _parent_of(pid: int) -> int:
         return 0
 
 
-# slow (about half a minute): a third node joins, runs an export and is lost; its job runs again elsewhere
+# slow (1-1.5 minutes): a third node joins, runs an export and is lost; its job runs again elsewhere
 def test_a_job_whose_node_is_lost_runs_again_on_the_nodes_left(cluster, tmp_path, tiny_classifier, tiny_features):
     """The raylet of a node is killed with SIGKILL while that node's worker writes an artifact, as a machine that
     goes away would be: the run retries that job once on the other nodes and finishes every job."""
