@@ -105,14 +105,14 @@ def verification_images(size: int, crops: int = 0, photos: list[Path] | None = N
     return np.stack(images).astype(np.float32) / np.float32(255.0)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def evaluation_set(size: int) -> EvaluationSet:
     """Every artifact, of trained or seeded weights, is judged on every evaluation photo and crops of each: on
     fewer images one flip moves top-1 by 11 %, and a minimum over them misses the photos that drive a recipe
     hardest (a seeded BiT's plain TFLite int8 passed on 9 photos at cosine_min 0.93 and fell to 0.78 on these).
 
-    Made once per size and process (decoding and cropping the photos took about a second per export), and read-only,
-    so that no caller can change the images another export is judged on."""
+    Made once per size and process (decoding and cropping the photos took about a second per export; two sizes are
+    kept, 80 MB at 224 px), and read-only, so that no caller can change the images another export is judged on."""
     photos = calibration_data.evaluation_photos()
     description = (f"held-apart and evaluation-only bundled photos ({len(photos)}) and {EVALUATION_CROPS} crops of "
                    f"each ({len(photos) * (EVALUATION_CROPS + 1)} images)")

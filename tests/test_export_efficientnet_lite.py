@@ -73,7 +73,6 @@ def test_every_format_and_precision_is_written_and_judged_on_trained_weights(exp
 
 
 def test_the_quantized_yardstick_keeps_what_the_photos_show(exported):
-
     _, out = exported
     for artifact in ("efficientnet-lite0.tflite.int8.tflite", "efficientnet-lite0.onnx.int8.onnx",
                      "efficientnet-lite0.openvino.int8.xml"):
