@@ -174,8 +174,9 @@ def test_image_classifier_agrees_with_hubedge_predict_on_trained_weights(exporte
     from tests.helpers import export_all
     from tests.test_mobile_sdk import PHOTOS, _mediapipe_scores, _pixels
 
+    _, out = exported
     if int8_io is None:
-        artifact = exported[1] / f"efficientnet-lite0.tflite.{precision}.tflite"
+        artifact = out / f"efficientnet-lite0.tflite.{precision}.tflite"
     else:
         (result,) = export_all(efficientnet_lite0, tmp_path, [("tflite", precision)], int8_io=int8_io).values()
         artifact = result.artifact

@@ -72,6 +72,40 @@ def _check_ort_file(artifact, manifest) -> None:
     assert manifest["deployability"]["ort_mobile"]["checked"] is False  # the checker reads ONNX only: said so
 
 
+def test_an_accuracy_searchs_trials_reuse_the_first_calibration_and_get_the_same_file(classifier_exports, tmp_path):
+    """A trial quantized from the cached tensor ranges never reads the calibration images again, and its file is
+    byte for byte the one a fresh calibration gives (qnn's route, with 16-bit activations as its search keeps)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    from exporter.formats.onnx import CalibrationReader, fix_batch, quantize_static_config
+    from exporter.formats.qnn import graph_order_tensors
+
+    model = fix_batch(onnx.load(str(classifier_exports[("onnx", "fp32")].artifact)), 1, 64, 1000)
+    del model.metadata_props[:]
+    source, ranges = tmp_path / "fixed.onnx", tmp_path / "ranges.json"
+    onnx.save(model, str(source))
+    images = verification_images(64)[:8]
+
+    def config(a16: int):
+        overrides = {tensor: [{"quant_type": QuantType.QUInt16}] for tensor in graph_order_tensors(source)[:a16]}
+        return get_qnn_qdq_config(str(source), CalibrationReader(images), activation_type=QuantType.QUInt8,
+                                  weight_type=QuantType.QInt8, per_channel=True, init_overrides=overrides or None)
+
+    class Unread(CalibrationReader):
+        def get_next(self):
+            raise AssertionError("the calibration images were read again")
+
+    quantize_static_config(source, tmp_path / "plain.onnx", config(0), ranges)  # calibrates, and writes the ranges
+    assert ranges.is_file()
+    trial = config(3)
+    trial.calibration_data_reader = Unread(images)
+    quantize_static_config(source, tmp_path / "trial.onnx", trial, ranges)
+    quantize(str(source), str(tmp_path / "fresh.onnx"), config(3))
+    assert (tmp_path / "trial.onnx").read_bytes() == (tmp_path / "fresh.onnx").read_bytes()
+
+
 def test_an_int8_ort_file_computes_as_an_x86_cpu_without_vnni_what_it_computes_here(classifier_exports, tmp_path):
     """ONNX Runtime picks int8 kernels when it optimizes the graph, so the .ort file is optimized with the exact
     uint8 x uint8 setting: run as an x86 CPU without VNNI it gives this CPU's outputs. The control, the same ONNX
