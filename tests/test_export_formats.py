@@ -106,6 +106,34 @@ def test_an_accuracy_searchs_trials_reuse_the_first_calibration_and_get_the_same
     assert (tmp_path / "trial.onnx").read_bytes() == (tmp_path / "fresh.onnx").read_bytes()
 
 
+@pytest.mark.export
+def test_a_runs_tflite_exports_convert_the_float_graph_once(tmp_path, monkeypatch):
+    """fp32 and selective int8 both start from the converter's fp32 pass: a run makes it once per graph and head
+    (softmax in the graph or not), and makes it again if its file is gone."""
+    from types import SimpleNamespace
+
+    from exporter.formats import tflite
+    from exporter.options import Workspace
+
+    conversions = []
+
+    def converter(loaded, size, in_graph):
+        conversions.append((size, in_graph))
+        return SimpleNamespace(convert=lambda: f"float {size} {in_graph}".encode())
+
+    monkeypatch.setattr(tflite, "_converter", converter)
+    loaded = SimpleNamespace(export_savedmodel=tmp_path / "model", info=SimpleNamespace(name="m"))
+    work = Workspace(calibration=lambda: None, scratch=tmp_path)
+    assert tflite.fp32_conversion(loaded, 64, True, work, tmp_path / "unused") == b"float 64 True"
+    assert tflite.fp32_conversion(loaded, 64, True, work, tmp_path / "unused") == b"float 64 True"
+    assert tflite.fp32_conversion(loaded, 64, False, work, tmp_path / "unused") == b"float 64 False"
+    assert conversions == [(64, True), (64, False)]
+    for path in tmp_path.glob("m.64.*.fp32.tflite"):
+        path.unlink()
+    assert tflite.fp32_conversion(loaded, 64, True, work, tmp_path / "unused") == b"float 64 True"
+    assert conversions == [(64, True), (64, False), (64, True)]
+
+
 def test_an_int8_ort_file_computes_as_an_x86_cpu_without_vnni_what_it_computes_here(classifier_exports, tmp_path):
     """ONNX Runtime picks int8 kernels when it optimizes the graph, so the .ort file is optimized with the exact
     uint8 x uint8 setting: run as an x86 CPU without VNNI it gives this CPU's outputs. The control, the same ONNX

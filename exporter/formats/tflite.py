@@ -28,6 +28,7 @@ in the flatbuffer's metadata list as ``hubedge.model``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import tempfile
@@ -69,6 +70,22 @@ def _converter(loaded: LoadedModel, size: int, in_graph: bool):
     return tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], module)
 
 
+def fp32_conversion(loaded: LoadedModel, size: int, in_graph: bool, work: Workspace, beside: Path) -> bytes:
+    """The fp32 conversion, made once per run (``work.memo``, the file in ``work.scratch`` or ``beside``): the fp32
+    artifact is it, and selective int8 reads the normalizations' tensors from it, so ``--quantize none,int8`` runs
+    the converter's float pass once."""
+    key = ("tflite-float", str(loaded.export_savedmodel), size, in_graph)
+    if key in work.memo and work.memo[key].is_file():
+        return work.memo[key].read_bytes()
+    content = _converter(loaded, size, in_graph).convert()
+    graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
+    head = "softmax" if in_graph else "logits"
+    path = Path(work.scratch or beside) / f"{loaded.info.name}.{size}.{graph}.{head}.fp32.tflite"
+    path.write_bytes(content)
+    work.memo[key] = path
+    return content
+
+
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
     import tensorflow as tf
@@ -79,7 +96,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
                                "default xnnpack recipe")
     all_integer = precision == "int8" and (options.int8_io == "int8" or options.tflite_int8_recipe == "full")
     info = artifact_info(loaded.info, all_integer)
-    converter = _converter(loaded, size, info.activation_in_graph)
+    converter = _converter(loaded, size, info.activation_in_graph) if precision != "fp32" else None
     recipe: dict[str, Any] = {"method": "none (fp32)"}
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -89,7 +106,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe = {"method": "dynamic range: int8 weights (per-channel), activations quantized on the fly"}
     if precision == "int8":
-        content, recipe = _int8(converter, loaded, info, options, work)
+        content, recipe = _int8(converter, loaded, info, options, work, target.parent)
+    elif precision == "fp32":
+        content = fp32_conversion(loaded, size, info.activation_in_graph, work, target.parent)
     else:
         content = converter.convert()
     content = with_metadata(content, metadata_entries(loaded, info, precision))
@@ -105,8 +124,8 @@ def _description(loaded: LoadedModel, precision: str) -> str:
             f"{info.input_size}x{info.input_size}, centre square crop, bilinear resize")
 
 
-def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOptions,
-          work: Workspace) -> tuple[bytes, dict[str, Any]]:
+def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOptions, work: Workspace,
+          beside: Path) -> tuple[bytes, dict[str, Any]]:
     """Integer post-training quantization; by default selective, so XNNPACK keeps the graph in one partition."""
     import tensorflow as tf
 
@@ -115,9 +134,9 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
     int8_io = options.int8_io
     io_type = {"int8": (tf.int8, tf.int8), "uint8": (tf.uint8, tf.float32)}.get(int8_io)
     selective = options.tflite_int8_recipe != "full"
-    float_model = _converter(loaded, info.input_size, info.activation_in_graph).convert() if selective else b""
-    epsilons = epsilon_adds(float_model) if selective else []
-    statistics = normalization_arithmetic(float_model) if selective else []
+    fp32 = fp32_conversion(loaded, info.input_size, info.activation_in_graph, work, beside) if selective else b""
+    epsilons = epsilon_adds(fp32) if selective else []
+    statistics = normalization_arithmetic(fp32) if selective else []
     float_nodes = [*epsilons, *statistics]
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
@@ -153,7 +172,7 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
                            f"normalization statistics and (x - mean) * scale ({len(statistics)} nodes)"]
     if options.accuracy_target is None:
         return finish(debugger.get_nondebug_quantized_model()), recipe
-    content, recipe["accuracy_aware"] = _accuracy_aware(debugger, float_ops, float_nodes, float_model, finish, loaded,
+    content, recipe["accuracy_aware"] = _accuracy_aware(debugger, float_ops, float_nodes, fp32, finish, loaded,
                                                         info, options, work)
     return content, recipe
 
