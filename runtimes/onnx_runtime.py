@@ -23,6 +23,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 import warnings
@@ -165,8 +166,10 @@ BOUNDARY_OPS = ("QuantizeLinear", "DequantizeLinear")  # float I/O ⇄ the accel
 
 def _profile_placement(session, feed: dict[str, np.ndarray]) -> dict[str, list[str]]:
     """The op of every kernel of one profiled run, by execution provider (a fused partition is one kernel)."""
-    session.run(None, feed)
-    path = session.end_profiling()
+    try:
+        session.run(None, feed)
+    finally:
+        path = session.end_profiling()  # even when the run failed: the profile is written now, not at exit
     try:
         events = json.loads(Path(path).read_text())
     finally:
@@ -224,9 +227,12 @@ class OnnxRuntimePredictor(Predictor):
         profile = device != "cpu" and not strict
         if device != "cpu" and strict:
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        if profile:
+        # ORT writes a profile when profiling ends or the session goes, whatever the outcome: into a folder of its
+        # own, removed once placement is read or the session failed, so that none is left in the temp directory
+        profile_dir = tempfile.mkdtemp(prefix="hubedge-ort-profile-") if profile else None
+        if profile_dir is not None:
             options.enable_profiling = True
-            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"hubedge-ort-{os.getpid()}")
+            options.profile_file_prefix = os.path.join(profile_dir, "placement")
         source, cached, fresh = str(path), None, None
         self.cpu_layout: dict[str, Any] = {}
         if device == "cpu" and Path(path).suffix != ORT_FORMAT_SUFFIX:  # an .ort file is optimized already
@@ -257,7 +263,12 @@ class OnnxRuntimePredictor(Predictor):
         finally:
             if fresh is not None:
                 fresh.unlink(missing_ok=True)
+            if profile_dir is not None and not hasattr(self, "_session"):
+                shutil.rmtree(profile_dir, ignore_errors=True)
         if device == "gpu" and self.device_status.backend not in self._session.get_providers():
+            self._session = None  # its profile is written now, into the folder removed next
+            if profile_dir is not None:
+                shutil.rmtree(profile_dir, ignore_errors=True)
             # ONNX Runtime drops an EP that cannot start (no driver, no CUDA libraries) and runs on the CPU
             raise DeviceUnavailableError(f"onnxruntime on gpu: not available here: {self.device_status.backend} "
                                          "did not start (no NVIDIA driver, or CUDA/cuDNN libraries not found: "
@@ -271,7 +282,10 @@ class OnnxRuntimePredictor(Predictor):
         if profile:
             side = self.input_size
             zeros = np.zeros((self.fixed_batch or 1, side, side, 3), np.float32)
-            ops = _profile_placement(self._session, {self._input.name: zeros})
+            try:
+                ops = _profile_placement(self._session, {self._input.name: zeros})
+            finally:
+                shutil.rmtree(profile_dir, ignore_errors=True)
             self.placement = {provider: len(names) for provider, names in ops.items()}
             cpu_ops = ops.get("CPUExecutionProvider", [])
             # quantizing the float input and dequantizing the output stay on the CPU by design of the QNN EP

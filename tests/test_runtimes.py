@@ -179,9 +179,16 @@ def test_qnn_artifact_runs_wholly_on_the_htp_simulator_and_agrees_with_fp32(tiny
 
 
 @pytest.mark.skipif(not NPU.available, reason=f"QNN HTP path: {NPU.reason}")
-def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports):
+def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports, tmp_path, monkeypatch):
+    """...and the profile ONNX Runtime writes for the placement report when the session goes is not left behind
+    in the temp directory."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(HubedgeError, match="export --format qnn"):
         runtimes.load(tiny_exports[("onnx", "int8")].artifact, device="npu")
+    runtimes.load(tiny_exports[("qnn", "int8")].artifact, device="npu")  # profiled: it reads its placement
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_quantized_onnx_graph_gets_the_faster_cpu_layout_once_and_both_compute_the_model(
