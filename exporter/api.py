@@ -16,7 +16,7 @@ from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace, flag
 from exporter.pipeline import ExportResult, evaluation_set, export_one
 from runtimes.errors import HubedgeError
 
-__all__ = ["ExportOptions", "ExportsFailed", "check_options", "export", "planned_pairs"]
+__all__ = ["ExportOptions", "ExportsFailed", "check_options", "export", "load_step", "planned_pairs"]
 
 
 class ExportsFailed(HubedgeError):
@@ -81,7 +81,8 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
            precisions: str | Sequence[str] = "none", output: str | Path = "artifacts",
            options: ExportOptions | None = None, verify: bool = True,
            progress: Callable[[str], None] | None = None,
-           interrupted: Callable[[], bool] = lambda: False, job: dict | None = None) -> list[ExportResult]:
+           interrupted: Callable[[], bool] = lambda: False, job: dict | None = None,
+           memory_budget: int | None = None) -> list[ExportResult]:
     """Exports ``model`` to each format at each precision, each verified against its FP32 reference.
 
     ``model``: a catalog name, hub handle or URL, a SavedModel directory, a BiT ``.npz``, or an already loaded
@@ -90,8 +91,12 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     one line per step. An export that fails is reported through ``progress`` and the others go on; then
     :class:`ExportsFailed` carries the written results and the failures. ``interrupted`` is asked after a
     failure: a library that turned Ctrl-C into its own error must stop the run, not let it go on. ``job``, a
-    catalog run's record of the job (``exporter.zoo``), goes into each manifest as ``job``.
+    catalog run's record of the job (``exporter.zoo``), goes into each manifest as ``job``. ``memory_budget``:
+    the bytes a step's peak may reach (default: what this process holds plus what the machine has available when
+    the step starts); a step estimated past it is refused in one line before it starts, and loading a model
+    estimated past it raises :class:`exporter.memory_budget.MemoryRefused` (``exporter.memory_budget``).
     Returns the results, in the order asked."""
+    from exporter import memory_budget as memory
     from exporter.fsutil import WORK_PREFIX, ensure_writable_dir, remove_stale_work, work_prefix
     from exporter.sources import LoadedModel, load_model
 
@@ -102,7 +107,22 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     pairs = planned_pairs(formats, precisions, say)
     check_options(pairs, options, verify, say)
     folder = ensure_writable_dir(Path(output))
+    if not isinstance(model, LoadedModel):
+        memory.check_load(str(model), memory_budget, load_step(str(model), weights))
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)
+    # sized as a catalog run sized the job when it asked Ray for memory (by name or path), else from the model
+    size = (0 if isinstance(model, LoadedModel) else memory.model_bytes(str(model))) or memory.model_bytes(loaded)
+    estimates = {fmt.name: memory.estimate(fmt.name, size) for fmt, _ in pairs}
+
+    def refused(fmt: Format, precision: str) -> str:
+        return memory.refusal(estimates[fmt.name], memory_budget, f"{loaded.info.name} {fmt.name} {precision}",
+                              list(estimates.values()))
+
+    if all(refused(fmt, precision) for fmt, precision in pairs):  # before the graph route and the reference
+        failures = [(fmt.name, precision, memory.MemoryRefused(refused(fmt, precision))) for fmt, precision in pairs]
+        for _, _, error in failures:
+            say(f"hubedge: error: {error}")
+        raise ExportsFailed([], failures)
     loaded = _choose_graph(loaded, options.graph, say)
 
     reference, shared = None, None
@@ -126,6 +146,10 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
         work = Workspace.for_model(loaded.info.input_size, options, Path(scratch), announce=say)
         for step, (fmt, precision) in enumerate(pairs, 1):
             say(f"[{step}/{len(pairs)}] exporting {fmt.name} {precision} …")
+            if why := refused(fmt, precision):  # judged again as it starts: the steps before it hold memory too
+                say(f"hubedge: error: {why}")
+                failures.append((fmt.name, precision, memory.MemoryRefused(why)))
+                continue
             try:
                 result = export_one(loaded, fmt, precision, folder, verify, reference,
                                     fmt.options_for(precision, options), work, say, job,
@@ -141,6 +165,11 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     if failures:
         raise ExportsFailed(results, failures)
     return results
+
+
+def load_step(model: str, weights: str) -> str:
+    """The loading step's name in a memory refusal."""
+    return f"building the seeded twin of {model}" if weights == "seeded" else f"loading {model}"
 
 
 def _choose_graph(loaded, graph: str, say: Callable[[str], None]):

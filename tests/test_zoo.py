@@ -25,7 +25,7 @@ from tests.test_cli import run
 pytestmark = [pytest.mark.export, pytest.mark.ray]
 
 GiB = 2**30
-BUDGET = 6 * GiB  # each export asks for 3.5 GiB or more (exporter.zoo.fanout.MEMORY_BASE): two never fit together
+BUDGET = 6 * GiB  # each export asks for 3.5 GiB or more (exporter.memory_budget.BASE): two never fit together
 VERSIONS = {"hubedge": "1", "tensorflow": "2"}
 
 
@@ -212,6 +212,6 @@ def test_a_job_killed_for_memory_is_retried_once_with_a_larger_request_then_reco
     assert [entry["status"] for entry in entries] == ["failed", "failed"]
     assert all(entry["reason"] == "killed for memory twice (Ray's memory monitor)" and entry["attempts"] == 2
                for entry in entries)
-    first_request = 3.5 * 1024  # MiB: the smallest any job asks (exporter.zoo.fanout.MEMORY_BASE)
+    first_request = 3.5 * 1024  # MiB: the smallest any job asks (exporter.memory_budget.BASE)
     assert all(entry["memory_request_mb"] >= first_request * OOM_GROWTH for entry in entries)
     assert not [path for path in tmp_path.iterdir() if path.suffix == ".tflite"]

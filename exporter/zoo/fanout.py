@@ -3,7 +3,8 @@
 Each job is a task in a fresh worker process (``max_calls=1``: TensorFlow does not give memory back) that declares
 ``num_cpus`` and ``memory=``, so Ray never starts two exports together that do not fit in a node's memory
 together. The memory asked for is estimated from the model's size and each format's measured peaks
-(:func:`memory_request`); the peak each export reached is recorded in its manifest, as for any export. A
+(:func:`memory_request`, ``exporter.memory_budget``), and the job's export is held to it; the peak each export
+reached is recorded in its manifest, as for any export. A
 request that no node can meet is refused in one line before anything runs: Ray would leave it pending. Tasks are
 not retried by Ray; a job killed for memory is retried once here with a larger request, any other failure is
 recorded with its reason and the run goes on. Only the driver writes the ledger (``exporter.zoo.ledger``).
@@ -21,39 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from exporter.fsutil import remove_stale_work
+from exporter.memory_budget import estimate, model_bytes
 from exporter.zoo.jobs import CONVERTERS, Job, JobKey
 from exporter.zoo.ledger import Ledger
 from runtimes.errors import HubedgeError
 
-__all__ = ["MEMORY_BASE", "MEMORY_PER_MODEL_BYTE", "RunSummary", "memory_request", "model_bytes", "ray_session",
-           "run_jobs"]
+__all__ = ["RunSummary", "memory_request", "ray_session", "run_jobs"]
 
 GiB = 2**30
-# measured peaks (benchmarks/records/): a BiT-M R50x1 21k (273 MB) exported in 4.9-5.9 GB per format, a R50x3
-# (1.38 GB) in 9.1 GB (tflite), 14.5 GB (onnx) and 6.7 GB (openvino): TensorFlow and the runtimes, then a few times
-# the model per copy a converter holds
-MEMORY_BASE = 3.5 * GiB
-MEMORY_PER_MODEL_BYTE = {"tflite": 8.0, "onnx": 8.0, "qnn": 8.0, "openvino": 6.0, "savedmodel": 3.0}
 OOM_GROWTH = 1.5  # a job killed for memory is retried once, asking for this much more
 OBJECT_STORE_BYTES = 256 * 2**20  # jobs pass small records, never arrays: the rest of the memory is for exports
 
 
-def model_bytes(model: str) -> int:
-    """The fp32 size of a model's weights, from the catalog's architecture, or a local model's files."""
-    from exporter import catalog
-
-    local = Path(model).expanduser()
-    if local.exists():
-        files = [local] if local.is_file() else [path for path in local.rglob("*") if path.is_file()]
-        return sum(path.stat().st_size for path in files)
-    spec = catalog.find(model)
-    return 4 * catalog.parameter_count(spec) if spec is not None else 0
-
-
 def memory_request(job: Job) -> int:
-    """Bytes a job asks Ray for: a fixed base for the interpreter, TensorFlow and the runtimes, and the model's
-    size times what the format's converters were measured to hold."""
-    return int(MEMORY_BASE + MEMORY_PER_MODEL_BYTE.get(job.format, 8.0) * model_bytes(job.model))
+    """Bytes a job asks Ray for: the larger of the estimated peaks of loading its model and of its format's
+    export (``exporter.memory_budget``); the job's export is then held to that budget."""
+    size = model_bytes(job.model)
+    return max(estimate("load", size).bytes, estimate(job.format, size).bytes)
 
 
 @dataclasses.dataclass
@@ -71,7 +56,8 @@ class RunSummary:
                 f"in {self.seconds:.0f}s")
 
 
-def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads: int) -> dict[str, Any]:
+def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads: int,
+                memory: int) -> dict[str, Any]:
     """The task: one export in this worker process; returns its outcome, never raises for an export's failure."""
     import socket
 
@@ -93,7 +79,7 @@ def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads
     try:
         result = export(job.model, weights=job.weights, twin_form=job.twin_form, formats=[job.format],
                         precisions=[job.precision], output=output, options=job.options,
-                        job={"key": digest, **key})[0]
+                        job={"key": digest, **key}, memory_budget=memory)[0]
     except ExportsFailed as failed:
         outcome.update(status="failed", reason=str(failed.failures[0][2]))
     except HubedgeError as error:
@@ -237,7 +223,7 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
         def submit(job: Job, attempt: int, request: int) -> None:
             digest = keys[job].digest
             ref = task.options(num_cpus=threads, memory=request, name=job.label).remote(
-                job, keys[job].record, digest, str(output), threads)
+                job, keys[job].record, digest, str(output), threads, request)
             by_ref[ref] = (job, attempt)
             requests[digest] = (threads, request)
 

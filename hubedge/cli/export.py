@@ -77,8 +77,21 @@ def add_parser(commands) -> None:
                         help="run only the jobs that failed in the last run into --output")
     parser.add_argument("--job-cpus", type=positive_int, default=1, metavar="N",
                         help="CPUs (and threads) each export job of a Ray run takes (default: 1)")
+    parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                        help="the memory a step may use, e.g. 20GB; a step (loading the model, one format's "
+                             "export) whose estimated peak exceeds it is refused before it starts (default: what is "
+                             "available on this machine when the step starts)")
     add_image_limit_argument(parser)
     parser.set_defaults(run=run)
+
+
+def memory_size(text: str) -> int:
+    from exporter.memory_budget import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,12 +113,17 @@ def run(args: argparse.Namespace) -> int:
     cluster = args.cluster or os.environ.get("RAY_ADDRESS")
     if len(models) > 1 or cluster or args.retry_failed:
         return run_on_ray(args, models, pairs, options, cluster)
+    from exporter.api import load_step
+    from exporter.memory_budget import check_load
+
+    check_load(models[0], args.memory_budget, load_step(models[0], args.weights))
     loaded = load_model(models[0], args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
     if loaded.seeded:
         say(SEEDED_NOTE)
     try:
         results = export(loaded, formats=formats, precisions=args.quantize, output=args.output, options=options,
-                         verify=not args.no_verify, progress=say, interrupted=INTERRUPTED.is_set)
+                         verify=not args.no_verify, progress=say, interrupted=INTERRUPTED.is_set,
+                         memory_budget=args.memory_budget)
     except ExportsFailed as failed:
         print_results(failed.results)
         say(str(failed))
@@ -121,6 +139,9 @@ def run_on_ray(args: argparse.Namespace, models: list[str], pairs: list, options
 
     if args.no_verify:
         raise HubedgeError("--no-verify applies to one model at a time; a catalog run verifies every artifact")
+    if args.memory_budget is not None:
+        raise HubedgeError("--memory-budget applies to one model at a time; a catalog run asks Ray for each job's "
+                           "estimated memory, and Ray starts only the jobs that fit")
     jobs = plan_jobs(models, args.weights, args.twin_form, pairs, options)
     where = f"the Ray cluster at {cluster}" if cluster else "a local Ray instance"
     say(f"{len(models)} model(s) × {len(pairs)} format/precision pair(s) = {len(jobs)} job(s), on {where}")

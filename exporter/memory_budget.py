@@ -1,0 +1,139 @@
+"""The memory a step will need, estimated before it starts, so that a step that cannot fit is refused in one line
+instead of being killed by the kernel's OOM killer half-way (exit 137, no message, nothing written).
+
+A step's peak is estimated as a fixed base (the interpreter, TensorFlow and the runtimes) plus the model's fp32
+size times what that step was measured to hold (benchmarks/records/): a BiT-M R50x1 21k (273 MB) exported in
+4.9-5.9 GB per format; a R50x3 21k (1.38 GB) in 9.1 GB (tflite), 14.5 GB (onnx) and 6.7 GB (openvino); building
+the seeded R152x4 21k (4.43 GB) peaked at 17.5 GB. A single export compares the estimate with what this process
+holds plus what the machine has available (``MemAvailable``, and the cgroup's limit where one is set); a catalog
+run's Ray task compares it with the memory Ray reserved for it. ``--memory-budget`` replaces both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from runtimes.errors import HubedgeError
+from runtimes.memory import current_rss_bytes
+
+__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes",
+           "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget"]
+
+GiB = 2**30
+BASE = 3.5 * GiB
+PER_MODEL_BYTE = {"tflite": 8.0, "onnx": 8.0, "ort": 8.0, "qnn": 8.0, "openvino": 6.0, "savedmodel": 3.0}
+LOAD_PER_MODEL_BYTE = 3.2  # loading or building the model: 3.5 GiB + 3.2 × 4.43 GB ≈ the 17.5 GB measured on R152x4
+UNKNOWN_FORMAT_PER_MODEL_BYTE = 8.0
+
+
+class MemoryRefused(HubedgeError):
+    """A step whose estimated peak exceeds the memory it may use; refused before it started."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A step's estimated peak: ``BASE`` plus ``ratio`` times the model's fp32 bytes."""
+
+    step: str
+    model_bytes: int
+    ratio: float
+
+    @property
+    def bytes(self) -> int:
+        return int(BASE + self.ratio * self.model_bytes)
+
+    def describe(self) -> str:
+        return (f"about {format_bytes(self.bytes)} ({format_bytes(BASE)} + {self.ratio:g} × the model's "
+                f"{format_bytes(self.model_bytes)} of fp32 weights)")
+
+
+def estimate(step: str, size: int) -> Estimate:
+    """The estimate for ``step``: ``"load"`` (loading or building the model) or a format's name."""
+    ratio = LOAD_PER_MODEL_BYTE if step == "load" else PER_MODEL_BYTE.get(step, UNKNOWN_FORMAT_PER_MODEL_BYTE)
+    return Estimate(step, size, ratio)
+
+
+def model_bytes(model) -> int:
+    """The fp32 size of a model's weights: from the catalog's architecture for a catalog model (a name, a handle,
+    or a loaded model with its spec), else the size of its files (a local SavedModel's or ``.npz``); 0 if
+    unknown (no estimate is then made)."""
+    from exporter import catalog
+
+    spec = getattr(model, "spec", None)
+    if spec is None and isinstance(model, (str, Path)):
+        local = Path(model).expanduser()
+        if local.exists():
+            files = [local] if local.is_file() else [path for path in local.rglob("*") if path.is_file()]
+            return sum(path.stat().st_size for path in files)
+        spec = catalog.find(str(model))
+    if spec is not None and spec.architecture is not None:
+        return 4 * catalog.parameter_count(spec)
+    folder = getattr(model, "savedmodel_dir", None)
+    if folder is not None and Path(folder, "variables").is_dir():
+        return sum(path.stat().st_size for path in Path(folder, "variables").iterdir() if path.is_file())
+    return 0
+
+
+def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory a new allocation can get now: the kernel's ``MemAvailable``, or less where this process's cgroup
+    (v2) sets a lower limit; None where neither can be read (not Linux)."""
+    figures = []
+    try:
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
+        if found:
+            figures.append(int(found.group(1)) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit.isdigit():
+            figures.append(max(0, int(limit) - int((cgroup / "memory.current").read_text().strip())))
+    except (OSError, ValueError):
+        pass
+    return min(figures) if figures else None
+
+
+def step_budget(budget: int | None) -> tuple[int | None, str]:
+    """The peak a step may reach, and where that figure comes from: ``budget`` as given, else what this process
+    holds plus what the machine has available now; (None, why) where it cannot be known."""
+    if budget is not None:
+        return budget, f"the budget given is {format_bytes(budget)}"
+    available = available_bytes()
+    if available is None:
+        return None, "the available memory cannot be read here"
+    limit = available + current_rss_bytes()  # what this process holds is part of any peak it reaches
+    return limit, f"{format_bytes(limit)} is available (free memory and what this process holds)"
+
+
+def refusal(needed: Estimate, budget: int | None, what: str, fits: list[Estimate] = ()) -> str:
+    """Why ``what`` must not start ('' when it fits or nothing can be judged), with what would fit."""
+    limit, source = step_budget(budget)
+    if limit is None or needed.model_bytes <= 0 or needed.bytes <= limit:
+        return ""
+    room = [other.step for other in fits if other.bytes <= limit]
+    instead = (f"these fit: {', '.join(room)}" if room else
+               f"run it on a machine with {format_bytes(needed.bytes)} free")
+    return (f"{what} refused before it started: it needs {needed.describe()}, and {source}; {instead} "
+            "(--memory-budget SIZE sets the budget)")
+
+
+def check_load(model, budget: int | None, what: str) -> None:
+    """Refuses loading (or building) ``model`` when its estimated peak cannot fit, before anything is read."""
+    if why := refusal(estimate("load", model_bytes(model)), budget, what):
+        raise MemoryRefused(why)
+
+
+def format_bytes(count: float) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
+
+
+def parse_size(text: str) -> int:
+    """``20GB``, ``512MB``, ``1.5G`` or a number of bytes; decimal units (GB = 10⁹ bytes), GiB and MiB binary."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]?)?\s*", text)
+    if not found:
+        raise ValueError(f"{text!r} is not a size: give it as 20GB, 512MB or a number of bytes")
+    unit = (found.group(2) or "").upper().rstrip("B")
+    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
+    return int(float(found.group(1)) * scale)
