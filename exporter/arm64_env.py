@@ -43,7 +43,7 @@ __all__ = ["ARM_MODELS", "Arm64Env", "PREPARE_COMMAND", "QEMU_ARM", "ROOT_ENV", 
            "prepare", "qemu_binary", "wheel_pins"]
 
 ROOT_ENV = "HUBEDGE_ARM64_ROOT"
-PREPARE_COMMAND = "make arm64-env"  # what the README names; it runs `python -m exporter.arm64_env`
+PREPARE_COMMAND = "make arm64-env"  # what the README names; it calls main() below
 QEMU_ARM = ("qemu-aarch64-static", "qemu-aarch64")
 # the core QEMU models for each arm64 class: an ARMv8.0 core without dot product (Raspberry Pi 3 class), and QEMU's
 # "max", an Armv9 core with dot product, I8MM and SVE2, whose int8 kernels are the newest the runtimes have, without
@@ -264,7 +264,7 @@ _MIDR = {"cortex-a53": ("0x41", "0xd03"), "cortex-a72": ("0x41", "0xd08"), "cort
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.arm64_env", description=(
+    parser = argparse.ArgumentParser(prog="make arm64-env", description=(
         "Prepare (once; cached) the aarch64 Python that --verify-cpu all runs arm64 verification in, under "
         "qemu-aarch64: Debian's arm64 packages and PyPI's aarch64 wheels of the runtimes installed here."))
     parser.add_argument("--root", type=Path, default=None, help=f"where to keep it (default: ${ROOT_ENV}, else "

@@ -13,6 +13,7 @@ import dataclasses
 import re
 import socket
 import urllib.error
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,17 @@ from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError,
 from runtimes.modelinfo import ModelInfo
 
 __all__ = ["CENTRING_PHOTOS", "DEFAULT_SEED", "KAGGLE_MODELS", "LoadedModel", "NETWORK_TIMEOUT_S", "OFFLINE_CHOICES",
-    "TWIN_FORMS", "TWIN_VERSION", "build_twin", "infer_info", "info_for_outputs", "load_checkpoint", "load_model",
-    "resolve_hub", "weights_identity"]
+    "TWIN_FORMS", "TWIN_VERSION", "build_twin", "import_hub", "infer_info", "info_for_outputs", "load_checkpoint",
+    "load_model", "resolve_hub", "weights_identity"]
+
+def import_hub() -> Any:
+    """``tensorflow_hub``, imported without the deprecation warning its own use of setuptools' ``pkg_resources``
+    raises at import (setuptools is pinned in the export extra for it): nothing a user of hubedge can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub
+    return tensorflow_hub
+
 
 TWIN_VERSION = 2  # bump when the builder or the seeding recipe changes, to invalidate cached twins
 DEFAULT_SEED = 0
@@ -61,7 +71,7 @@ class LoadedModel:
         """The loaded hub module (kept alive: functions of a loaded SavedModel die with it). It is the model as
         the user gave it, and so the FP32 reference, whatever graph the converters read."""
         if self._module is None:
-            import tensorflow_hub as hub
+            hub = import_hub()
 
             self._module = _load_savedmodel(self.savedmodel_dir, hub.load)
         return self._module
@@ -77,7 +87,7 @@ class LoadedModel:
             return self.module()
         key = f"module:{self.export_dir}"
         if key not in self._routes:
-            import tensorflow_hub as hub
+            hub = import_hub()
 
             self._routes[key] = _load_savedmodel(self.export_dir, hub.load)
         return self._routes[key]
@@ -130,7 +140,7 @@ def _describe_network_error(error: BaseException) -> str:
 
 def resolve_hub(url: str) -> Path:
     """Downloads (or finds in the hub cache) the SavedModel at ``url`` and returns its directory."""
-    import tensorflow_hub as hub
+    hub = import_hub()
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(NETWORK_TIMEOUT_S)

@@ -70,7 +70,10 @@ def import_tensorflow_quietly() -> None:
     with captured_native_log():
         try:
             import tensorflow  # noqa: F401
-            import tensorflow_hub  # noqa: F401
+
+            from exporter.sources import import_hub
+
+            import_hub()
         except ImportError as error:
             missing = error
     if missing is not None:
