@@ -19,7 +19,8 @@ from runtimes.errors import HubedgeError
 from runtimes.memory import current_rss_bytes
 
 __all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes",
-           "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget"]
+           "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget",
+           "total_bytes"]
 
 GiB = 2**30
 BASE = 3.5 * GiB
@@ -79,20 +80,36 @@ def model_bytes(model) -> int:
 def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Memory a new allocation can get now: the kernel's ``MemAvailable``, or less where this process's cgroup
     (v2) sets a lower limit; None where neither can be read (not Linux)."""
-    figures = []
+    return _least(_meminfo(meminfo, "MemAvailable"), _cgroup(cgroup, free=True))
+
+
+def total_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The most this process could ever hold: ``MemTotal``, or the cgroup's limit where lower."""
+    return _least(_meminfo(meminfo, "MemTotal"), _cgroup(cgroup, free=False))
+
+
+def _least(*figures: int | None) -> int | None:
+    known = [figure for figure in figures if figure is not None]
+    return min(known) if known else None
+
+
+def _meminfo(meminfo: Path, field: str) -> int | None:
     try:
-        found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
-        if found:
-            figures.append(int(found.group(1)) * 1024)
+        found = re.search(rf"^{field}:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
     except OSError:
-        pass
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def _cgroup(cgroup: Path, free: bool) -> int | None:
+    """A cgroup v2 memory limit (what is left of it, with ``free``); None where none is set."""
     try:
         limit = (cgroup / "memory.max").read_text().strip()
-        if limit.isdigit():
-            figures.append(max(0, int(limit) - int((cgroup / "memory.current").read_text().strip())))
+        if not limit.isdigit():
+            return None
+        return max(0, int(limit) - int((cgroup / "memory.current").read_text().strip())) if free else int(limit)
     except (OSError, ValueError):
-        pass
-    return min(figures) if figures else None
+        return None
 
 
 def step_budget(budget: int | None) -> tuple[int | None, str]:
@@ -103,7 +120,8 @@ def step_budget(budget: int | None) -> tuple[int | None, str]:
     available = available_bytes()
     if available is None:
         return None, "the available memory cannot be read here"
-    limit = available + current_rss_bytes()  # what this process holds is part of any peak it reaches
+    # what this process holds is part of any peak it reaches; mapped files count in both, so never past the total
+    limit = min(available + current_rss_bytes(), total_bytes() or available)
     return limit, f"{format_bytes(limit)} is available (free memory and what this process holds)"
 
 

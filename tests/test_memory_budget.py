@@ -28,6 +28,7 @@ def test_the_available_memory_is_the_kernels_or_the_cgroups_whichever_is_less(tm
     (cgroup / "memory.max").write_text(f"{4 * GB}\n")
     (cgroup / "memory.current").write_text(f"{1 * GB}\n")
     assert memory.available_bytes(meminfo, cgroup) == 3 * GB
+    assert memory.total_bytes(meminfo, cgroup) == 4 * GB  # the limit, below MemTotal
     assert memory.available_bytes(tmp_path / "absent", tmp_path / "absent") is None
 
 
