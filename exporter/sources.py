@@ -29,6 +29,7 @@ __all__ = ["CENTRING_PHOTOS", "DEFAULT_SEED", "KAGGLE_MODELS", "LoadedModel", "N
     "TWIN_FORMS", "TWIN_VERSION", "build_twin", "import_hub", "infer_info", "info_for_outputs", "load_checkpoint",
     "load_model", "resolve_hub", "weights_identity"]
 
+
 def import_hub() -> Any:
     """``tensorflow_hub``, imported without the deprecation warning its own use of setuptools' ``pkg_resources``
     raises at import (setuptools is pinned in the export extra for it): nothing a user of hubedge can act on."""

@@ -184,10 +184,11 @@ def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports
     in the temp directory."""
     import tempfile
 
+    cpu_int8, qnn_int8 = (tiny_exports[(name, "int8")].artifact for name in ("onnx", "qnn"))  # exported first
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(HubedgeError, match="export --format qnn"):
-        runtimes.load(tiny_exports[("onnx", "int8")].artifact, device="npu")
-    runtimes.load(tiny_exports[("qnn", "int8")].artifact, device="npu")  # profiled: it reads its placement
+        runtimes.load(cpu_int8, device="npu")
+    runtimes.load(qnn_int8, device="npu")  # profiled: it reads its placement
     assert list(tmp_path.iterdir()) == []
 
 
