@@ -15,6 +15,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from exporter.fsutil import size_of
 from runtimes.errors import HubedgeError
 from runtimes.memory import current_rss_bytes
 
@@ -66,14 +67,13 @@ def model_bytes(model) -> int:
     if spec is None and isinstance(model, (str, Path)):
         local = Path(model).expanduser()
         if local.exists():
-            files = [local] if local.is_file() else [path for path in local.rglob("*") if path.is_file()]
-            return sum(path.stat().st_size for path in files)
+            return size_of(local)
         spec = catalog.find(str(model))
     if spec is not None and spec.architecture is not None:
         return 4 * catalog.parameter_count(spec)
     folder = getattr(model, "savedmodel_dir", None)
     if folder is not None and Path(folder, "variables").is_dir():
-        return sum(path.stat().st_size for path in Path(folder, "variables").iterdir() if path.is_file())
+        return size_of(Path(folder, "variables"))
     return 0
 
 
