@@ -54,7 +54,7 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
                   progress: Callable[[str], None]) -> None:
     """Refuses options that none of ``pairs`` takes (the formats table's ``options``), and recipes that cannot be
     verified here; says which requested formats ignore an option that others take."""
-    from exporter.calibration import check_calibration_folder
+    from exporter.quantize.calibration import check_calibration_folder
 
     for name in (name for name in options.changed() if name != "int8_cpu"):  # int8_cpu: its own rule, below
         takers = [f"{fmt.name} {precision}" for fmt, precision in pairs if fmt.takes(name, precision)]
@@ -129,7 +129,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     if verify:
         images = evaluation_set(loaded.info.input_size)
         if job is not None:  # a catalog job: an earlier job of these weights may have recorded it
-            from exporter.zoo.shared_reference import recorded_reference
+            from exporter.verify.shared_reference import recorded_reference
 
             shared = recorded_reference(folder, job, images.images)
         if shared is not None:
@@ -173,10 +173,10 @@ def load_step(model: str, weights: str) -> str:
 
 
 def _choose_graph(loaded, graph: str, say: Callable[[str], None]):
-    """The graph route (exporter.reauthor), said in one line; recognising and rebuilding a BiT takes seconds."""
+    """The graph route (exporter.graph.reauthor), said in one line; recognising and rebuilding a BiT takes seconds."""
     import time
 
-    from exporter.reauthor import choose_graph, describe_route
+    from exporter.graph.reauthor import choose_graph, describe_route
 
     started = time.perf_counter()
     if graph == "auto":
@@ -211,7 +211,7 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
 
 def _check_offload(pairs: list[tuple[Format, str]], target: str | None) -> None:
     """``require_offload`` names an accelerator whose vendor tool reports on one of the formats asked for."""
-    from exporter.deployability import OFFLOAD_TARGETS
+    from exporter.verify.deployability import OFFLOAD_TARGETS
 
     if target is not None and not any(fmt.name in OFFLOAD_TARGETS[target] for fmt, _ in pairs):
         raise HubedgeError(f"--require-offload {target} is judged on {', '.join(OFFLOAD_TARGETS[target])} artifacts "
@@ -220,7 +220,7 @@ def _check_offload(pairs: list[tuple[Format, str]], target: str | None) -> None:
 
 def _announce_emulation(verify_cpu: str, say: Callable[[str], None]) -> None:
     """Says which CPU classes ``verify_cpu`` adds here; refuses when an emulator it needs is missing."""
-    from exporter.cpu_emulation import classes_to_verify, emulator_for
+    from exporter.verify.cpu_emulation import classes_to_verify, emulator_for
     from runtimes.cpu import cpu_class
 
     others = classes_to_verify(verify_cpu)

@@ -54,12 +54,12 @@ def build_manifest(
         },
         "format": fmt.name,
         "precision": precision,
-        **({"variant": "accuracy-aware"} if "accuracy_aware" in result.recipe else {}),  # exporter.accuracy
+        **({"variant": "accuracy-aware"} if "accuracy_aware" in result.recipe else {}),  # exporter.quantize.accuracy
         "runtime": fmt.runtime,
         "devices": list(fmt.devices),
         "model": info.to_dict(),
         "weights": loaded.weights_record(),
-        "graph": loaded.graph or {"route": "as-is", "why": "no route chosen"},  # exporter.reauthor
+        "graph": loaded.graph or {"route": "as-is", "why": "no route chosen"},  # exporter.graph.reauthor
         "input": {
             "shape": result.input_shape,
             # fixed: every shape in the file is static at this batch (--batch, or the format's own: tflite, qnn)

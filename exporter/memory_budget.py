@@ -61,7 +61,7 @@ def model_bytes(model) -> int:
     """The fp32 size of a model's weights: from the catalog's architecture for a catalog model (a name, a handle,
     or a loaded model with its spec), else the size of its files (a local SavedModel's or ``.npz``); 0 if
     unknown (no estimate is then made)."""
-    from exporter import catalog
+    from exporter.sources import catalog
 
     spec = getattr(model, "spec", None)
     if spec is None and isinstance(model, (str, Path)):

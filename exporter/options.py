@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from exporter.accuracy_target import AccuracyTarget
+from exporter.quantize.accuracy_target import AccuracyTarget
 from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import InvalidInputError, UnsupportedError
 
@@ -29,7 +29,7 @@ INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
 INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
 GRAPHS = ("auto", "as-is", "verbatim")
 # this CPU alone, or also every other class it can be emulated as; or a comma list of classes (checked against what
-# this machine can emulate by exporter.cpu_emulation.classes_to_verify)
+# this machine can emulate by exporter.verify.cpu_emulation.classes_to_verify)
 VERIFY_CPUS = ("native", "all")
 # int8 that misses its verification floor: search for the fewest layers float that meet it, or fail
 INT8_FALLBACKS = ("search", "none")
@@ -38,7 +38,8 @@ INT8_FALLBACKS = ("search", "none")
 # batches are for servers and GPUs (TensorRT builds its engine for one shape)
 MAX_FIXED_BATCH = 256
 
-# --require-offload: the accelerator an artifact must be fully taken by, in its vendor's tool (exporter.deployability)
+# --require-offload: the accelerator an artifact must be fully taken by, in its vendor's tool
+# (exporter.verify.deployability)
 OFFLOADS = ("nnapi", "coreml", "gpu")
 
 # options every format takes; the others are declared per format and precision in the formats table
@@ -63,17 +64,17 @@ class ExportOptions:
             class, and both arm64 classes once ``make arm64-env`` has prepared them); or a comma list of those
             classes (``x86-no-vnni``, ``arm64-dotprod,arm64-no-dotprod``).
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
-            tuning split (``exporter.accuracy``), as an ``AccuracyTarget`` or its text
+            tuning split (``exporter.quantize.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
         batch: onnx, ort and openvino: fix the batch dimension of the artifact to this many images (1 to
             ``MAX_FIXED_BATCH``): static shapes everywhere in the file, as ONNX Runtime Mobile's NNAPI and CoreML
             providers need (batch 1) and TensorRT prefers. None keeps the dynamic batch. tflite and qnn take 1,
             their only batch.
         require_offload: ``nnapi`` or ``coreml`` (onnx), ``gpu`` (tflite): fail an export whose deployability
-            report (``exporter.deployability``) does not give that accelerator the vendor tool's top verdict.
+            report (``exporter.verify.deployability``) does not give that accelerator the vendor tool's top verdict.
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
             ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
-            (``exporter.fallback``); ``none`` fails, writing nothing.
+            (``exporter.verify.fallback``); ``none`` fails, writing nothing.
     """
 
     calibration_data: str | Path | None = None
@@ -149,7 +150,7 @@ class Workspace:
 
         @functools.cache
         def calibration():
-            from exporter.calibration import build_calibration_set
+            from exporter.quantize.calibration import build_calibration_set
 
             if announce is not None:
                 announce(f"preparing the calibration set at {input_size}px …")

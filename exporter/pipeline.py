@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 import calibration_data
-from exporter import cpu_emulation, deployability, mobile_sdk
-from exporter.accuracy_target import AccuracyTarget
-from exporter.calibration import augment
+from exporter.verify import cpu_emulation, deployability, mobile_sdk
+from exporter.quantize.accuracy_target import AccuracyTarget
+from exporter.quantize.calibration import augment
 from exporter.formats import ACCURACY_VARIANT, Floor, Format, Shortfall, floor_for, yardstick_target
 from exporter.fsutil import atomic_path, ensure_writable_dir
 from exporter.manifest import build_manifest, write_manifest
 from exporter.options import ExportOptions, Workspace
-from exporter.reauthor import choose_graph
+from exporter.graph.reauthor import choose_graph
 from exporter.sources import LoadedModel
 from runtimes import reference
 from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
@@ -64,7 +64,7 @@ class ExportResult:
     peak_rss_mb: int
     verification: dict[str, Any]
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)  # the manifest's recipe record
-    deployability: dict[str, Any] = dataclasses.field(default_factory=dict)  # exporter.deployability's report
+    deployability: dict[str, Any] = dataclasses.field(default_factory=dict)  # exporter.verify.deployability's report
 
 
 EVALUATION_CROPS = 2  # per evaluation photo: 44 photos × 3 views, one flip is 0.8 %
@@ -133,7 +133,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
 
     With ``verify_cpu="all"`` (or a list of classes) a CPU artifact is also run as each other CPU class of
-    ``right_on`` that this machine can emulate (``exporter.cpu_emulation``), against the same floor: the recipe
+    ``right_on`` that this machine can emulate (``exporter.verify.cpu_emulation``), against the same floor: the recipe
     claims to be right there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
     emulated class is judged on the photos without their crops: the emulator is far slower than the CPU, and
     the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
@@ -156,7 +156,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
         target_record = {"top1": target.top1, "top5": target.top5, "top1_margin": target.top1_margin,
                          "missed": target.failures(figures)}
     classes: dict[str, Any] = {cpu.get("class", "?"): {"cpu": cpu, "emulated": False, "passed": not shortfalls}}
-    # a .tflite file is also run as a phone app runs it (exporter.mobile_sdk)
+    # a .tflite file is also run as a phone app runs it (exporter.verify.mobile_sdk)
     mobile = (mobile_sdk.verify_on_sdk(artifact, info, precision, images.images, images.photos, outputs,
                                        reference_outputs, floor)
               if fmt.name == "tflite" else None)
@@ -233,7 +233,7 @@ def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSe
     and returns the manifest's record of them. An existing file with other bytes (another export's reference: other
     weights under one name, or outputs computed on another CPU) is left as it is, so that the manifests naming it
     stay valid, and these outputs get a name of their own (their sha256 in it).
-    ``reused_from``: the manifest whose recorded outputs a catalog job reused (``exporter.zoo.shared_reference``)."""
+    ``reused_from``: the manifest whose recorded outputs a catalog job reused (``exporter.verify.shared_reference``)."""
     import io
 
     def write(path: Path, array: np.ndarray) -> dict[str, str]:
@@ -267,8 +267,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
 
     ``options`` may set only what ``fmt`` takes at ``precision`` (its row in the formats table; anything else
     is refused before work starts); ``options.graph`` is used when ``loaded`` has no graph route yet
-    (``exporter.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain int8 that
-    misses its floor falls back to an accuracy-aware search for the floor (``exporter.fallback``) unless
+    (``exporter.graph.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain int8 that
+    misses its floor falls back to an accuracy-aware search for the floor (``exporter.verify.fallback``) unless
     ``options.int8_fallback`` is ``none``; ``progress`` hears of it. ``job``: a catalog run's record of this job
     (``exporter.zoo``), kept in the manifest so that a re-run can tell an up-to-date artifact;
     ``reference_from``: the manifest whose recorded outputs ``reference_outputs`` are, when a catalog job reused them.
@@ -276,7 +276,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     options = options if options is not None else ExportOptions()
     fmt.refuse_options(precision, options)
     if options.accuracy_target is not None:
-        from exporter.accuracy import check_target
+        from exporter.quantize.accuracy import check_target
 
         check_target(options.accuracy_target, loaded.info)
     if loaded.graph is None:  # the graph route: a recognised BiT is re-authored unless graph="as-is"
@@ -373,11 +373,12 @@ def _falls_back(fmt: Format, precision: str, options: ExportOptions) -> bool:
 def _fall_back(loaded: LoadedModel, fmt: Format, precision: str, temp: Path, options: ExportOptions, work: Workspace,
                plain_manifest: dict[str, Any], info: ModelInfo, plain: dict[str, Any], floor: Floor, verified,
                progress: Callable[[str], None] | None) -> tuple[dict[str, Any], ModelInfo, dict[str, Any]]:
-    """Plain int8 at ``temp`` missed ``floor``: exports the fewest layers float that meet it (``exporter.fallback``)
-    over ``temp`` and verifies that. Returns its manifest, contract and verification; raises
-    :class:`VerificationFailed` naming both trials where no artifact within the search's limit meets the floor."""
-    from exporter.accuracy import TargetUnreachable, figures_of, tuning_split
-    from exporter.fallback import fallback_record, floor_target
+    """Plain int8 at ``temp`` missed ``floor``: exports the fewest layers float that meet it
+    (``exporter.verify.fallback``) over ``temp`` and verifies that. Returns its manifest, contract and verification;
+    raises :class:`VerificationFailed` naming both trials where no artifact within the search's limit meets the
+    floor."""
+    from exporter.quantize.accuracy import TargetUnreachable, figures_of, tuning_split
+    from exporter.verify.fallback import fallback_record, floor_target
 
     say = progress or (lambda _: None)
     missed = "; ".join(plain["failures"])

@@ -61,7 +61,7 @@ def demo_jobs(models: list[DemoModel]) -> list:
 def emulation_plan() -> tuple[str, str]:
     """The yardstick's ``verify_cpu``: every other CPU class whose emulator is ready here (``native`` if none), and
     what to say of the classes left out."""
-    from exporter.cpu_emulation import emulator_for, other_classes
+    from exporter.verify.cpu_emulation import emulator_for, other_classes
     from runtimes.cpu import cpu_class
 
     others = other_classes()

@@ -36,7 +36,7 @@ OTHER = "other"
 CPU_CLASSES = (X86_VNNI, X86_NO_VNNI, *ARM64_CLASSES, OTHER)
 ALL_CLASSES = (X86_VNNI, X86_NO_VNNI, *ARM64_CLASSES)  # what a recipe that is right everywhere claims
 
-EMULATION_ENV = "HUBEDGE_EMULATED_CPU"  # set by exporter.cpu_emulation for a child it runs under an emulator
+EMULATION_ENV = "HUBEDGE_EMULATED_CPU"  # set by exporter.verify.cpu_emulation for a child it runs under an emulator
 
 # numpy's names for the features that decide int8 arithmetic, and the names hubedge records
 _FEATURE_NAMES = {

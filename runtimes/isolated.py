@@ -11,7 +11,7 @@ those of any failed export).
 The child imports ``runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
 outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
 
-The child can run under a CPU emulator (``exporter.cpu_emulation``), so that an artifact is verified as the
+The child can run under a CPU emulator (``exporter.verify.cpu_emulation``), so that an artifact is verified as the
 runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
 see the class it was started as is refused rather than counted.
 
@@ -43,7 +43,7 @@ __all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "Runt
 
 
 class Emulator(Protocol):
-    """What runs the child as another CPU class (``exporter.cpu_emulation.Emulator`` is one): a command prefix,
+    """What runs the child as another CPU class (``exporter.verify.cpu_emulation.Emulator`` is one): a command prefix,
     the interpreter it runs (None: this one; an aarch64 Python for arm64) and what it adds to the environment."""
 
     prefix: tuple[str, ...]

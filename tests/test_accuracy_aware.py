@@ -1,4 +1,4 @@
-"""Accuracy-aware int8 (exporter.accuracy): the target's form, the search for the fewest float layers, and the
+"""Accuracy-aware int8 (exporter.quantize.accuracy): the target's form, the search for the fewest float layers, and the
 routes on a tiny twin (same code path as the full models; the trained-weights runs are in
 test_export_accuracy_aware.py)."""
 
@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from exporter.accuracy import (A16, FLOAT, SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers,
+from exporter.quantize.accuracy import (A16, FLOAT, SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers,
                                float_layer_limit)
-from exporter.accuracy_target import AccuracyTarget
+from exporter.quantize.accuracy_target import AccuracyTarget
 from exporter.options import ExportOptions
 from runtimes.errors import InvalidInputError
 from tests.test_cli import run

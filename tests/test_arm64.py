@@ -1,5 +1,6 @@
 """arm64 verification: a tiny twin's int8 artifacts run by the runtimes' aarch64 wheels under qemu-aarch64, as an
-ARMv8.0 core without dot product and as one with dot product and I8MM (exporter.arm64_env, exporter.cpu_emulation).
+ARMv8.0 core without dot product and as one with dot product and I8MM (exporter.verify.arm64_env,
+exporter.verify.cpu_emulation).
 
 .ci/run prepares the aarch64 Python (`make arm64-env`) and sets HUBEDGE_REQUIRE_CPU_EMULATION=1, so these never
 skip there; elsewhere they skip, naming the command."""
@@ -11,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from exporter import arm64_env, cpu_emulation
+from exporter.verify import arm64_env, cpu_emulation
 from exporter.options import ExportOptions
 from runtimes import cpu
 from runtimes.errors import UnsupportedError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.bit import GN_EPSILON, WS_EPSILON, BitTwin, GroupNormalization, StandardizedConv2D
-from exporter.catalog import Architecture
+from exporter.sources.bit import GN_EPSILON, WS_EPSILON, BitTwin, GroupNormalization, StandardizedConv2D
+from exporter.sources.catalog import Architecture
 from runtimes.errors import CorruptModelError
 
 TINY = Architecture((1, 1, 1, 1), 0.5)

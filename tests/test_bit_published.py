@@ -60,7 +60,7 @@ def test_hub_load_and_keras_layer_take_the_published_form(tiny_published):
 
 
 def test_a_published_form_exists_for_bit_only():
-    from exporter import catalog
+    from exporter.sources import catalog
     from exporter.sources import build_twin
     from runtimes.errors import HubedgeError
 
@@ -68,8 +68,8 @@ def test_a_published_form_exists_for_bit_only():
         build_twin(catalog.get("efficientnet-lite0"), "package", form="published")
 
 
-# the published graph untouched; as-is, its 5-D GroupNorms computed in 4-D (exporter.as_is); re-authored into the
-# edge graph (exporter.reauthor)
+# the published graph untouched; as-is, its 5-D GroupNorms computed in 4-D (exporter.graph.as_is); re-authored into the
+# edge graph (exporter.graph.reauthor)
 ROUTES = ("verbatim", "as-is", "auto")
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import calibration_data
-from exporter.calibration import build_calibration_set, usable_images
+from exporter.quantize.calibration import build_calibration_set, usable_images
 from exporter.pipeline import EVALUATION_CROPS, evaluation_set
 from runtimes.errors import InvalidInputError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import catalog
+from exporter.sources import catalog
 from runtimes.errors import ModelNotFoundError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runtimes
-from exporter import cpu_emulation
+from exporter.verify import cpu_emulation
 from runtimes import isolated
 from hubedge.cli import main
 from runtimes import cpu

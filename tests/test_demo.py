@@ -71,7 +71,7 @@ def test_the_demo_passes_when_every_export_is_written_and_says_how_many_were_up_
 def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatch, tmp_path):
     """A fresh VNNI machine without qemu-user-static must still pass make demo: native verification, said; and
     one without the aarch64 Python verifies as the other x86 class and says what arm64 lacks."""
-    from exporter import arm64_env, cpu_emulation
+    from exporter.verify import arm64_env, cpu_emulation
     from runtimes import cpu
 
     monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [cpu.X86_NO_VNNI, *cpu.ARM64_CLASSES])

@@ -1,5 +1,5 @@
 """Ready for the device: fixed shapes (--batch 1), ONNX graphs that NNAPI and CoreML take, the deployability report
-from the vendors' own tools, and --require-offload (exporter.deployability, exporter.formats.onnx_mobile)."""
+from the vendors' own tools, and --require-offload (exporter.verify.deployability, exporter.formats.onnx_mobile)."""
 
 from __future__ import annotations
 

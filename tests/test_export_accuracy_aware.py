@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from exporter.accuracy_target import AccuracyTarget
+from exporter.quantize.accuracy_target import AccuracyTarget
 from runtimes import cpu
 from tests.helpers import emulator_runs_here
 from tests.test_cli import run

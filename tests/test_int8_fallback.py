@@ -1,4 +1,4 @@
-"""int8 that misses its floor falls back to the fewest layers float that meet it (exporter.fallback), on a tiny
+"""int8 that misses its floor falls back to the fewest layers float that meet it (exporter.verify.fallback), on a tiny
 twin whose floor is raised for the test above what its plain TFLite int8 reaches."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from exporter.fallback import floor_target
+from exporter.verify.fallback import floor_target
 from exporter.formats import FORMATS, Floor
 from tests.test_cli import run
 

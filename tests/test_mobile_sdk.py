@@ -1,7 +1,7 @@
 """Every .tflite artifact works unchanged in MediaPipe Tasks, the SDK mobile apps load models with.
 
 MediaPipe is called here through its own Python API (the same C++ core as on Android and iOS), independently
-of the check export verification runs (exporter.mobile_sdk), and the standard metadata is read back with
+of the check export verification runs (exporter.verify.mobile_sdk), and the standard metadata is read back with
 MediaPipe's metadata displayer, a reader independent of the writer. The trained-weights yardstick's .tflite
 files are run through MediaPipe beside their export (test_export_efficientnet_lite.py), which makes them once.
 """
@@ -19,7 +19,7 @@ import runtimes
 from exporter.formats.tflite import pixel_input, read_metadata
 from exporter.formats.tflite_metadata import minimum_parser_version, read_standard_metadata, with_standard_metadata
 from exporter.formats import FORMATS
-from exporter.mobile_sdk import check
+from exporter.verify.mobile_sdk import check
 from runtimes.preprocess import load_image, resize_square
 from tests.helpers import export_all, tiny_spec
 

@@ -69,3 +69,95 @@ def test_every_name_in_all_exists():
         target = importlib.import_module(module)
         absent = [name for name in getattr(target, "__all__", ()) if not hasattr(target, name)]
         assert not absent, f"{module}.__all__ names what it lacks: {absent}"
+
+
+# The exporter's stages, from the top of the pipeline down: a module imports its own stage or a lower rank, never a
+# higher one, and never another stage of its own rank (graph and verify know nothing of each other). A new module
+# must be given a stage here.
+EXPORTER_STAGES = {
+    "exporter.zoo": 8, "exporter.api": 7, "exporter.pipeline": 6,
+    "exporter.graph": 5, "exporter.verify": 5, "exporter.manifest": 5, "exporter.memory_budget": 5,
+    "exporter.formats": 4, "exporter.options": 3, "exporter.quantize": 2, "exporter.sources": 1, "exporter.fsutil": 0,
+}
+# the one import that runs back up: the accuracy-aware search builds the export options of its trials
+EXPORTER_BACK_EDGES = {("exporter.quantize.accuracy", "exporter.options")}
+
+
+def _stage(module: str) -> str | None:
+    return next((stage for stage in EXPORTER_STAGES if module == stage or module.startswith(stage + ".")), None)
+
+
+def _submodule_or_package(package: str, name: str) -> str:
+    """``from package import name``: the submodule ``package.name`` where there is one, else ``package``."""
+    folder = REPO.joinpath(*package.split("."))
+    return f"{package}.{name}" if (folder / f"{name}.py").exists() or (folder / name).is_dir() else package
+
+
+def _exporter_imports() -> list[tuple[str, str, Path]]:
+    """(importing module, imported module, file) for every import between the exporter's own modules; ``from exporter
+    import name`` counts as an import of the submodule ``exporter.name``, or of the package itself."""
+    found = []
+    for path in sorted((REPO / "exporter").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [_submodule_or_package(node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [(module, target, path) for target in targets
+                      if target.split(".")[0] == "exporter" and target != module]
+    return found
+
+
+def test_every_exporter_module_has_a_stage():
+    modules = {".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / "exporter").rglob("*.py")}
+    unstaged = sorted(module for module in modules if module != "exporter.__init__" and _stage(module) is None)
+    assert not unstaged, f"give these a stage in EXPORTER_STAGES: {unstaged}"
+
+
+def test_imports_between_the_exporters_stages_point_down():
+    wrong = []
+    for importer, imported, path in _exporter_imports():
+        if imported == "exporter":
+            continue  # the package's front (``__version__``, the public API): anyone may use it
+        source, target = _stage(importer), _stage(imported)
+        if source == target or (importer, imported) in EXPORTER_BACK_EDGES:
+            continue
+        if importer == "exporter" or EXPORTER_STAGES[target] < EXPORTER_STAGES[source]:
+            continue
+        wrong.append(f"{path.relative_to(REPO)}: {source} imports {imported} ({target})")
+    assert not wrong, wrong
+
+
+def test_the_stage_rule_sees_an_upward_import():
+    """The rule's own check: the imports it reads include known downward ones, and an upward one would be caught."""
+    imports = {(importer, imported) for importer, imported, _ in _exporter_imports()}
+    assert ("exporter.pipeline", "exporter.verify.mobile_sdk") in imports  # via ``from exporter.verify import ...``
+    assert ("exporter.formats.onnx", "exporter.quantize.accuracy") in imports
+    assert EXPORTER_STAGES[_stage("exporter.formats.onnx")] > EXPORTER_STAGES[_stage("exporter.quantize.accuracy")]
+    assert EXPORTER_STAGES[_stage("exporter.sources.bit")] < EXPORTER_STAGES[_stage("exporter.graph.reauthor")]
+
+
+def test_the_architecture_page_names_every_exporter_module_in_its_stage_and_rank():
+    """docs/architecture.md's stage table is the map a newcomer reads: it cannot drift from the folders or the rule."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text[text.index("## The exporter's stages"):].split("\n## ")[0]
+    documented, rank, folder = set(), None, ""
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[2].startswith("`"):
+            continue
+        if cells[0]:
+            rank, folder = int(cells[0]), cells[1].strip("`")
+        for name in cells[2].replace("`", "").split(","):
+            module = f"exporter/{folder}{name.strip()}.py"
+            assert (REPO / module).exists(), f"docs/architecture.md names {module}, which does not exist"
+            dotted = module[:-3].replace("/", ".").removesuffix(".__init__")
+            assert EXPORTER_STAGES[_stage(dotted)] == rank, f"{dotted}: rank {rank} in the docs"
+            documented.add(module)
+    modules = {str(path.relative_to(REPO)) for path in (REPO / "exporter").rglob("*.py")
+               if path.name != "__init__.py" or path.parent.name in ("sources", "formats")}
+    assert modules - documented == set(), f"not in docs/architecture.md: {sorted(modules - documented)}"

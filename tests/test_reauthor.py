@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.bit_layout import BitLayout, Unrecognised, expected_layout, official_name, recognise
-from exporter.catalog import Architecture
+from exporter.sources.bit_layout import BitLayout, Unrecognised, expected_layout, official_name, recognise
+from exporter.sources.catalog import Architecture
 from exporter.pipeline import verification_images
-from exporter.reauthor import choose_graph, describe_route
+from exporter.graph.reauthor import choose_graph, describe_route
 
 TINY = Architecture((1, 1, 1, 1), 0.5)
 
@@ -23,7 +23,7 @@ def _fake(layout):
 
 def test_the_expected_layout_is_the_builders_and_the_published_modules(tiny_published):
     """Official names as the edge builder keeps them; order and shapes as the published form's module lists them."""
-    from exporter.bit import BitTwin
+    from exporter.sources.bit import BitTwin
 
     layout = expected_layout(TINY, 1000)
     assert {name for name, _ in layout} == set(BitTwin(TINY, 1000).weight_names())
@@ -162,7 +162,7 @@ def test_a_model_that_is_no_bit_goes_as_is_in_one_line(tmp_path):
     import tensorflow as tf
     import tf_keras as keras
 
-    from exporter.savedmodel import save_hub_module
+    from exporter.sources.savedmodel import save_hub_module
     from exporter.sources import load_model
     from runtimes.modelinfo import ModelInfo
 
@@ -197,7 +197,7 @@ def test_the_cli_re_authors_by_default_and_honours_graph_as_is(tiny_published, t
 def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tmp_path, monkeypatch):
     """With the equivalence check fooled, a wrong rebuild (the swapped module's weights in the wrong places) is
     exported, and verification fails it: the reference is the user's module, not the rebuilt graph."""
-    from exporter import reauthor
+    from exporter.graph import reauthor
     from exporter.pipeline import VerificationFailed, export_one
     from exporter.formats import FORMATS
     from exporter.sources import load_model
@@ -213,7 +213,7 @@ def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tm
 def test_a_re_authored_savedmodel_says_so_and_is_not_re_authored_again(tiny_published, tmp_path):
     from exporter.pipeline import export_one
     from exporter.formats import FORMATS
-    from exporter.savedmodel import read_module_info
+    from exporter.sources.savedmodel import read_module_info
     from exporter.sources import load_model
 
     result = export_one(choose_graph(tiny_published), FORMATS["savedmodel"], "fp32", tmp_path, verify_output=False)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter import catalog, efficientnet_lite
+from exporter.sources import catalog, efficientnet_lite
 from exporter.pipeline import evaluation_set
-from exporter.torch_legacy import load_legacy_state_dict
+from exporter.sources.torch_legacy import load_legacy_state_dict
 from runtimes.agreement import summarize
 
 BLOCK_BN = {"_expand_conv": "_bn0", "_depthwise_conv": "_bn1", "_project_conv": "_bn2"}

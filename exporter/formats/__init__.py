@@ -28,7 +28,7 @@ __all__ = ["ACCURACY_AWARE", "ACCURACY_VARIANT", "BF16", "CALIBRATED", "CEILINGS
 
 # the options of ExportOptions each format takes, by the precisions that use them (GENERAL_OPTIONS go to all)
 CALIBRATED = {"calibration_data": ("int8",), "calibration_size": ("int8",)}
-# exporter.accuracy: the fewest layers float that meet a target, asked for or when plain int8 misses its floor
+# exporter.quantize.accuracy: the fewest layers float that meet a target, asked for or when plain int8 misses its floor
 ACCURACY_AWARE = {"accuracy_target": ("int8",), "int8_fallback": ("int8",)}
 ACCURACY_VARIANT = "accuracy"  # an accuracy-aware artifact's name: <model>.<format>.int8-accuracy<suffix>
 
@@ -153,7 +153,7 @@ class Format:
 # The floors, measured on the seeded BiT-M R50x1 21k twin and the 132 evaluation images (cosine_min per image):
 # fp32 artifacts match TF to ~1e-9 (exact up to summation order), fp16 ≥ 0.999997, dynamic-range ≥ 0.9975,
 # int8 0.906 (TFLite) to 0.980 (ONNX); benchmarks/records/bit-tflite-int8-fallback.md. Plain int8 below its floor
-# falls back to keeping layers float (exporter.fallback). A seeded 21843-way head
+# falls back to keeping layers float (exporter.verify.fallback). A seeded 21843-way head
 # has near-tied logits, so top-1/top-5 agreement of quantized artifacts on it is a stress figure, reported
 # but not gated; top-k is gated where it is meaningful (fp32, fp16). A broken export (wrong pixels, wrong
 # layout, a lost layer) lands far below these cosines: seeded logits are centred, so unrelated outputs have
@@ -260,7 +260,7 @@ FORMATS: dict[str, Format] = {
 # top-1 0.933 / top-5 0.920 on the first 45 images, so no plain activation recipe reaches them
 # (benchmarks/records/efficientnet-lite0-int8-weight-floor.md). Margin-aware top-1 ≥ 0.98 is plain int8's target
 # on trained weights (met: 0.982 to 1.0 on an AMD EPYC; OpenVINO 0.972 on an Intel Sapphire Rapids); an
-# accuracy-aware export (exporter.accuracy) is gated on the target its
+# accuracy-aware export (exporter.quantize.accuracy) is gated on the target its
 # caller names.
 YARDSTICK_SOURCE = "package"
 YARDSTICK_TOP_K = {"fp32": (1.0, 0.99, 1.0), "fp16": (0.999, 0.99, 1.0), "bf16": (0.99, 0.97, 0.98),

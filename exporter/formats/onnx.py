@@ -250,8 +250,8 @@ RANKED_OPS = ("Conv", "Gemm", "MatMul")  # the layers an accuracy-aware export m
 def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedModel, options: ExportOptions,
                     work: Workspace) -> dict[str, Any]:
     """Keeps float the fewest layers, in :func:`graph_order_ranking`, that make the int8 model meet the target
-    on the tuning split (``exporter.accuracy``); leaves the chosen model at ``quantized``."""
-    from exporter.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
+    on the tuning split (``exporter.quantize.accuracy``); leaves the chosen model at ``quantized``."""
+    from exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
 
     split = tuning_split(loaded, options, work)
     scores = graph_order_ranking(prepared)

@@ -74,8 +74,8 @@ def _accuracy_aware(model, dataset, settings: dict[str, Any], plain_advanced, lo
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, QuantizationParameters
 
-    from exporter.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation, paired_speed,
-                                   tuning_split)
+    from exporter.quantize.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation,
+                                            paired_speed, tuning_split)
 
     target = options.accuracy_target
     split = tuning_split(loaded, options, work)

@@ -6,7 +6,7 @@ onnxruntime's own QNN recipe (``get_qnn_qdq_config``: uint8 activations, int8 pe
 quantizes every op. On x86-64 Linux the HTP backend of ``onnxruntime-qnn`` is a simulator: it gives the
 NPU's numerics here, not its speed.
 
-An accuracy target (``exporter.accuracy``) cannot keep layers float here: the HTP would hand them to the CPU.
+An accuracy target (``exporter.quantize.accuracy``) cannot keep layers float here: the HTP would hand them to the CPU.
 It keeps activation tensors at 16 bits instead (uint16, weights still int8: a16w8), in graph order;
 onnxruntime's QNN recipe inserts the conversions between 8- and 16-bit tensors (``init_overrides``), and the
 HTP simulator runs such a graph wholly. 16-bit weights would help more on trained weights, but Qualcomm's HTP
@@ -87,7 +87,7 @@ def _accuracy_aware(source: Path, quantized: Path, quantize_with, loaded: Loaded
     """Keeps at 16 bits the fewest activation tensors, in graph order, that make the qnn model meet the target on
     the tuning split; leaves the chosen model at ``quantized``. Trials run on ONNX Runtime's CPU EP, which
     computes the same quantized arithmetic; the export's verification then runs the artifact on the HTP."""
-    from exporter.accuracy import A16, fewest_float_layers, figures_of, tuning_split
+    from exporter.quantize.accuracy import A16, fewest_float_layers, figures_of, tuning_split
 
     split = tuning_split(loaded, options, work)
     tensors = graph_order_tensors(source)

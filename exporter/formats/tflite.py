@@ -10,9 +10,10 @@ int8 ADD of a 1e-5 constant (its scale is out of range), so a fully integer BiT 
 XNNPACK partitions and runs slower than fp32 (``benchmarks/records/tflite-int8-partitions.md``); the rest of the
 statistics and the normalize step lose what the normalization restores when they are int8 (cosine_min 0.78
 against 0.91 on BiT, at the same speed: ``benchmarks/records/bit-tflite-int8-fallback.md``).
-``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and output tensors int8 (their scale and zero point go into the
-manifest, and the adapter applies them), for integer-only accelerators. ``accuracy_target`` keeps float the
-fewest layers that meet it (``exporter.accuracy``: the deny list grows). ``int8_io="uint8"`` makes the input uint8
+``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
+output tensors int8 (their scale and zero point go into the manifest, and the adapter applies them), for
+integer-only accelerators. ``accuracy_target`` keeps float the fewest layers that meet it
+(``exporter.quantize.accuracy``: the deny list grows). ``int8_io="uint8"`` makes the input uint8
 with scale 1/255 and zero point 0, so raw camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps
 float32 scores out: an integer output would round a softmax's small probabilities to zero, and nothing on a phone
 needs it.
@@ -185,7 +186,7 @@ def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], floa
     model with a longer deny list: no new calibration."""
     import tensorflow as tf
 
-    from exporter.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
+    from exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
     from runtimes.litert import LiteRTPredictor
 
     split = tuning_split(loaded, options, work)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporter import catalog
+from exporter.sources import catalog
 from exporter.formats import Format
 from exporter.options import ExportOptions
 from runtimes.errors import ModelNotFoundError
@@ -104,7 +104,7 @@ def options_record(options: ExportOptions) -> dict[str, Any]:
 def calibration_identity(options: ExportOptions) -> str:
     """The sha256 of the calibration photos' own hashes and the sample count: the set an int8 job calibrates on,
     known before any image is decoded."""
-    from exporter.calibration import usable_images
+    from exporter.quantize.calibration import usable_images
     from exporter.fsutil import sha256_of
 
     _, files = usable_images(options.calibration_data)

@@ -17,7 +17,7 @@ models with) reads the standard TFLite Metadata, preprocesses the image itself a
   should pass to crop the way hubedge verified). Their agreement with the first run says what an app that
   skips the crop gives up.
 
-MediaPipe runs in a child process (``python -m exporter.mobile_sdk``), like every other runtime in
+MediaPipe runs in a child process (``python -m exporter.verify.mobile_sdk``), like every other runtime in
 verification, so a crash in its C++ fails the export cleanly; the child blocks TensorFlow, as on a phone
 (``docs/stack-facts.md``, "Mobile SDKs and TFLite Metadata").
 """
@@ -93,7 +93,7 @@ def check(artifact: Path, info: ModelInfo, pixels: np.ndarray, outputs: np.ndarr
         np.save(folder / "input_pixels.npy", pixels)
         (folder / "request.json").write_text(json.dumps({"task": info.task, "num_outputs": info.num_outputs,
                                                          "photos": [str(p) for p in photos]}))
-        done = subprocess.run([sys.executable, "-m", "exporter.mobile_sdk", str(artifact), work],
+        done = subprocess.run([sys.executable, "-m", "exporter.verify.mobile_sdk", str(artifact), work],
                               capture_output=True, text=True, errors="replace")
         report_file = folder / "report.json"
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}

@@ -1,7 +1,7 @@
 """int8 that misses its floor: the floor as an accuracy target, and the record of both trials.
 
 Plain int8 is exported and verified first. When it misses its precision's floor on the verification images
-(and ``ExportOptions.int8_fallback`` is ``search``), the format's accuracy-aware route (``exporter.accuracy``)
+(and ``ExportOptions.int8_fallback`` is ``search``), the format's accuracy-aware route (``exporter.quantize.accuracy``)
 keeps the fewest layers float that meet the floor, and the result is verified the normal way and written under
 the plain int8 name. The search is judged on the calibration-side tuning split, never on the verification
 images, and a recipe's figures differ between the two: plain int8's own error ratio between them carries each
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from exporter.accuracy_target import AccuracyTarget
+from exporter.quantize.accuracy_target import AccuracyTarget
 from exporter.formats import Floor
 
 __all__ = ["FLOOR_TERMS", "fallback_line", "fallback_record", "floor_target"]

@@ -1,7 +1,7 @@
 """The as-is route's graph: the module's own, with hubedge's general rewrites where they prove equal.
 
 A model hubedge does not re-author keeps its own graph, but the arithmetic every converter handles badly is
-re-expressed first (``exporter.graph_rewrite``: 5-D GroupNorm in 4-D). The module is frozen, rewritten, and
+re-expressed first (``exporter.graph.graph_rewrite``: 5-D GroupNorm in 4-D). The module is frozen, rewritten, and
 saved as a hub-form SavedModel whose weights are variables again, so every converter reads it exactly as it
 reads the original. The rewritten SavedModel is cached by the module's variables and the rewrite's version.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.fsutil import atomic_path, sha256_of
-from exporter.graph_rewrite import REWRITE_VERSION, rewrite_group_norms
-from exporter.savedmodel import read_module_info, write_module_info
+from exporter.graph.graph_rewrite import REWRITE_VERSION, rewrite_group_norms
+from exporter.sources.savedmodel import read_module_info, write_module_info
 from runtimes.cache import cache_dir
 
 MAX_LEFT_REASONS = 3  # of the sites left as they were, this many reasons go into the record

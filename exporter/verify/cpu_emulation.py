@@ -10,7 +10,7 @@ cosine_min 0.7212 under it, the same figure a real AVX2-only EPYC gave (docs/por
 Only the way down is possible: QEMU's emulator has no AVX-512, so a machine without VNNI cannot run as one with it.
 
 How, for arm64: ``qemu-aarch64-static`` runs an aarch64 Python with the runtimes' aarch64 wheels
-(``exporter.arm64_env``, prepared once by ``make arm64-env``) as a Cortex-A53 (``arm64-no-dotprod``) or as QEMU's
+(``exporter.verify.arm64_env``, prepared once by ``make arm64-env``) as a Cortex-A53 (``arm64-no-dotprod``) or as QEMU's
 ``max`` core with dot product and I8MM (``arm64-dotprod``). Timings under emulation mean nothing and are never
 reported.
 """
@@ -21,7 +21,7 @@ import dataclasses
 import platform
 import shutil
 
-from exporter import arm64_env
+from exporter.verify import arm64_env
 from runtimes.cpu import ARM64_CLASSES, X86_NO_VNNI, X86_VNNI, cpu_class
 from runtimes.errors import UnsupportedError
 

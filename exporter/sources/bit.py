@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.catalog import Architecture
+from exporter.sources.catalog import Architecture
 from runtimes.errors import CorruptModelError
 
 WS_EPSILON = 1e-10

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from exporter import catalog
-from exporter.catalog import ModelSpec
+from exporter.sources import catalog
+from exporter.sources.catalog import ModelSpec
 from exporter.fsutil import sha256_of
 from runtimes.cache import cache_dir
 from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
@@ -59,7 +59,7 @@ class LoadedModel:
     savedmodel_dir: Path
     weights: dict[str, Any]
     spec: ModelSpec | None = None
-    graph: dict[str, Any] | None = None  # the graph route export takes (exporter.reauthor); None: not chosen yet
+    graph: dict[str, Any] | None = None  # the graph route export takes (exporter.graph.reauthor); None: not chosen yet
     export_dir: Path | None = None  # the SavedModel the converters read, when it is not savedmodel_dir
     _module: Any = dataclasses.field(default=None, repr=False)
     _routes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # graph routes, export modules
@@ -205,7 +205,7 @@ def _safe_name(path: Path) -> str:
 
 
 def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, source: str) -> LoadedModel:
-    from exporter.savedmodel import read_module_info
+    from exporter.sources.savedmodel import read_module_info
 
     record = read_module_info(directory)
     weights: dict[str, Any] = {"source": source, "location": handle}
@@ -246,7 +246,7 @@ def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
     if kind == "seeded":
         return f"seeded-{DEFAULT_SEED}", None
     if kind == "package":
-        from exporter.yardstick_package import package_weights_file
+        from exporter.sources.yardstick_package import package_weights_file
 
         path = package_weights_file()
     else:
@@ -261,7 +261,7 @@ TWIN_FORMS = ("edge", "published")  # hubedge's edge graph, or the graph form of
 
 def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[Any, dict[str, Any]]:
     """The BiT twin in ``form``; a published-form twin carries exactly the edge twin's weights."""
-    from exporter.bit import BitTwin
+    from exporter.sources.bit import BitTwin
 
     num_classes = spec.num_outputs if spec.task == "classification" else None
     twin = BitTwin(spec.architecture, num_classes)
@@ -273,16 +273,16 @@ def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[A
         record = {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
     if form == "edge":
         return twin.model, record
-    from exporter.bit_published import build_published
+    from exporter.sources.bit_published import build_published
 
     record["graph"] = "published"
-    record["description"] += "; in the published hub modules' graph form (exporter/bit_published.py)"
+    record["description"] += "; in the published hub modules' graph form (exporter/sources/bit_published.py)"
     return build_published(spec.architecture, num_classes, twin.get_weights()), record
 
 
 def _build_efficientnet_lite(spec: ModelSpec, weights_file: Path) -> tuple[Any, dict[str, Any]]:
-    from exporter import efficientnet_lite
-    from exporter.torch_legacy import load_legacy_state_dict
+    from exporter.sources import efficientnet_lite
+    from exporter.sources.torch_legacy import load_legacy_state_dict
 
     model = efficientnet_lite.build(spec.num_outputs)
     count = efficientnet_lite.load_torch_state(model, load_legacy_state_dict(weights_file), str(weights_file))
@@ -311,7 +311,7 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None, for
     if (directory / "saved_model.pb").is_file():
         return _from_savedmodel_dir(directory, spec.handle, spec, source)
 
-    from exporter.savedmodel import save_hub_module
+    from exporter.sources.savedmodel import save_hub_module
 
     if source == "package":
         model, record = _build_efficientnet_lite(spec, weights_file)
@@ -338,10 +338,11 @@ def _checkpoint_info(name: str, path: Path, architecture: Any, num_classes: int 
 
 def load_checkpoint(path: Path) -> LoadedModel:
     """A BiT ``.npz`` given as the model itself: its architecture and head are recognised from the weights'
-    names and shapes (``exporter.bit_layout``), then it is built with the edge builder and cached like a twin."""
-    from exporter.bit import BitTwin, read_npz
-    from exporter.bit_layout import Unrecognised, recognise
-    from exporter.savedmodel import save_hub_module
+    names and shapes (``exporter.sources.bit_layout``), then it is built with the edge builder and cached like a
+    twin."""
+    from exporter.sources.bit import BitTwin, read_npz
+    from exporter.sources.bit_layout import Unrecognised, recognise
+    from exporter.sources.savedmodel import save_hub_module
 
     name = _safe_name(Path(path.stem)).lower()
     directory = cache_dir() / "twins" / f"v{TWIN_VERSION}" / "checkpoints" / f"{name}-{sha256_of(path)[:16]}"

@@ -51,7 +51,8 @@ class Architecture:
 
 @dataclasses.dataclass(frozen=True)
 class EfficientNetLite:
-    """EfficientNet-Lite0, built by ``exporter.efficientnet_lite`` (its one size; the others are not offline)."""
+    """EfficientNet-Lite0, built by ``exporter.sources.efficientnet_lite`` (its one size; the others are not
+    offline)."""
 
     label: str = "EfficientNet-Lite0"
 

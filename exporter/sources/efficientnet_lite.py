@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.yardstick_package import PACKAGE, PACKAGE_VERSION, package_weights_file  # noqa: F401 (re-exported)
+from exporter.sources.yardstick_package import (  # noqa: F401 (re-exported)
+    PACKAGE, PACKAGE_VERSION, package_weights_file)
 from runtimes.errors import CorruptModelError
 
 BN_EPSILON = 1e-3

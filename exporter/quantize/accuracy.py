@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from exporter.accuracy_target import AccuracyTarget
-from exporter.calibration import augment, usable_images
+from exporter.quantize.accuracy_target import AccuracyTarget
+from exporter.quantize.calibration import augment, usable_images
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 from runtimes.agreement import agreement_with_reference
@@ -35,7 +35,7 @@ __all__ = ["A16", "FLOAT", "Keeping", "MAX_FLOAT_SHARE", "PAIRED_RUNS", "SearchR
     "TargetUnreachable", "TuningSplit", "check_target",
     "fewest_float_layers", "float_layer_limit", "nncf_validation", "paired_speed", "tuning_split"]
 
-TUNING_VIEWS = 4  # each calibration photo and 3 crops/flips of it (exporter.calibration.augment)
+TUNING_VIEWS = 4  # each calibration photo and 3 crops/flips of it (exporter.quantize.calibration.augment)
 MAX_FLOAT_SHARE = 0.5
 FIGURES = ("top1_margin", "top1", "top5", "cosine_min", "sqnr_db")  # what each trial records
 
