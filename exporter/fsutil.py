@@ -78,11 +78,13 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...] = (),
+                optional: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yields a temporary path beside ``final``; on success it replaces ``final``, on any error it vanishes.
 
     ``companions`` are suffixes of files written beside the temporary path (OpenVINO's ``.bin``); they are
-    moved first, so the main file never appears before the files it needs.
+    moved first, so the main file never appears before the files it needs. ``optional`` companions (ONNX's data
+    file) move when they were written; when not, one that an earlier export left beside ``final`` is removed.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=work_prefix(TEMP_PREFIX), dir=final.parent))
@@ -95,6 +97,11 @@ def atomic_path(final: Path, directory: bool = False, companions: tuple[str, ...
             _remove(final)
         for suffix in companions:
             os.replace(target.with_suffix(suffix), final.with_suffix(suffix))
+        for suffix in optional:
+            if target.with_suffix(suffix).exists():
+                os.replace(target.with_suffix(suffix), final.with_suffix(suffix))
+            else:
+                _remove(final.with_suffix(suffix))
         os.replace(target, final)
     finally:
         _remove(temp)

@@ -42,7 +42,9 @@ def build_manifest(
     seconds: float,
 ) -> dict[str, Any]:
     info = result.info or loaded.info
-    files = [artifact, *(artifact.with_suffix(suffix) for suffix in fmt.companions)]
+    optional = [artifact.with_suffix(suffix) for suffix in fmt.optional_companions]
+    files = [artifact, *(artifact.with_suffix(suffix) for suffix in fmt.companions),
+             *(path for path in optional if path.exists())]
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

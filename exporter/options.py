@@ -19,7 +19,8 @@ from runtimes.cpu import ALL_CLASSES
 from runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
-    "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
+           "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "ONNX_EXTERNAL_DATA_ABOVE",
+           "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
 TFLITE_INT8_RECIPES = ("xnnpack", "full")
@@ -41,6 +42,11 @@ MAX_FIXED_BATCH = 256
 # --require-offload: the accelerator an artifact must be fully taken by, in its vendor's tool
 # (exporter.verify.deployability)
 OFFLOADS = ("nnapi", "coreml", "gpu")
+
+# an ONNX file keeps its weights in a data file beside it from this many bytes of weights on (and no later: a
+# protobuf message cannot reach 2 GiB, and the graph, small tensors and metadata need room beside the weights;
+# exporter.formats.onnx_storage)
+ONNX_EXTERNAL_DATA_ABOVE = 2**31 - 2**28  # 1.88 GB (1.75 GiB)
 
 # options every format takes; the others are declared per format and precision in the formats table
 GENERAL_OPTIONS = ("graph", "verify_cpu")
@@ -75,6 +81,9 @@ class ExportOptions:
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
             ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
             (``exporter.verify.fallback``); ``none`` fails, writing nothing.
+        onnx_external_data_above: onnx and qnn: from this many bytes of weights on, they go in a data file beside
+            the ``.onnx`` file (``<artifact>.onnx.data``), as files past protobuf's 2 GiB limit must; 0 always.
+            At most (and by default) ``ONNX_EXTERNAL_DATA_ABOVE``.
     """
 
     calibration_data: str | Path | None = None
@@ -88,6 +97,7 @@ class ExportOptions:
     int8_fallback: Literal["search", "none"] = "search"
     batch: int | None = None
     require_offload: Literal["nnapi", "coreml", "gpu"] | None = None
+    onnx_external_data_above: int = ONNX_EXTERNAL_DATA_ABOVE
 
     def __post_init__(self) -> None:
         if isinstance(self.accuracy_target, str):
@@ -109,6 +119,11 @@ class ExportOptions:
                                        or not 1 <= self.batch <= MAX_FIXED_BATCH):
             raise UnsupportedError(f"batch takes a number of images from 1 (what mobile accelerators need) to "
                                    f"{MAX_FIXED_BATCH}; got {self.batch!r}")
+        above = self.onnx_external_data_above
+        if not isinstance(above, int) or isinstance(above, bool) or not 0 <= above <= ONNX_EXTERNAL_DATA_ABOVE:
+            raise InvalidInputError(f"onnx_external_data_above takes a number of bytes from 0 (weights always in a "
+                                    f"data file) to {ONNX_EXTERNAL_DATA_ABOVE} (the default, under protobuf's 2 GiB "
+                                    f"limit); got {above!r}")
         if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
                                                   or isinstance(self.calibration_size, bool)
                                                   or self.calibration_size < 1):

@@ -286,7 +286,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
     variant = ACCURACY_VARIANT if options.accuracy_target is not None else ""
     final = output_dir / fmt.artifact_name(loaded.info.name, precision, variant)
     started = time.perf_counter()
-    with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions) as temp:
+    with atomic_path(final, directory=fmt.is_directory, companions=fmt.companions,
+                     optional=fmt.optional_companions) as temp:
         manifest, info = _convert(loaded, fmt, precision, temp, options, work, started)
         if verify_output:
             images = evaluation_set(loaded.info.input_size)

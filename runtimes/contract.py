@@ -5,8 +5,8 @@ The runtimes side owns them because it is the one that must work without the exp
 
 from __future__ import annotations
 
-__all__ = ["BATCH_DIM", "INPUT_NAME", "METADATA_PREFIX", "OUTPUT_NAME", "PRECISIONS", "PRECISION_NAMES",
-    "metadata_key", "rt_info_path"]
+__all__ = ["BATCH_DIM", "INPUT_NAME", "METADATA_PREFIX", "ONNX_DATA_SUFFIX", "OUTPUT_NAME", "PRECISIONS",
+    "PRECISION_NAMES", "metadata_key", "rt_info_path"]
 
 # precision names as ``--quantize`` spells them → the precision an artifact records
 PRECISION_NAMES = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "dynamic": "dynamic",
@@ -16,6 +16,8 @@ PRECISIONS = tuple(dict.fromkeys(PRECISION_NAMES.values()))  # fp32, fp16, bf16,
 INPUT_NAME = "images"  # the graph input of every artifact: float32 RGB in [0, 1], NHWC
 OUTPUT_NAME = "outputs"  # the ONNX graph output
 BATCH_DIM = "batch"  # the dynamic batch dimension's name in ONNX, so that runtimes can pin it
+# an ONNX artifact's weights past the external-data threshold: <model>.<format>.<precision>.onnx.data beside it
+ONNX_DATA_SUFFIX = ".onnx.data"
 
 # where an artifact carries hubedge's record of itself: a metadata key prefix (ONNX metadata_props, TFLite
 # metadata entries) or an rt_info path root (OpenVINO)

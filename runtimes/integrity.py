@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runtimes.contract import ONNX_DATA_SUFFIX
 from runtimes.errors import CorruptModelError
 
 __all__ = ["check_artifact", "member", "sha256_of"]
@@ -21,6 +22,9 @@ __all__ = ["check_artifact", "member", "sha256_of"]
 CHUNK = 1 << 20
 # files a runtime reads beside the artifact it is given, by the artifact's suffix: these must be in the manifest
 RUNTIME_COMPANIONS = {".xml": (".bin",)}
+# files a runtime reads beside the artifact when they are there (ONNX's external data, named inside the .onnx file,
+# which is hashed): present, they must be in the manifest too
+PRESENT_COMPANIONS = {".onnx": (ONNX_DATA_SUFFIX,)}
 _VERIFIED: dict[tuple[str, int, int, int], str] = {}  # regular files already hashed in this process, by identity
 
 
@@ -87,7 +91,8 @@ def check_artifact(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
     companions = record.get("companions") or {}
     if not isinstance(companions, dict):
         raise CorruptModelError(f"the manifest of {path.name} has a damaged companions record; re-export it")
-    for suffix in RUNTIME_COMPANIONS.get(path.suffix, ()):
+    present = [suffix for suffix in PRESENT_COMPANIONS.get(path.suffix, ()) if path.with_suffix(suffix).exists()]
+    for suffix in (*RUNTIME_COMPANIONS.get(path.suffix, ()), *present):
         if path.with_suffix(suffix).name not in companions:
             raise CorruptModelError(f"the manifest of {path.name} records no sha256 for {path.with_suffix(suffix).name}"
                                     ", which its runtime reads; re-export it")

@@ -36,7 +36,7 @@ import numpy as np
 from runtimes import cpu
 from runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
 from runtimes.cache import cache_dir
-from runtimes.contract import BATCH_DIM, metadata_key
+from runtimes.contract import BATCH_DIM, ONNX_DATA_SUFFIX, metadata_key
 from runtimes.devices import QNN_EP, DeviceUnavailableError, require
 from runtimes.errors import CorruptModelError, HubedgeError
 from runtimes.modelinfo import ModelInfo
@@ -235,7 +235,10 @@ class OnnxRuntimePredictor(Predictor):
             options.profile_file_prefix = os.path.join(profile_dir, "placement")
         source, cached, fresh = str(path), None, None
         self.cpu_layout: dict[str, Any] = {}
-        if device == "cpu" and Path(path).suffix != ORT_FORMAT_SUFFIX:  # an .ort file is optimized already
+        # an .ort file is optimized already; one with external data is optimized at each load: the cache is keyed
+        # by the .onnx file alone, and a graph past 2 GiB could only be saved with a data file of its own
+        if device == "cpu" and Path(path).suffix != ORT_FORMAT_SUFFIX \
+                and not Path(path).with_suffix(ONNX_DATA_SUFFIX).exists():
             cached = optimized_model_path(Path(path), ort.__version__)
         try:
             if cached is not None and not cached.is_file():

@@ -29,7 +29,8 @@ EXPORT_EXTRA_MODULES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras", "tf
 EXPORT_FIXTURES = {"tiny_classifier", "tiny_published", "tiny_features", "tiny_exports", "efficientnet_lite0"}
 # test modules that import the export extra at the top: every test in them needs it, and without the extra
 # they cannot even be collected
-EXPORT_ONLY_MODULES = ("test_bit.py", "test_efficientnet_lite.py", "test_graph_rewrite.py")
+EXPORT_ONLY_MODULES = ("test_bit.py", "test_efficientnet_lite.py", "test_graph_rewrite.py",
+                       "test_onnx_external_data.py")
 
 
 class _WithoutExportExtra:
@@ -74,6 +75,12 @@ INNER_LOOP = {
     "test_deployability.py": ("test_the_mobile_rewrites_compute_what_they_replace",
                               "test_offload_and_batch_requests_no_format_can_meet_are_refused_before_any_work"),
     "test_cli.py": None,
+    "test_onnx_external_data.py": (
+        "test_weights_past_the_threshold_go_to_an_aligned_data_file_that_onnx_runtime_reads",
+        "test_a_model_with_a_data_file_moves_with_it",
+        "test_atomic_publishing_moves_a_written_data_file_and_removes_a_stale_one",
+        "test_the_integrity_check_covers_a_data_file_beside_an_onnx_artifact",
+        "test_the_threshold_is_refused_where_no_format_takes_it_and_out_of_range"),
     "test_export_formats.py": ("test_every_format_and_precision_is_verified_and_runs_through_its_runtime[tflite-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[onnx-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[openvino-int8]",

@@ -319,8 +319,9 @@ def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(mon
         monkeypatch.setenv(onnx_format.WEIGHTS_IN_GRAPH_SWITCH, switch)
     monkeypatch.setattr(subprocess, "Popen", refuse)
     with pytest.raises(OSError):
-        onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 64)
+        onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 64, 12345)
     assert commands[0][1:3] == ["-m", "exporter.formats.tf2onnx_child"]
+    assert commands[0][commands[0].index("--external-data-above") + 1] == "12345"
     assert ("--weights-in-graph" in commands[0]) is route_flag
     assert ("command line" in onnx_format.conversion_method()) is route_flag
 

@@ -15,6 +15,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from exporter.formats.onnx_storage import DATA_SUFFIX
 from exporter.options import GENERAL_OPTIONS, ExportOptions, flag
 from runtimes.contract import PRECISION_NAMES
 from runtimes.cpu import ALL_CLASSES
@@ -119,6 +120,8 @@ class Format:
     options: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # ExportOptions field → precisions
     own_batch: int | None = None  # a batch the format always has (tflite, qnn: 1); --batch may only repeat it
     opt_in: bool = False  # exported only when named: --format all leaves it out (ort: the onnx artifact converted)
+    # suffixes of files written beside the artifact only sometimes (ONNX's data file, past the external-data threshold)
+    optional_companions: tuple[str, ...] = ()
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -204,7 +207,8 @@ FORMATS: dict[str, Format] = {
         devices=("cpu", "gpu"),
         description="ONNX (tf2onnx), dynamic batch (or fixed: --batch N), run by ONNX Runtime",
         options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8"),
-                 "require_offload": ("fp32", "fp16", "int8")},
+                 "require_offload": ("fp32", "fp16", "int8"), "onnx_external_data_above": ("fp32", "fp16", "int8")},
+        optional_companions=(DATA_SUFFIX,),
     ),
     "ort": Format(
         name="ort",
@@ -245,7 +249,9 @@ FORMATS: dict[str, Format] = {
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
-        options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",), "batch": ("int8",)},
+        options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",), "batch": ("int8",),
+                 "onnx_external_data_above": ("int8",)},
+        optional_companions=(DATA_SUFFIX,),
         own_batch=1,  # the HTP takes static shapes, and one image is what a phone's camera gives
     ),
 }

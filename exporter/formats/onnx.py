@@ -16,7 +16,9 @@ saturate, and the session option ``session.x64quantprecision=1`` switches them t
 ones. hubedge's adapter sets it on those CPUs only (on VNNI CPUs it is slower and changes nothing); the
 manifest and ``metadata_props`` (``hubedge.ort_session_config``) say so for anyone running the file in their
 own session. Measured: docs/portable-int8.md.
-Labels and preprocessing go into ``metadata_props``.
+Labels and preprocessing go into ``metadata_props``. Past ``ExportOptions.onnx_external_data_above`` bytes of
+weights (by default just under protobuf's 2 GiB limit), every file of the route keeps its weights beside it in
+ONNX's external-data layout (``exporter.formats.onnx_storage``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import FormatResult
+from exporter.formats import FormatResult, onnx_storage
 from exporter.formats.onnx_mobile import mobile_friendly
-from exporter.options import ExportOptions, Workspace
+from exporter.options import ONNX_EXTERNAL_DATA_ABOVE, ExportOptions, Workspace
 from exporter.sources import LoadedModel
 from runtimes.base import fixed_batches, in_fixed_batches
 from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
@@ -65,11 +67,12 @@ def conversion_method() -> str:
             "ONNX Runtime's basic optimizations)")
 
 
-def _run_tf2onnx(savedmodel: Path, output: Path, size: int) -> int:
+def _run_tf2onnx(savedmodel: Path, output: Path, size: int, external_above: int) -> int:
     """Converts in a child process; returns its peak RSS in bytes."""
     command = [
         sys.executable, "-m", "exporter.formats.tf2onnx_child", "--saved-model", str(savedmodel),
         "--size", str(size), "--opset", str(OPSET), "--output", str(output),
+        "--external-data-above", str(external_above),
         *(["--weights-in-graph"] if weights_in_graph() else []),
     ]
     # TF_USE_LEGACY_KERAS: TensorFlow then preloads tf_keras instead of Keras 3, which imports scikit-learn where
@@ -103,10 +106,12 @@ FP16_ON_ARM = ("ONNX Runtime computes an fp16 graph in fp16 on ARM cores with FP
 
 
 def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int | None = None,
-                 mobile: bool = False) -> tuple[Path, int, int, dict[str, int]]:
+                 mobile: bool = False, external_above: int = ONNX_EXTERNAL_DATA_ABOVE,
+                 ) -> tuple[Path, int, int, dict[str, int]]:
     """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``, or fixed to ``batch`` images with every shape in
     the file static: :func:`fix_batch`), with ``mobile`` its ops rewritten where mobile accelerators lack them
-    (``exporter.formats.onnx_mobile``), converted once per run and reused.
+    (``exporter.formats.onnx_mobile``), converted once per run and reused. Its weights are in a data file beside
+    it from ``external_above`` bytes on (``exporter.formats.onnx_storage``).
 
     Returns its path, the peak RSS of the conversion that made it, that peak again only if the conversion ran in
     this call (0 when it was reused), so each export reports the memory it really used, and the rewrites made.
@@ -123,19 +128,19 @@ def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int 
         scratch = Path(work.scratch or beside)
         graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
         path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
-        peak = ran = _run_tf2onnx(loaded.export_savedmodel, path, size)
+        peak = ran = _run_tf2onnx(loaded.export_savedmodel, path, size, external_above)
         model = onnx.load(str(path))
         for value in (*model.graph.input, *model.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
     else:  # from the plain conversion, converted once
-        plain, peak, ran, _ = convert_fp32(loaded, work, beside)
+        plain, peak, ran, _ = convert_fp32(loaded, work, beside, external_above=external_above)
         path = plain.with_name(plain.name.replace(".tf2onnx.onnx", f".batch-{batch or 'dynamic'}.mobile-{mobile}.onnx"))
         model = onnx.load(str(plain))
         if batch is not None:
             model = fix_batch(model, batch, size, loaded.info.num_outputs)
         if mobile:
             model, rewrites = mobile_friendly(model)
-    onnx.save(model, str(path))
+    onnx_storage.save(model, path, external_above)
     work.memo[key] = (path, peak, rewrites)
     return path, peak, ran, rewrites
 
@@ -167,6 +172,13 @@ def symbolic_dims(model: Any) -> list[str]:
     return [f"{value.name}[{axis}]={dim.dim_param or '?'}"
             for value in (*model.graph.input, *model.graph.output, *model.graph.value_info)
             for axis, dim in enumerate(value.type.tensor_type.shape.dim) if not dim.HasField("dim_value")]
+
+
+def external_data_record(data: Path) -> dict[str, Any]:
+    """The manifest's note of a data file: where the weights are, and why (``exporter.formats.onnx_storage``)."""
+    return {"file": data.name, "offset_alignment": onnx_storage.ALIGNMENT,
+            "why": "the weights are stored beside the graph (ONNX external data) past --onnx-external-data-above; "
+                   "keep the two files together"}
 
 
 def int8_settings() -> dict[str, Any]:
@@ -258,7 +270,7 @@ def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedMod
     trial = quantized.with_name("model.int8.trial.onnx")
 
     plain = quantized.with_name("model.int8.plain.onnx")
-    quantized.replace(plain)  # already quantized with nothing excluded: trial 0, and the speed baseline
+    onnx_storage.move(quantized, plain)  # already quantized with nothing excluded: trial 0, and the speed baseline
 
     def evaluate(kept_float: list[str]) -> dict[str, float]:
         model = quantize(kept_float, trial) if kept_float else plain
@@ -267,13 +279,13 @@ def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedMod
     target = options.accuracy_target
     result = fewest_float_layers({"graph order": list(scores)}, evaluate, target, split, "onnx int8")
     quantize(result.float_layers, quantized)
-    trial.unlink(missing_ok=True)
+    onnx_storage.remove(trial)
     record = result.record(target, split, "onnxruntime.quantization quantize_static nodes_to_exclude",
                            {"graph order": "the first Conv/Gemm layers first: float layers pay only in runs "
                                            "(graph_order_ranking)"}, len(scores), scores)
     batch = split.images[:1]
     record["speed_vs_plain_int8"] = paired_speed(_cpu_call(plain, batch), _cpu_call(quantized, batch))
-    plain.unlink()
+    onnx_storage.remove(plain)
     return record
 
 
@@ -326,7 +338,10 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
 
     size = loaded.info.input_size
     # the graph ONNX Runtime Mobile's NNAPI and CoreML providers take (onnx_mobile), verified like any other
-    fp32, peak_rss, child_peak, rewrites = convert_fp32(loaded, work, target.parent, options.batch, mobile=True)
+    above = options.onnx_external_data_above
+    fp32, peak_rss, child_peak, rewrites = convert_fp32(loaded, work, target.parent, options.batch, mobile=True,
+                                                        external_above=above)
+    big = onnx_storage.stored_bytes(fp32) >= above  # intermediate files keep their weights outside too
     recipe: dict[str, Any] = {"method": conversion_method(), "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
                               **({"mobile_rewrites": rewrites} if rewrites else {})}
     if options.batch is not None:
@@ -347,21 +362,24 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
                                f"({str(error).strip()[:200]}); export onnx fp32 instead") from None
         recipe["method"] += "; fp16 weights and arithmetic (onnxruntime float16 tool), float32 I/O"
     else:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
+                                              quantize_static)
 
         calibration = work.calibration()
         prepared = target.parent / "model.prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True, save_as_external_data=big,
+                          all_tensors_to_one_file=True, external_data_location=onnx_storage.data_file(prepared).name)
         quantized = target.parent / "model.int8.onnx"
         ranges = target.parent / CALIBRATION_CACHE
 
         def quantize(kept_float: list[str], output: Path) -> Path:
+            onnx_storage.remove(output)  # onnx appends to a data file that exists
             quantize_static(
                 str(prepared), str(output), CalibrationReader(calibration.images, options.batch or 1),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_float,
-                calibration_cache_path=str(ranges),
+                calibration_cache_path=str(ranges), use_external_data_format=big,
             )
             return output
 
@@ -375,7 +393,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
             recipe["accuracy_aware"] = _accuracy_aware(prepared, quantized, quantize, loaded, options, work)
         model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
-    onnx.save(model, str(target))
+    if data := onnx_storage.save(model, target, above):
+        recipe["external_data"] = external_data_record(data)
     right_on, not_on = ALL_CLASSES, {}
     if precision == "fp16":  # measured: benchmarks/records/arm64.md
         right_on = tuple(c for c in ALL_CLASSES if c != ARM64_DOTPROD)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.formats import FormatResult
+from exporter.formats import FormatResult, onnx_storage
 from exporter.formats.onnx import (CALIBRATION_CACHE, CalibrationReader, add_metadata, convert_fp32, cpu_outputs,
-                                   fix_batch, int8_settings, quantize_static_config)
+                                   external_data_record, fix_batch, int8_settings, quantize_static_config)
 from exporter.options import ExportOptions, Workspace
 from exporter.sources import LoadedModel
 
@@ -33,13 +33,17 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     size = loaded.info.input_size
-    fp32, peak_rss, child_peak, _ = convert_fp32(loaded, work, target.parent)
+    above = options.onnx_external_data_above
+    fp32, peak_rss, child_peak, _ = convert_fp32(loaded, work, target.parent, external_above=above)
+    big = onnx_storage.stored_bytes(fp32) >= above  # intermediate files keep their weights outside too
     model = fix_batch(onnx.load(str(fp32)), 1, size, loaded.info.num_outputs)
     del model.metadata_props[:]  # qnn_preprocess_model (onnxruntime 1.32) fails on models that carry metadata
     fixed = target.parent / "model.fixed.onnx"
-    onnx.save(model, str(fixed))
+    onnx_storage.save(model, fixed, 0 if big else above)
     prepared = target.parent / "model.prepared.onnx"
-    source = prepared if qnn_preprocess_model(str(fixed), str(prepared)) else fixed  # False: nothing to change
+    changed = qnn_preprocess_model(str(fixed), str(prepared), save_as_external_data=big, all_tensors_to_one_file=True,
+                                   external_data_location=onnx_storage.data_file(prepared).name)
+    source = prepared if changed else fixed  # False: nothing to change
     calibration = work.calibration()
 
     def quantize_with(a16_tensors: list[str], output: Path) -> Path:
@@ -47,6 +51,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         config = get_qnn_qdq_config(str(source), CalibrationReader(calibration.images),
                                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                                     init_overrides=overrides or None)
+        config.use_external_data_format = big
+        onnx_storage.remove(output)  # onnx appends to a data file that exists
         return quantize_static_config(source, output, config, target.parent / CALIBRATION_CACHE)
 
     quantized = quantize_with([], target.parent / "model.qnn.onnx")
@@ -54,7 +60,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
               if options.accuracy_target is not None else None)
     model = onnx.load(str(quantized))
     add_metadata(model, loaded, precision)
-    onnx.save(model, str(target))
+    data = onnx_storage.save(model, target, above)
     recipe = {
         "method": "tf2onnx, batch fixed to 1, every op QDQ-quantized with onnxruntime's QNN recipe",
         "weights": "int8 per-channel", "activations": "uint8 per-tensor (MinMax)" + (
@@ -63,6 +69,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         "target": "Qualcomm HTP via ONNX Runtime's QNN EP", "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
         "calibration": calibration.record,
         **({"accuracy_aware": search} if search is not None else {}),
+        **({"external_data": external_data_record(data)} if data else {}),
     }
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
                         tools=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn"), child_peak_rss_bytes=child_peak,
@@ -101,7 +108,7 @@ def _accuracy_aware(source: Path, quantized: Path, quantize_with, loaded: Loaded
     result = fewest_float_layers({"graph order": tensors}, evaluate, target, split, "qnn int8", keeping=A16)
     if result.float_layers:
         quantize_with(result.float_layers, quantized)
-    trial.unlink(missing_ok=True)
+    onnx_storage.remove(trial)
     record = result.record(target, split, "onnxruntime QNN recipe, 16-bit activations by tensor (init_overrides)",
                            {"graph order": "the first activation tensors first: the error accumulates from the "
                                            "input (graph_order_tensors)"}, len(tensors))

@@ -1,7 +1,8 @@
 """tf2onnx in a child process, with the model's weights kept out of TensorFlow's graph passes.
 
 Run by the ``onnx`` format as ``python -m exporter.formats.tf2onnx_child --saved-model DIR --size N --opset K
---output FILE`` (the default route), or with ``--weights-in-graph`` for the previous route, kept for comparison.
+--output FILE --external-data-above BYTES`` (the default route), or with ``--weights-in-graph`` for the previous
+route, kept for comparison.
 
 Why (figures: ``benchmarks/records/tf2onnx-memory.md``): tf2onnx's command line freezes the variables into a
 GraphDef and runs grappler on it, which holds many copies of the weights at once, and none of that work needs
@@ -29,6 +30,7 @@ import argparse
 import gc
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,24 +121,44 @@ def put_weights_back(model: Any, weights: dict[str, np.ndarray]) -> None:
     graph.input.extend(inputs)
 
 
-def fold_constants(model: Any, output: str) -> None:
-    """Saves ``model`` at ``output`` with what depends only on initializers folded (ONNX Runtime, basic level)."""
+def fold_constants(model: Any, output: str, external_above: int) -> None:
+    """Saves ``model`` at ``output`` with what depends only on initializers folded (ONNX Runtime, basic level), its
+    weights beside it in a data file from ``external_above`` bytes on (``exporter.formats.onnx_storage``).
+
+    ONNX Runtime reads the model from memory when it serializes (under 2 GiB of weights); otherwise from a
+    scratch file with external data, and then it writes the folded weights to a data file of its own."""
     import onnx
     import onnxruntime as ort
+
+    from exporter.formats import onnx_storage
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = output
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    folded = onnx.load(output)
+    target = Path(output)
+    if onnx_storage.weights_bytes(model) < external_above:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    else:
+        unfolded = target.with_name(target.name.replace(".onnx", ".unfolded.onnx"))
+        onnx_storage.save(model, unfolded, 0)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         onnx_storage.data_file(target).name)
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                         str(onnx_storage.MIN_EXTERNAL_TENSOR))
+        try:
+            ort.InferenceSession(str(unfolded), options, providers=["CPUExecutionProvider"])
+        finally:
+            unfolded.unlink(missing_ok=True)
+            onnx_storage.data_file(unfolded).unlink(missing_ok=True)
+    folded = onnx.load(output)  # with its data file's weights, if ONNX Runtime wrote one
     used = {node.domain for node in folded.graph.node} | {""}
     kept = [opset for opset in folded.opset_import if opset.domain in used]  # ORT lists every domain it knows
     del folded.opset_import[:]
     folded.opset_import.extend(kept)
-    onnx.save(folded, output)
+    onnx_storage.save(folded, target, external_above)
 
 
-def convert_weights_out(savedmodel: str, size: int, opset: int, output: str) -> None:
+def convert_weights_out(savedmodel: str, size: int, opset: int, output: str, external_above: int) -> None:
     from tf2onnx import convert
 
     graph_def, source, sink = frozen_graph(savedmodel, size)
@@ -147,10 +169,12 @@ def convert_weights_out(savedmodel: str, size: int, opset: int, output: str) -> 
     del graph_def
     put_weights_back(model, weights)
     weights.clear()
-    fold_constants(model, output)
+    fold_constants(model, output, external_above)
 
 
-def convert_weights_in_graph(savedmodel: str, size: int, opset: int, output: str) -> None:
+def convert_weights_in_graph(savedmodel: str, size: int, opset: int, output: str, external_above: int) -> None:
+    """tf2onnx's own command line, the weights in the file whatever ``external_above`` (its ``--large_model``
+    writes a zip, which ONNX Runtime does not open); the parent stores them as the threshold says."""
     collect_between_optimizers()
     from tf2onnx import convert
 
@@ -167,9 +191,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--opset", type=int, required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--weights-in-graph", action="store_true")
+    parser.add_argument("--external-data-above", type=int, required=True)
     args = parser.parse_args(argv)
     route = convert_weights_in_graph if args.weights_in_graph else convert_weights_out
-    route(args.saved_model, args.size, args.opset, args.output)
+    route(args.saved_model, args.size, args.opset, args.output, args.external_data_above)
     print(f"{PEAK_RSS_LINE}{own_peak_rss_bytes()}", flush=True)
 
 

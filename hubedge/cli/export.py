@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from exporter.formats import FORMATS
-from exporter.options import GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS, TFLITE_INT8_RECIPES
+from exporter.options import (GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
+                              ONNX_EXTERNAL_DATA_ABOVE, TFLITE_INT8_RECIPES)
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
 from runtimes.errors import HubedgeError
@@ -81,6 +82,11 @@ def add_parser(commands) -> None:
                         help="the memory a step may use, e.g. 20GB; a step (loading the model, one format's "
                              "export) whose estimated peak exceeds it is refused before it starts (default: what is "
                              "available on this machine when the step starts)")
+    parser.add_argument("--onnx-external-data-above", type=memory_size, default=ONNX_EXTERNAL_DATA_ABOVE,
+                        metavar="SIZE",
+                        help="onnx, qnn: from this much weight on, keep the weights in <artifact>.onnx.data beside the "
+                             ".onnx file (ONNX external data, offsets aligned for memory mapping), as files past "
+                             "protobuf's 2 GiB limit must; 0: always (default: 1.88 GB, the most allowed)")
     add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
@@ -103,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
                             int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu,
                             accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback,
-                            batch=args.batch, require_offload=args.require_offload)
+                            batch=args.batch, require_offload=args.require_offload,
+                            onnx_external_data_above=args.onnx_external_data_above)
     formats = args.format  # a comma list, or "all"
     # everything that can be refused is refused before the model loads; export() says the notes once
     pairs = planned_pairs(formats, args.quantize, lambda _: None)
