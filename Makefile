@@ -40,12 +40,12 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m hubedge.demo --output $(DEMO_OUT)
 
 # First the tests a runtimes-only install can run, with the export extra made unimportable, then everything on two
-# pytest-xdist workers (tests/conftest.py hands out whole modules, longest first; docs/test-timing.md shows that two
-# fit in 24 GB). The fuzz suite runs in processes of its own: a fuzz case that allocates on top of what a worker holds
-# after the full-geometry tests must not take the whole run down with it. Tests marked timing (the gate's check that a
-# second bench raises no false alarm) run alone, before the rest: a second worker's load changes the latency of a
-# multi-threaded runtime unlike its reference's, which is noise the gate does not claim to cancel (README, "The CI
-# gate"). tests/tiers.sh ends with each tier's time.
+# pytest-xdist workers (tests/conftest.py hands out whole modules, longest first; benchmarks/records/test-timing.md
+# shows that two fit in 24 GB). The fuzz suite runs in processes of its own: a fuzz case that allocates on top of what
+# a worker holds after the full-geometry tests must not take the whole run down with it. Tests marked timing (the
+# gate's check that a second bench raises no false alarm) run alone, before the rest: a second worker's load changes
+# the latency of a multi-threaded runtime unlike its reference's, which is noise the gate does not claim to cancel
+# (docs/benchmarks.md, "CI gate"). tests/tiers.sh ends with each tier's time.
 PYTEST := $(VENV)/bin/python -m pytest
 TEST_WORKERS ?= 2
 PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder

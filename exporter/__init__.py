@@ -5,7 +5,18 @@ From Python: ``exporter.export(model, formats=..., precisions=..., options=Expor
 calls. Importing this package never imports TensorFlow; exporting does.
 """
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+# OpenVINO's converter and NNCF send usage telemetry from a thread pool, each event through a forked process,
+# unless the user opted out. Exports are offline work, and a fork from a thread can deadlock in OpenBLAS's fork
+# handler while numpy computes in the main thread (seen: a make check hung for 20 minutes in agreement metrics).
+# Both libraries send nothing when the openvino_telemetry package cannot be imported, so in a process that imports
+# the exporter before OpenVINO, it cannot be. HUBEDGE_OPENVINO_TELEMETRY=1 leaves it as OpenVINO ships it.
+if os.environ.get("HUBEDGE_OPENVINO_TELEMETRY") != "1":
+    sys.modules.setdefault("openvino_telemetry", None)
 
 from exporter.api import ExportsFailed, export  # noqa: E402
 from exporter.formats import Shortfall  # noqa: E402

@@ -4,7 +4,7 @@ A manifest records the sha256 of its artifact (and of companions such as OpenVIN
 the files it relies on (the recorded reference). ``runtimes.load`` refuses an artifact whose bytes are not the
 ones exported and verified, before any runtime parses them, and every reader refuses a name that is not a plain
 file name in the artifact's folder (``../../etc/passwd``, a symlink that leads elsewhere). A file that matches
-is not thereby safe: whoever can write the artifact can write its manifest too (README, "Security").
+is not thereby safe: whoever can write the artifact can write its manifest too (docs/security.md).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -102,3 +103,21 @@ def test_an_option_only_some_requested_formats_take_is_noted_for_the_others():
     pairs = planned_pairs("tflite,onnx", "int8", said.append)
     check_options(pairs, exporter.ExportOptions(int8_io="uint8"), verify=False, progress=said.append)
     assert said == ["note: int8_io (--int8-io) applies to tflite int8; onnx int8 ignore(s) it"]
+
+
+@pytest.mark.export
+def test_a_process_that_exports_sends_no_openvino_telemetry():
+    """OpenVINO's converter and NNCF fall back to sending nothing when openvino_telemetry cannot be imported; the
+    exporter makes it so (their sender forks from a thread, which once deadlocked a test run). A process of its own:
+    NNCF also stays quiet under pytest, which would hide the difference."""
+    import subprocess
+    import sys
+
+    check = ("import exporter, openvino.tools.ovc.convert_impl as ovc, nncf.telemetry.wrapper as nncf; "
+             "print(ovc.tm.__name__, type(nncf.telemetry).__name__)")
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "HUBEDGE_OPENVINO_TELEMETRY")}
+    quiet = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "MagicMock"], quiet.stderr[-1000:]
+    kept = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300,
+                          env={**env, "HUBEDGE_OPENVINO_TELEMETRY": "1"})
+    assert kept.stdout.split() == ["openvino_telemetry", "NNCFTelemetry"], kept.stderr[-1000:]

@@ -1,5 +1,6 @@
 """The trained-weights yardstick through every format and precision, judged on held-apart photos and their
-crops, natively and, quantized, as an x86 CPU without VNNI (slow: 5-10 minutes alone, docs/test-timing.md)."""
+crops, natively and, quantized, as an x86 CPU without VNNI (slow: 5-10 minutes alone,
+benchmarks/records/test-timing.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 refused, and that a GPU that does not start is reported as absent rather than replaced by the CPU.
 
 The paths themselves ran on an NVIDIA H100 (onnxruntime-gpu 1.31.1 CUDA EP; LiteRT 2.3 WebGPU over Vulkan);
-the figures are in the README's Devices section.
+the figures are in docs/devices.md.
 """
 
 from __future__ import annotations

@@ -100,10 +100,10 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from exporter.api import ExportOptions, ExportsFailed, check_options, export, planned_pairs
-    from exporter.fsutil import ensure_writable_dir
-    from exporter.zoo import expand_models
+def checked_plan(args: argparse.Namespace) -> tuple:
+    """The export options and (format, precision) pairs the flags ask for, with everything that can be refused
+    before a model loads refused (one line each; export() says the notes once)."""
+    from exporter.api import ExportOptions, check_options, planned_pairs
 
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
@@ -111,10 +111,18 @@ def run(args: argparse.Namespace) -> int:
                             accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback,
                             batch=args.batch, require_offload=args.require_offload,
                             onnx_external_data_above=args.onnx_external_data_above)
-    formats = args.format  # a comma list, or "all"
-    # everything that can be refused is refused before the model loads; export() says the notes once
-    pairs = planned_pairs(formats, args.quantize, lambda _: None)
+    pairs = planned_pairs(args.format, args.quantize, lambda _: None)  # --format: a comma list, or "all"
     check_options(pairs, options, not args.no_verify, lambda _: None)
+    return options, pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    from exporter.api import ExportsFailed, export
+    from exporter.fsutil import ensure_writable_dir
+    from exporter.zoo import expand_models
+
+    options, pairs = checked_plan(args)
+    formats = args.format
     ensure_writable_dir(Path(args.output))
     models = expand_models(args.model)
     cluster = args.cluster or os.environ.get("RAY_ADDRESS")
