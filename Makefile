@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian's arm64 interpreter and PyPI's aarch64 wheels of the runtimes installed here, under ~/.cache/hubedge/arm64
-# ($$HUBEDGE_ARM64_ROOT); a second run finds it ready (exporter/verify/arm64_env.py; called, not run with -m, which would
-# import the module twice: the exporter package imports it too)
+# ($$HUBEDGE_ARM64_ROOT); a second run finds it ready (exporter/verify/arm64_env.py; called, not run with -m,
+# which would import the module twice: the exporter package imports it too)
 arm64-env: $(STAMP)
 	$(VENV)/bin/python -c "import sys; from exporter.verify.arm64_env import main; sys.exit(main())"
 

@@ -13,6 +13,7 @@ from exporter.pipeline import verification_images
 from exporter.formats import FORMATS
 from runtimes.agreement import agreement_with_reference
 from runtimes.manifest import manifest_path, read_manifest
+from runtimes.errors import HubedgeError
 from tests.helpers import cpu_has_bf16, export_all
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
@@ -324,6 +325,28 @@ def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(mon
     assert commands[0][commands[0].index("--external-data-above") + 1] == "12345"
     assert ("--weights-in-graph" in commands[0]) is route_flag
     assert ("command line" in onnx_format.conversion_method()) is route_flag
+
+
+def test_a_tf2onnx_child_killed_for_memory_is_named_so(monkeypatch, tmp_path):
+    """The kernel's OOM killer ends the child with SIGKILL; its log's last line is then whatever it printed last
+    (a CUDA stub's notice, on a 2 GB BiT), so the error names the signal and its likely cause instead."""
+    import signal
+    import subprocess
+
+    from exporter.formats import onnx as onnx_format
+
+    class Killed:
+        returncode = -signal.SIGKILL
+
+        def __init__(self, command, stdout, **kwargs):
+            stdout.write("I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\n")
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(subprocess, "Popen", Killed)
+    with pytest.raises(HubedgeError, match=r"killed by SIGKILL \(most likely the kernel's out-of-memory killer"):
+        onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 224, 1 << 30)
 
 
 @pytest.mark.export

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,11 @@ def _run_tf2onnx(savedmodel: Path, output: Path, size: int, external_above: int)
             raise
         log.seek(0)
         lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    if process.returncode < 0:  # a signal: its last log line is whatever it happened to print before
+        name = signal.Signals(-process.returncode).name
+        why = (" (most likely the kernel's out-of-memory killer: the conversion needed more memory than was free; "
+               "see --memory-budget)" if -process.returncode == signal.SIGKILL else "")
+        raise HubedgeError(f"the tf2onnx child process was killed by {name}{why}")
     if process.returncode != 0 or not output.is_file():
         detail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
         raise HubedgeError(f"tf2onnx failed (exit {process.returncode}): {detail[:300]}")

@@ -188,10 +188,10 @@ def accuracy_aware_line(result) -> str:
 
 def print_results(results: list) -> None:
     """One line per artifact: size, time, peak memory and what verification found."""
+    from exporter.pipeline import verified_cpu_line
     from exporter.verify.deployability import summary_line as deployability_line
     from exporter.verify.fallback import fallback_line
     from exporter.verify.mobile_sdk import summary_line
-    from exporter.pipeline import verified_cpu_line
 
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:
