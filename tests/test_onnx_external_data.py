@@ -37,6 +37,11 @@ def _small_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
+def _locations(path: Path) -> set[str]:
+    """The files the ONNX file ``path`` keeps tensors in, read from the graph alone."""
+    return {info.location for info in _external(path)}
+
+
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
@@ -56,7 +61,7 @@ def test_weights_past_the_threshold_go_to_an_aligned_data_file_that_onnx_runtime
     data = onnx_storage.save(_small_model(), stored, 0)
     assert data == tmp_path / "m.onnx.fp32.onnx.data" and data.is_file()
     infos = _external(stored)
-    assert {info.location for info in infos} == {data.name} == onnx_storage.external_files(stored)
+    assert {info.location for info in infos} == {data.name} == _locations(stored)
     assert len(infos) == 2  # w1 and w2; b (28 bytes) stays in the graph
     assert all(info.offset % onnx_storage.ALIGNMENT == 0 for info in infos)
     assert data.stat().st_mode & 0o777 == stored.stat().st_mode & 0o777  # shipped as readable as the graph
@@ -75,7 +80,7 @@ def test_a_model_with_a_data_file_moves_with_it(tmp_path):
     target = tmp_path / "model.int8.plain.onnx"
     onnx_storage.move(source, target)
     assert not source.exists() and not onnx_storage.data_file(source).exists()
-    assert onnx_storage.external_files(target) == {"model.int8.plain.onnx.data"}
+    assert _locations(target) == {"model.int8.plain.onnx.data"}
     np.testing.assert_array_equal(_run(target, x), expected)
     onnx_storage.remove(target)
     assert not target.exists() and not onnx_storage.data_file(target).exists()
@@ -85,7 +90,7 @@ def test_atomic_publishing_moves_a_written_data_file_and_removes_a_stale_one(tmp
     final = tmp_path / "m.onnx.fp32.onnx"
     with atomic_path(final, optional=(".onnx.data",)) as temp:
         onnx_storage.save(_small_model(), temp, 0)
-    assert onnx_storage.data_file(final).is_file() and onnx_storage.external_files(final) == {"m.onnx.fp32.onnx.data"}
+    assert onnx_storage.data_file(final).is_file() and _locations(final) == {"m.onnx.fp32.onnx.data"}
     with atomic_path(final, optional=(".onnx.data",)) as temp:  # re-exported below the threshold
         onnx_storage.save(_small_model(), temp, 10**9)
     assert final.is_file() and not onnx_storage.data_file(final).exists()
@@ -138,7 +143,7 @@ def test_a_tiny_twin_exports_verifies_and_loads_with_its_weights_beside_the_grap
         data = onnx_storage.data_file(artifact)
         if result.format == "onnx":
             assert result.verification["passed"] and result.verification["onnx_checker"]["passed"], artifact.name
-        assert onnx_storage.external_files(artifact) == {data.name}
+        assert _locations(artifact) == {data.name}
         manifest = json.loads(artifact.with_suffix(".json").read_text())
         assert manifest["artifact"]["companions"] == {data.name: sha256_of(data)}
         assert manifest["artifact"]["size_bytes"] == artifact.stat().st_size + data.stat().st_size

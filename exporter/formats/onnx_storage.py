@@ -20,8 +20,7 @@ from typing import Any
 
 from runtimes.contract import ONNX_DATA_SUFFIX
 
-__all__ = ["ALIGNMENT", "DATA_SUFFIX", "data_file", "external_files", "move", "remove", "save", "stored_bytes",
-           "weights_bytes"]
+__all__ = ["ALIGNMENT", "DATA_SUFFIX", "data_file", "move", "remove", "save", "stored_bytes", "weights_bytes"]
 
 DATA_SUFFIX = ONNX_DATA_SUFFIX  # replaces the artifact's ".onnx": <artifact>.onnx.data
 ALIGNMENT = 4096  # the page size the ONNX external-data specification names for offsets that can be mapped
@@ -83,12 +82,3 @@ def remove(path: Path) -> None:
     """Removes the ONNX file ``path`` and its data file, where they exist."""
     path.unlink(missing_ok=True)
     data_file(path).unlink(missing_ok=True)
-
-
-def external_files(path: Path) -> set[str]:
-    """The names of the files that the ONNX file ``path`` keeps tensors in, read from the graph alone."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {ExternalDataInfo(tensor).location for tensor in model.graph.initializer if uses_external_data(tensor)}
