@@ -12,6 +12,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.hubedge-installed
 # This machine's pip configuration names two empty local indexes; their warnings are noise, not errors.
+# setuptools' editable install ends with a notice that a folder named like the package in the working directory may be
+# imported instead; hubedge's checkout is that folder (hubedge/ imports the libraries beside it), so it is silenced.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 
 .PHONY: install demo test check clean arm64-env
@@ -21,9 +23,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	out=$$($(VENV)/bin/python -c "import exporter, runtimes, tensorflow_hub, onnxruntime, openvino, ai_edge_litert, \
-		mediapipe.tasks.python.vision; from exporter.formats.tflite_metadata import metadata_writers; metadata_writers()" 2>&1) \
+	PYTHONWARNINGS='ignore:Editable installation' $(VENV)/bin/python -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	out=$$($(VENV)/bin/python -c "import hubedge.exporter, hubedge.runtimes, tensorflow_hub, onnxruntime, openvino, ai_edge_litert, \
+		mediapipe.tasks.python.vision; from hubedge.exporter.formats.tflite_metadata import metadata_writers; metadata_writers()" 2>&1) \
 		|| { echo "$$out"; exit 1; }
 	touch $(STAMP)
 
@@ -31,7 +33,7 @@ $(STAMP): pyproject.toml
 # ($$HUBEDGE_ARM64_ROOT); a second run finds it ready (exporter/verify/arm64_env.py; called, not run with -m,
 # which would import the module twice: the exporter package imports it too)
 arm64-env: $(STAMP)
-	$(VENV)/bin/python -c "import sys; from exporter.verify.arm64_env import main; sys.exit(main())"
+	$(VENV)/bin/python -c "import sys; from hubedge.exporter.verify.arm64_env import main; sys.exit(main())"
 
 DEMO_OUT := artifacts
 
@@ -54,7 +56,7 @@ PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 # arm64 tests run; where it cannot be made (no apt, no network to Debian), it says so and those tests skip, naming
 # the command, unless HUBEDGE_REQUIRE_CPU_EMULATION=1 (set by .ci/run) makes them fail.
 test: $(STAMP)
-	$(VENV)/bin/python -c "import sys; from exporter.verify.arm64_env import main; sys.exit(main())" \
+	$(VENV)/bin/python -c "import sys; from hubedge.exporter.verify.arm64_env import main; sys.exit(main())" \
 		|| echo "make test: the arm64 environment could not be prepared; the arm64 tests will say why"
 	bash tests/tiers.sh \
 		runtimes-only 'HUBEDGE_TEST_WITHOUT_EXPORT=1 $(PYTEST) -m "not export" -q -p no:cacheprovider' \

@@ -2,13 +2,13 @@
 
 From Python::
 
-    import benchmarks
+    from hubedge import benchmarks
     report = benchmarks.bench(["artifacts/"], benchmarks.BenchOptions(runs=20))
     print(benchmarks.report.markdown(report))
     verdict = benchmarks.judge(report, baseline, benchmarks.GateOptions(max_slowdown=0.10))
 
 ``hubedge bench`` is a thin layer over these calls. Every artifact runs through the same
-``runtimes.load(...).predict()`` users call, beside its reference measured in the same run, so every figure can
+``hubedge.runtimes.load(...).predict()`` users call, beside its reference measured in the same run, so every figure can
 be read as a ratio to that reference. Importing this package never imports TensorFlow.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from benchmarks.gate import GateOptions, compare, judge
-from benchmarks.runner import REFERENCE_MODES, BenchOptions, reference_mode, run
+from hubedge.benchmarks import report
+from hubedge.benchmarks.gate import GateOptions, compare, judge
+from hubedge.benchmarks.runner import REFERENCE_MODES, BenchOptions, reference_mode, run
 
 __all__ = ["REFERENCE_MODES", "BenchOptions", "GateOptions", "bench", "compare", "judge", "reference_mode", "report"]
 

@@ -2,8 +2,8 @@
 
 It reads what is already there and runs nothing: the manifests (size, export time, peak memory, agreement with the
 FP32 reference on the evaluation images, the CPU classes verified), a catalog run's job ledger
-(``exporter.zoo.ledger``: failed jobs and their reasons, the node and host each job ran on, its attempts) and any
-bench report saved in the folder (``hubedge bench --json``: latency per device and the machine it was timed on).
+(``hubedge.exporter.zoo.ledger``: failed jobs and their reasons, the node and host each job ran on, its attempts) and
+any bench report saved in the folder (``hubedge bench --json``: latency per device and the machine it was timed on).
 It writes ``hubedge-report.json``, ``hubedge-report.md``, ``hubedge-report.png`` (with matplotlib) and one record
 per model under ``perf/``, in the manner of qai-hub-models' ``perf.yaml``: what each artifact of the model came to.
 Importing it never imports TensorFlow, so an edge machine with the runtimes alone can report on a copied folder.
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import cell
-from runtimes.devices import RESOURCE_PREFIX
-from runtimes.errors import HubedgeError, InvalidInputError
-from runtimes.manifest import SCHEMA, manifest_path
+from hubedge.benchmarks.report import cell
+from hubedge.runtimes.devices import RESOURCE_PREFIX
+from hubedge.runtimes.errors import HubedgeError, InvalidInputError
+from hubedge.runtimes.manifest import SCHEMA, manifest_path
 
 __all__ = ["PERF_FOLDER", "REPORT_SCHEMA", "REPORT_STEM", "build", "markdown", "write", "write_plot"]
 
@@ -62,7 +62,7 @@ def _manifest_row(manifest_file: Path, manifest: dict[str, Any]) -> dict[str, An
 
 
 def _ledger_entries(folder: Path) -> dict[str, dict[str, Any]]:
-    from exporter.zoo.ledger import LEDGER, Ledger
+    from hubedge.exporter.zoo.ledger import LEDGER, Ledger
 
     return Ledger(folder).entries if (folder / LEDGER).is_file() else {}
 
@@ -186,7 +186,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.plot import MARKERS
+    from hubedge.benchmarks.plot import MARKERS
 
     rows = [row for row in report["rows"] if row["status"] == "ok" and "cosine_min" in row["agreement"]]
     figure, axes = plt.subplots(figsize=(8, 5))
@@ -211,7 +211,7 @@ def write(folder: str | Path, say: Callable[[str], None] = lambda _: None) -> di
     and ``perf/<model>.yaml``); each file is replaced whole."""
     import yaml
 
-    from exporter.fsutil import atomic_path
+    from hubedge.exporter.fsutil import atomic_path
 
     folder = Path(folder)
     report = build(folder)

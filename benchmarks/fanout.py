@@ -1,7 +1,7 @@
 """Benches on a Ray cluster: each model's artifacts timed on a node that offers the device, alone on that node.
 
 A node offers devices as Ray custom resources, one unit each (``hubedge devices --ray-resources`` prints them for
-``ray start --resources``): ``device:cpu``, ``device:cpu-<class>`` (``runtimes.cpu``), ``device:gpu``,
+``ray start --resources``): ``device:cpu``, ``device:cpu-<class>`` (``hubedge.runtimes.cpu``), ``device:gpu``,
 ``device:npu``. ``--device cpu`` is timed once on a node of every CPU class the cluster offers, because int8's gains
 differ between classes; ``gpu`` and ``npu`` once wherever offered. Each task declares one unit of its device and
 every CPU of its node, pinned there, so no export and no other bench shares the node while it times. A device that
@@ -16,9 +16,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.runner import BenchOptions, find_artifacts, reference_mode
-from runtimes.devices import RESOURCE_PREFIX
-from runtimes.manifest import read_manifest
+from hubedge.benchmarks.runner import BenchOptions, find_artifacts, reference_mode
+from hubedge.runtimes.devices import RESOURCE_PREFIX
+from hubedge.runtimes.manifest import read_manifest
 
 __all__ = ["bench_on_cluster", "device_resources", "merge"]
 
@@ -35,7 +35,7 @@ def _bench_task(paths: list[str], options: BenchOptions, resource: str) -> dict[
     """The task: one model's artifacts on one device of this node, with all its cores; every row says where."""
     import ray
 
-    import benchmarks
+    from hubedge import benchmarks
 
     threads = options.threads or os.cpu_count() or 1
     os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray sets it from num_cpus; say so ourselves, for every library
@@ -71,7 +71,7 @@ def bench_on_cluster(paths: list[str], options: BenchOptions, cluster: str | Non
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from exporter.zoo.fanout import ray_session
+    from hubedge.exporter.zoo.fanout import ray_session
 
     mode = reference_mode(options.reference_mode)
     options = dataclasses.replace(options, reference_mode=mode)

@@ -7,7 +7,7 @@ than ``max_slowdown``, when it no longer runs where it ran, or when its agreemen
 
 With hundreds of rows on a noisy machine, a threshold alone fails some row on every run. So a slowdown past the
 threshold counts only when it is also significant: the row's per-block ratios (each block of calls timed right
-beside a block of its reference, ``benchmarks.latency.paired_timing``) are compared with the baseline's by a
+beside a block of its reference, ``hubedge.benchmarks.latency.paired_timing``) are compared with the baseline's by a
 one-sided Mann-Whitney U test. Why that test: the two runs' blocks are independent samples with no pairing between
 them (block 3 of today has nothing to do with block 3 of the baseline), so a sign test on pairs would be
 arbitrary; the U test needs no normality, and with 6 blocks a side its exact p-value can go as low as 1/924.
@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.report import place, reference_rows, relative_latency
-from runtimes.errors import HubedgeError
+from hubedge.benchmarks.report import place, reference_rows, relative_latency
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["SIGNIFICANCE_TEST", "GateOptions", "GateResult", "compare", "judge", "require_scipy"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Predictor
+from hubedge.runtimes.base import Predictor
 
 
 @dataclasses.dataclass

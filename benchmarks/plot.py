@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import weights_label
-from runtimes.errors import HubedgeError
+from hubedge.benchmarks.report import weights_label
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["FRONT_COLOUR", "MARKERS", "POINT_COLOUR", "REFERENCE_COLOUR", "agreement_metric", "pareto_front",
     "require_matplotlib", "write_plot"]

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.vendor import TOLERANCE
-from runtimes.manifest import jsonable
+from hubedge.benchmarks.vendor import TOLERANCE
+from hubedge.runtimes.manifest import jsonable
 
 
 def relative_latency(row: dict[str, Any], reference: dict[str, Any]) -> float:

@@ -3,7 +3,7 @@
 Artifacts are grouped by model and weights. In ``tf`` mode each group's FP32 TF reference is rebuilt from what
 the manifests record (catalog name and weight source) and measured in the same run, so latency ratios and
 agreement are against a reference from this machine and these images. In ``recorded`` mode (no TensorFlow: an
-edge device) agreement is against the FP32 outputs recorded at export (``runtimes.reference``) and latency
+edge device) agreement is against the FP32 outputs recorded at export (``hubedge.runtimes.reference``) and latency
 ratios against a reference artifact measured here. A device that is not here, or an artifact that fails to
 load, is a row that says so, never a number.
 """
@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
-import runtimes
-from benchmarks.latency import measure, p50_now, paired_timing, predict_overhead
-from benchmarks.vendor import vendor_timing
-from runtimes.agreement import agreement_with_reference
-from runtimes.base import Predictor
-from runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
-from runtimes.devices import DEVICES, status
-from runtimes.errors import HubedgeError, InvalidInputError
-from runtimes.integrity import member
-from runtimes.isolated import run_isolated
-from runtimes.manifest import SCHEMA, fixed_input_size, manifest_path, read_manifest
-from runtimes.memory import PeakMemory
-from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import list_images, preprocess
+from hubedge import runtimes
+from hubedge.benchmarks.latency import measure, p50_now, paired_timing, predict_overhead
+from hubedge.benchmarks.vendor import vendor_timing
+from hubedge.runtimes.agreement import agreement_with_reference
+from hubedge.runtimes.base import Predictor
+from hubedge.runtimes.cpu import ALL_CLASSES, cpu_class, cpu_model, machine_record
+from hubedge.runtimes.devices import DEVICES, status
+from hubedge.runtimes.errors import HubedgeError, InvalidInputError
+from hubedge.runtimes.integrity import member
+from hubedge.runtimes.isolated import run_isolated
+from hubedge.runtimes.manifest import SCHEMA, fixed_input_size, manifest_path, read_manifest
+from hubedge.runtimes.memory import PeakMemory
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.preprocess import list_images, preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
 
 def _reference(manifest: dict[str, Any]):
     """The FP32 TF reference for the model an artifact was exported from, loaded as its manifest records."""
-    from exporter.sources import load_model
+    from hubedge.exporter.sources import load_model
     weights = manifest.get("weights", {})
     saved = weights.get("savedmodel", "")
     if saved and Path(saved).is_dir():  # the very SavedModel the artifact was exported from
@@ -200,7 +200,7 @@ def _recorded_reference(members: list[tuple[Path, dict[str, Any]]],
                         images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """The recorded FP32 outputs every member names (one file, checked), the images they belong to, and a note.
     Where this machine's preprocessing of the photos differs from export's, the recorded input batch is used."""
-    from runtimes.reference import batch_sha256, read_recorded, read_recorded_inputs
+    from hubedge.runtimes.reference import batch_sha256, read_recorded, read_recorded_inputs
 
     recorded = [read_recorded(manifest, artifact.parent) for artifact, manifest in members]
     first = recorded[0]
@@ -264,7 +264,7 @@ def run(paths: list[str], options: BenchOptions, progress=print) -> dict[str, An
         if photos is not None:
             images, image_set = preprocess(photos, info.input_size), options.images
         else:  # the set export verified on: the evaluation photos and crops of each
-            from exporter.pipeline import evaluation_set
+            from hubedge.exporter.pipeline import evaluation_set
 
             chosen_set = evaluation_set(info.input_size)
             images, image_set = chosen_set.images, chosen_set.description
@@ -373,7 +373,7 @@ def _unique(members: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict
 def _tf_reference_row(first: dict[str, Any], images: np.ndarray, info, options: BenchOptions,
                       rows: list[dict[str, Any]], progress) -> tuple[np.ndarray, Predictor]:
     """Rebuilds and times the model's FP32 TF reference as the group's first row."""
-    from runtimes.tf_reference import set_threads
+    from hubedge.runtimes.tf_reference import set_threads
 
     progress(f"{first['model']['name']}: FP32 TF reference …")
     tf_threads = set_threads(options.threads, strict=False)  # TF pins its pools once per process

@@ -1,4 +1,4 @@
-"""The Python API of the exporter: ``exporter.export(model, ...)`` does what ``hubedge export`` does.
+"""The Python API of the exporter: ``hubedge.exporter.export(model, ...)`` does what ``hubedge export`` does.
 
 The CLI parses its arguments into these calls and prints; scripts, notebooks and CI code call them directly.
 Everything that can be refused (an unknown precision, a format/precision pair a format lacks, an option that
@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from exporter.formats import FORMATS, Format, parse_precisions, plan
-from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace, flag
-from exporter.pipeline import ExportResult, evaluation_set, export_one
-from runtimes.errors import HubedgeError
+from hubedge.exporter.formats import FORMATS, Format, parse_precisions, plan
+from hubedge.exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace, flag
+from hubedge.exporter.pipeline import ExportResult, evaluation_set, export_one
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["ExportOptions", "ExportsFailed", "check_options", "export", "load_step", "planned_pairs"]
 
@@ -54,7 +54,7 @@ def check_options(pairs: list[tuple[Format, str]], options: ExportOptions, verif
                   progress: Callable[[str], None]) -> None:
     """Refuses options that none of ``pairs`` takes (the formats table's ``options``), and recipes that cannot be
     verified here; says which requested formats ignore an option that others take."""
-    from exporter.quantize.calibration import check_calibration_folder
+    from hubedge.exporter.quantize.calibration import check_calibration_folder
 
     for name in (name for name in options.changed() if name != "int8_cpu"):  # int8_cpu: its own rule, below
         takers = [f"{fmt.name} {precision}" for fmt, precision in pairs if fmt.takes(name, precision)]
@@ -86,19 +86,19 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     """Exports ``model`` to each format at each precision, each verified against its FP32 reference.
 
     ``model``: a catalog name, hub handle or URL, a SavedModel directory, a BiT ``.npz``, or an already loaded
-    ``exporter.sources.LoadedModel``. ``formats``: names (or a comma list), or ``"all"``; ``precisions``:
+    ``hubedge.exporter.sources.LoadedModel``. ``formats``: names (or a comma list), or ``"all"``; ``precisions``:
     ``none``/``fp32``, ``fp16``, ``bf16``, ``dynamic``, ``int8`` (or a comma list). ``progress`` receives
     one line per step. An export that fails is reported through ``progress`` and the others go on; then
     :class:`ExportsFailed` carries the written results and the failures. ``interrupted`` is asked after a
     failure: a library that turned Ctrl-C into its own error must stop the run, not let it go on. ``job``, a
-    catalog run's record of the job (``exporter.zoo``), goes into each manifest as ``job``. ``memory_budget``:
+    catalog run's record of the job (``hubedge.exporter.zoo``), goes into each manifest as ``job``. ``memory_budget``:
     the bytes a step's peak may reach (default: what this process holds plus what the machine has available when
     the step starts); a step estimated past it is refused in one line before it starts, and loading a model
-    estimated past it raises :class:`exporter.memory_budget.MemoryRefused` (``exporter.memory_budget``).
+    estimated past it raises :class:`hubedge.exporter.memory_budget.MemoryRefused` (``hubedge.exporter.memory_budget``).
     Returns the results, in the order asked."""
-    from exporter import memory_budget as memory
-    from exporter.fsutil import WORK_PREFIX, ensure_writable_dir, remove_stale_work, work_prefix
-    from exporter.sources import LoadedModel, load_model
+    from hubedge.exporter import memory_budget as memory
+    from hubedge.exporter.fsutil import WORK_PREFIX, ensure_writable_dir, remove_stale_work, work_prefix
+    from hubedge.exporter.sources import LoadedModel, load_model
 
     say = progress or (lambda _: None)
     options = options if options is not None else ExportOptions()
@@ -129,7 +129,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     if verify:
         images = evaluation_set(loaded.info.input_size)
         if job is not None:  # a catalog job: an earlier job of these weights may have recorded it
-            from exporter.verify.shared_reference import recorded_reference
+            from hubedge.exporter.verify.shared_reference import recorded_reference
 
             shared = recorded_reference(folder, job, images.images)
         if shared is not None:
@@ -176,7 +176,7 @@ def _choose_graph(loaded, graph: str, say: Callable[[str], None]):
     """The graph route (exporter.graph.reauthor), said in one line; recognising and rebuilding a BiT takes seconds."""
     import time
 
-    from exporter.graph.reauthor import choose_graph, describe_route
+    from hubedge.exporter.graph.reauthor import choose_graph, describe_route
 
     started = time.perf_counter()
     if graph == "auto":
@@ -189,7 +189,7 @@ def _choose_graph(loaded, graph: str, say: Callable[[str], None]):
 def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, say: Callable[[str], None]) -> None:
     """``int8_cpu="vnni"`` only where every int8 format asked for has a VNNI-only recipe, and only where it can be
     verified (a CPU it is meant for); refused before any work otherwise."""
-    from runtimes.cpu import ARM64_CLASSES, X86_VNNI, cpu_class
+    from hubedge.runtimes.cpu import ARM64_CLASSES, X86_VNNI, cpu_class
 
     if choice == INT8_CPU_PORTABLE:
         return
@@ -211,7 +211,7 @@ def _check_int8_cpu(pairs: list[tuple[Format, str]], choice: str, verify: bool, 
 
 def _check_offload(pairs: list[tuple[Format, str]], target: str | None) -> None:
     """``require_offload`` names an accelerator whose vendor tool reports on one of the formats asked for."""
-    from exporter.verify.deployability import OFFLOAD_TARGETS
+    from hubedge.exporter.verify.deployability import OFFLOAD_TARGETS
 
     if target is not None and not any(fmt.name in OFFLOAD_TARGETS[target] for fmt, _ in pairs):
         raise HubedgeError(f"--require-offload {target} is judged on {', '.join(OFFLOAD_TARGETS[target])} artifacts "
@@ -220,8 +220,8 @@ def _check_offload(pairs: list[tuple[Format, str]], target: str | None) -> None:
 
 def _announce_emulation(verify_cpu: str, say: Callable[[str], None]) -> None:
     """Says which CPU classes ``verify_cpu`` adds here; refuses when an emulator it needs is missing."""
-    from exporter.verify.cpu_emulation import classes_to_verify, emulator_for
-    from runtimes.cpu import cpu_class
+    from hubedge.exporter.verify.cpu_emulation import classes_to_verify, emulator_for
+    from hubedge.runtimes.cpu import cpu_class
 
     others = classes_to_verify(verify_cpu)
     if not others:

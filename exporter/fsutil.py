@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtimes.errors import HubedgeError
-from runtimes.integrity import sha256_of  # one hash for writers and readers
+from hubedge.runtimes.errors import HubedgeError
+from hubedge.runtimes.integrity import sha256_of  # one hash for writers and readers
 
 __all__ = ["TEMP_PREFIX", "WORK_PREFIX", "atomic_path", "ensure_writable_dir", "remove_stale_work", "sha256_of",
     "size_of", "work_prefix"]

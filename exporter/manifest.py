@@ -1,6 +1,6 @@
 """Writing the manifest beside each artifact: everything a runtime and an auditor need to trust it.
 
-Schema ``hubedge.manifest/1`` (read by ``runtimes.manifest``): what the model is and where its weights came
+Schema ``hubedge.manifest/1`` (read by ``hubedge.runtimes.manifest``): what the model is and where its weights came
 from (with a hash; seeded weights said plainly), the format and precision, the input and output contracts,
 the quantization recipe, the verification against the FP32 reference, tool versions and the file's sha256.
 """
@@ -14,11 +14,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__
-from exporter.formats import Format, FormatResult
-from exporter.fsutil import sha256_of, size_of
-from exporter.sources import LoadedModel
-from runtimes.manifest import SCHEMA, jsonable
+from hubedge import __version__
+from hubedge.exporter.formats import Format, FormatResult
+from hubedge.exporter.fsutil import sha256_of, size_of
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.manifest import SCHEMA, jsonable
 
 BASE_TOOLS = ("numpy", "pillow")
 

@@ -16,9 +16,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from exporter.fsutil import size_of
-from runtimes.errors import HubedgeError
-from runtimes.memory import current_rss_bytes
+from hubedge.exporter.fsutil import size_of
+from hubedge.runtimes.errors import HubedgeError
+from hubedge.runtimes.memory import current_rss_bytes
 
 __all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes",
            "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget",
@@ -66,7 +66,7 @@ def model_bytes(model) -> int:
     """The fp32 size of a model's weights: from the catalog's architecture for a catalog model (a name, a handle,
     or a loaded model with its spec), else the size of its files (a local SavedModel's or ``.npz``); 0 if
     unknown (no estimate is then made)."""
-    from exporter.sources import catalog
+    from hubedge.exporter.sources import catalog
 
     spec = getattr(model, "spec", None)
     if spec is None and isinstance(model, (str, Path)):

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from exporter.quantize.accuracy_target import AccuracyTarget
-from runtimes.cpu import ALL_CLASSES
-from runtimes.errors import InvalidInputError, UnsupportedError
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.runtimes.cpu import ALL_CLASSES
+from hubedge.runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
            "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "ONNX_EXTERNAL_DATA_ABOVE",
@@ -70,17 +70,18 @@ class ExportOptions:
             class, and both arm64 classes once ``make arm64-env`` has prepared them); or a comma list of those
             classes (``x86-no-vnni``, ``arm64-dotprod,arm64-no-dotprod``).
         accuracy_target: int8: the agreement an accuracy-aware artifact must reach on the calibration-side
-            tuning split (``exporter.quantize.accuracy``), as an ``AccuracyTarget`` or its text
+            tuning split (``hubedge.exporter.quantize.accuracy``), as an ``AccuracyTarget`` or its text
             (``"sqnr_db=22"``); None exports plain int8.
         batch: onnx, ort and openvino: fix the batch dimension of the artifact to this many images (1 to
             ``MAX_FIXED_BATCH``): static shapes everywhere in the file, as ONNX Runtime Mobile's NNAPI and CoreML
             providers need (batch 1) and TensorRT prefers. None keeps the dynamic batch. tflite and qnn take 1,
             their only batch.
         require_offload: ``nnapi`` or ``coreml`` (onnx), ``gpu`` (tflite): fail an export whose deployability
-            report (``exporter.verify.deployability``) does not give that accelerator the vendor tool's top verdict.
+            report (``hubedge.exporter.verify.deployability``) does not give that accelerator the vendor tool's top
+            verdict.
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
             ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
-            (``exporter.verify.fallback``); ``none`` fails, writing nothing.
+            (``hubedge.exporter.verify.fallback``); ``none`` fails, writing nothing.
         onnx_external_data_above: onnx and qnn: from this many bytes of weights on, they go in a data file beside
             the ``.onnx`` file (``<artifact>.onnx.data``), as files past protobuf's 2 GiB limit must; 0 always.
             At most (and by default) ``ONNX_EXTERNAL_DATA_ABOVE``.
@@ -165,7 +166,7 @@ class Workspace:
 
         @functools.cache
         def calibration():
-            from exporter.quantize.calibration import build_calibration_set
+            from hubedge.exporter.quantize.calibration import build_calibration_set
 
             if announce is not None:
                 announce(f"preparing the calibration set at {input_size}px …")

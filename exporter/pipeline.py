@@ -17,26 +17,26 @@ from typing import Any
 
 import numpy as np
 
-import calibration_data
-from exporter.verify import cpu_emulation, deployability, mobile_sdk
-from exporter.quantize.accuracy_target import AccuracyTarget
-from exporter.quantize.calibration import augment
-from exporter.formats import ACCURACY_VARIANT, Floor, Format, Shortfall, floor_for, yardstick_target
-from exporter.fsutil import atomic_path, ensure_writable_dir
-from exporter.manifest import build_manifest, write_manifest
-from exporter.options import ExportOptions, Workspace
-from exporter.graph.reauthor import choose_graph
-from exporter.sources import LoadedModel
-from runtimes import reference
-from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
-from runtimes.cpu import ARM64_CLASSES
-from runtimes.devices import status
-from runtimes.errors import CannotCompileError, HubedgeError, UnsupportedError
-from runtimes.isolated import RuntimeCrashed, predict_isolated
-from runtimes.manifest import manifest_path
-from runtimes.memory import PeakMemory
-from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import load_image, preprocess, resize_square
+from hubedge import calibration_data
+from hubedge.exporter.verify import cpu_emulation, deployability, mobile_sdk
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.exporter.quantize.calibration import augment
+from hubedge.exporter.formats import ACCURACY_VARIANT, Floor, Format, Shortfall, floor_for, yardstick_target
+from hubedge.exporter.fsutil import atomic_path, ensure_writable_dir
+from hubedge.exporter.manifest import build_manifest, write_manifest
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.graph.reauthor import choose_graph
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes import reference
+from hubedge.runtimes.agreement import SUMMARY_KEYS, agreement_with_reference
+from hubedge.runtimes.cpu import ARM64_CLASSES
+from hubedge.runtimes.devices import status
+from hubedge.runtimes.errors import CannotCompileError, HubedgeError, UnsupportedError
+from hubedge.runtimes.isolated import RuntimeCrashed, predict_isolated
+from hubedge.runtimes.manifest import manifest_path
+from hubedge.runtimes.memory import PeakMemory
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.preprocess import load_image, preprocess, resize_square
 
 __all__ = ["EVALUATION_CROPS", "EvaluationSet", "ExportResult", "VerificationFailed",
     "evaluation_set", "export_one", "record_reference", "verification_device", "verification_images",
@@ -46,7 +46,7 @@ __all__ = ["EVALUATION_CROPS", "EvaluationSet", "ExportResult", "VerificationFai
 class VerificationFailed(HubedgeError):
     """An artifact fell below its precision's floor; it is not published.
 
-    ``shortfalls``: each figure that fell short (``exporter.formats.Shortfall``: metric, value, limit, and
+    ``shortfalls``: each figure that fell short (``hubedge.exporter.formats.Shortfall``: metric, value, limit, and
     where it was measured); ``verification``: the whole record the manifest would have carried."""
 
     def __init__(self, message: str, shortfalls: list[Shortfall], verification: dict[str, Any]) -> None:
@@ -130,13 +130,13 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
            info: ModelInfo, floor: Floor, target: Floor | None = None, right_on: tuple[str, ...] = (),
            verify_cpu: str = "native", accuracy_target: AccuracyTarget | None = None) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
-    down with (``runtimes.isolated``), and compares with the reference outputs on the same images.
+    down with (``hubedge.runtimes.isolated``), and compares with the reference outputs on the same images.
 
     With ``verify_cpu="all"`` (or a list of classes) a CPU artifact is also run as each other CPU class of
-    ``right_on`` that this machine can emulate (``exporter.verify.cpu_emulation``), against the same floor: the recipe
-    claims to be right there, so falling short there fails it too. Classes that cannot be checked here are named, with why. An
-    emulated class is judged on the photos without their crops: the emulator is far slower than the CPU, and
-    the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
+    ``right_on`` that this machine can emulate (``hubedge.exporter.verify.cpu_emulation``), against the same floor: the
+    recipe claims to be right there, so falling short there fails it too. Classes that cannot be checked here are named,
+    with why. An emulated class is judged on the photos without their crops: the emulator is far slower than the CPU,
+    and the fault it exists to catch (int8 saturating without VNNI) shows on every image; a float artifact, on every
     :data:`EMULATED_FLOAT_STRIDE`-th photo (fp16 and bf16 on arm64: every photo). A class whose runtime cannot
     compile the artifact is recorded as unsupported (``cpu_classes_unsupported``), not as a failure.
 
@@ -144,7 +144,7 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
     checker = None
     if fmt.suffix == ".onnx":  # valid ONNX, as stricter consumers than ONNX Runtime need (ort: before conversion)
-        from exporter.formats.onnx import full_check
+        from hubedge.exporter.formats.onnx import full_check
 
         checker = full_check(artifact)
     device = verification_device(fmt)
@@ -229,11 +229,12 @@ def verified_cpu_line(verification: dict[str, Any]) -> str:
 
 def record_reference(output_dir: Path, loaded: LoadedModel, images: EvaluationSet,
                      outputs: np.ndarray, reused_from: str | None = None) -> dict[str, Any]:
-    """Writes the FP32 reference outputs beside the artifacts, once per model and weights (``runtimes.reference``),
-    and returns the manifest's record of them. An existing file with other bytes (another export's reference: other
-    weights under one name, or outputs computed on another CPU) is left as it is, so that the manifests naming it
-    stay valid, and these outputs get a name of their own (their sha256 in it).
-    ``reused_from``: the manifest whose recorded outputs a catalog job reused (``exporter.verify.shared_reference``)."""
+    """Writes the FP32 reference outputs beside the artifacts, once per model and weights
+    (``hubedge.runtimes.reference``), and returns the manifest's record of them. An existing file with other bytes
+    (another export's reference: other weights under one name, or outputs computed on another CPU) is left as it is, so
+    that the manifests naming it stay valid, and these outputs get a name of their own (their sha256 in it).
+    ``reused_from``: the manifest whose recorded outputs a catalog job reused
+    (``hubedge.exporter.verify.shared_reference``)."""
     import io
 
     def write(path: Path, array: np.ndarray) -> dict[str, str]:
@@ -267,16 +268,17 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
 
     ``options`` may set only what ``fmt`` takes at ``precision`` (its row in the formats table; anything else
     is refused before work starts); ``options.graph`` is used when ``loaded`` has no graph route yet
-    (``exporter.graph.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain int8 that
-    misses its floor falls back to an accuracy-aware search for the floor (``exporter.verify.fallback``) unless
-    ``options.int8_fallback`` is ``none``; ``progress`` hears of it. ``job``: a catalog run's record of this job
-    (``exporter.zoo``), kept in the manifest so that a re-run can tell an up-to-date artifact;
-    ``reference_from``: the manifest whose recorded outputs ``reference_outputs`` are, when a catalog job reused them.
+    (``hubedge.exporter.graph.reauthor``). ``work`` is shared by the exports of one run (default: a fresh one). Plain
+    int8 that misses its floor falls back to an accuracy-aware search for the floor
+    (``hubedge.exporter.verify.fallback``) unless ``options.int8_fallback`` is ``none``; ``progress`` hears of it.
+    ``job``: a catalog run's record of this job (``hubedge.exporter.zoo``), kept in the manifest so that a re-run can
+    tell an up-to-date artifact; ``reference_from``: the manifest whose recorded outputs ``reference_outputs`` are, when
+    a catalog job reused them.
     """
     options = options if options is not None else ExportOptions()
     fmt.refuse_options(precision, options)
     if options.accuracy_target is not None:
-        from exporter.quantize.accuracy import check_target
+        from hubedge.exporter.quantize.accuracy import check_target
 
         check_target(options.accuracy_target, loaded.info)
     if loaded.graph is None:  # the graph route: a recognised BiT is re-authored unless graph="as-is"
@@ -375,11 +377,11 @@ def _fall_back(loaded: LoadedModel, fmt: Format, precision: str, temp: Path, opt
                plain_manifest: dict[str, Any], info: ModelInfo, plain: dict[str, Any], floor: Floor, verified,
                progress: Callable[[str], None] | None) -> tuple[dict[str, Any], ModelInfo, dict[str, Any]]:
     """Plain int8 at ``temp`` missed ``floor``: exports the fewest layers float that meet it
-    (``exporter.verify.fallback``) over ``temp`` and verifies that. Returns its manifest, contract and verification;
-    raises :class:`VerificationFailed` naming both trials where no artifact within the search's limit meets the
-    floor."""
-    from exporter.quantize.accuracy import TargetUnreachable, figures_of, tuning_split
-    from exporter.verify.fallback import fallback_record, floor_target
+    (``hubedge.exporter.verify.fallback``) over ``temp`` and verifies that. Returns its manifest, contract and
+    verification; raises :class:`VerificationFailed` naming both trials where no artifact within the search's limit
+    meets the floor."""
+    from hubedge.exporter.quantize.accuracy import TargetUnreachable, figures_of, tuning_split
+    from hubedge.exporter.verify.fallback import fallback_record, floor_target
 
     say = progress or (lambda _: None)
     missed = "; ".join(plain["failures"])

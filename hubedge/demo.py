@@ -2,7 +2,7 @@
 predict a photo, and end with the catalog report.
 
 Why a module and not a Makefile recipe: a failed export must not stop the demo. Its exports are the jobs of one
-catalog run on a local Ray instance (``exporter.zoo``), so a failed job is recorded and the others go on, and a
+catalog run on a local Ray instance (``hubedge.exporter.zoo``), so a failed job is recorded and the others go on, and a
 second ``make demo`` skips every export that is up to date. It then benches and predicts with what it has, writes
 the catalog report (``hubedge report``), and exits non-zero only if something that should work did not. bf16 is not
 attempted where the CPU has no bf16 arithmetic (it would be refused): the demo says so and that is no failure.
@@ -18,9 +18,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from exporter.formats import FORMATS
-from exporter.options import ExportOptions
-from runtimes.manifest import manifest_path
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.options import ExportOptions
+from hubedge.runtimes.manifest import manifest_path
 
 PHOTOS = ("calibration_data/skimage-chelsea-cat.jpg", "calibration_data/skimage-coffee.jpg")
 
@@ -50,8 +50,8 @@ def demo_models(with_bf16: bool, verify_cpu: str = "native") -> list[DemoModel]:
 
 def demo_jobs(models: list[DemoModel]) -> list:
     """Every (model, format, precision) job of the demo, each with the options its format takes."""
-    from exporter.api import planned_pairs
-    from exporter.zoo import plan_jobs
+    from hubedge.exporter.api import planned_pairs
+    from hubedge.exporter.zoo import plan_jobs
 
     return [job for model in models for formats, precisions in model.exports
             for job in plan_jobs([model.name], model.weights, "edge",
@@ -61,8 +61,8 @@ def demo_jobs(models: list[DemoModel]) -> list:
 def emulation_plan() -> tuple[str, str]:
     """The yardstick's ``verify_cpu``: every other CPU class whose emulator is ready here (``native`` if none), and
     what to say of the classes left out."""
-    from exporter.verify.cpu_emulation import emulator_for, other_classes
-    from runtimes.cpu import cpu_class
+    from hubedge.exporter.verify.cpu_emulation import emulator_for, other_classes
+    from hubedge.runtimes.cpu import cpu_class
 
     others = other_classes()
     if not others:
@@ -91,10 +91,10 @@ def run(models: list[DemoModel], output: Path, cli: Callable[[Sequence[str]], in
         export_jobs: Callable | None = None) -> int:
     """Exports (one catalog run), benches, predicts and reports; returns 0 only when every planned export was
     written and verified. ``export_jobs(jobs, output)`` returns the run's summary (default: on a local Ray)."""
-    from benchmarks import catalog_report
+    from hubedge.benchmarks import catalog_report
 
     if export_jobs is None:
-        from exporter.zoo.fanout import run_jobs
+        from hubedge.exporter.zoo.fanout import run_jobs
 
         def export_jobs(jobs, folder):
             return run_jobs(jobs, folder, progress=say)
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from hubedge.cli import main as cli
     from hubedge.cli.common import say
-    from runtimes.openvino_runtime import cpu_has_bf16
+    from hubedge.runtimes.openvino_runtime import cpu_has_bf16
 
     with_bf16 = cpu_has_bf16(ov.Core())
     if not with_bf16:

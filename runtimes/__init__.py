@@ -1,6 +1,6 @@
 """hubedge runtimes: the edge side. Load an exported artifact and call ``predict()``.
 
-    import runtimes
+    from hubedge import runtimes
     model = runtimes.load("artifacts/bit-m-r50x1-in21k.tflite.int8.tflite")
     model.top_k(["photo.jpg"])
 
@@ -13,14 +13,14 @@ import importlib
 import warnings
 from pathlib import Path
 
-from runtimes import cpu
-from runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
-from runtimes.devices import DEVICES, DeviceUnavailableError
-from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
-from runtimes.integrity import check_artifact
-from runtimes.manifest import fixed_input_size, model_info, read_manifest
-from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import load_image, preprocess
+from hubedge.runtimes import cpu
+from hubedge.runtimes.base import Prediction, Predictor, activate, top_k_from_outputs
+from hubedge.runtimes.devices import DEVICES, DeviceUnavailableError
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
+from hubedge.runtimes.integrity import check_artifact
+from hubedge.runtimes.manifest import fixed_input_size, model_info, read_manifest
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.preprocess import load_image, preprocess
 
 __all__ = [
     "CorruptModelError",
@@ -60,10 +60,10 @@ def check_cpu_class(path: str | Path, manifest: dict, strict: bool) -> None:
 
 # runtime name (as manifests record it) → (module, factory taking path, info, device, threads, strict)
 ADAPTERS: dict[str, tuple[str, str]] = {
-    "tf": ("runtimes.tf_reference", "TFReferencePredictor.from_savedmodel"),
-    "litert": ("runtimes.litert", "LiteRTPredictor"),
-    "onnxruntime": ("runtimes.onnx_runtime", "OnnxRuntimePredictor"),
-    "openvino": ("runtimes.openvino_runtime", "OpenVINOPredictor"),
+    "tf": ("hubedge.runtimes.tf_reference", "TFReferencePredictor.from_savedmodel"),
+    "litert": ("hubedge.runtimes.litert", "LiteRTPredictor"),
+    "onnxruntime": ("hubedge.runtimes.onnx_runtime", "OnnxRuntimePredictor"),
+    "openvino": ("hubedge.runtimes.openvino_runtime", "OpenVINOPredictor"),
 }
 
 
@@ -78,7 +78,7 @@ def load(path: str | Path, device: str = "cpu", threads: int | None = None, stri
     on (``cpu_classes.right_on`` in its manifest: a ``--int8-cpu vnni`` artifact on x86 without VNNI), it
     warns once, in one line; ``strict`` refuses. Before any runtime parses it, the artifact (and each companion
     file) must hash to the sha256 its manifest records, so a swapped or damaged file is refused, not run
-    (``runtimes.integrity``; ``check_sha256=False`` skips that, for a file being built).
+    (``hubedge.runtimes.integrity``; ``check_sha256=False`` skips that, for a file being built).
     """
     if device not in DEVICES:
         raise InvalidInputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import HubedgeError, InvalidInputError
-from runtimes.labels import load_labels
-from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import ImageLike, preprocess
+from hubedge.runtimes.errors import HubedgeError, InvalidInputError
+from hubedge.runtimes.labels import load_labels
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.preprocess import ImageLike, preprocess
 
 __all__ = ["Prediction", "Predictor", "activate", "fixed_batches", "import_runtime", "in_fixed_batches",
            "top_k_from_outputs"]

@@ -12,7 +12,7 @@ import functools
 import importlib.util
 from pathlib import Path
 
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["DEVICES", "DISCOVERERS", "DeviceStatus", "DeviceUnavailableError", "GPU_EPS", "LITERT_GPU_ACCELERATOR",
     "QNN_EP", "RESOURCE_PREFIX", "TENSORRT_EP", "TENSORRT_LIBRARY", "VULKAN_LOADER", "discover", "litert_gpu_probe",
@@ -195,10 +195,10 @@ RESOURCE_PREFIX = "device:"
 
 
 def ray_resources() -> dict[str, int]:
-    """The Ray custom resources this machine offers to benches (``benchmarks.fanout``): ``device:<device>`` for
-    each device some runtime runs on here, and ``device:cpu-<class>`` for its CPU class (``runtimes.cpu``). One
+    """The Ray custom resources this machine offers to benches (``hubedge.benchmarks.fanout``): ``device:<device>`` for
+    each device some runtime runs on here, and ``device:cpu-<class>`` for its CPU class (``hubedge.runtimes.cpu``). One
     unit each: a node times one bench at a time. Give them to ``ray start --resources``."""
-    from runtimes.cpu import cpu_class
+    from hubedge.runtimes.cpu import cpu_class
 
     offered = {row.device for row in discover() if row.available}
     names = [f"{RESOURCE_PREFIX}{device}" for device in offered]

@@ -1,7 +1,7 @@
 """Is this file the one its manifest describes, and does a manifest name only files beside it?
 
 A manifest records the sha256 of its artifact (and of companions such as OpenVINO's ``.bin``) and the names of
-the files it relies on (the recorded reference). ``runtimes.load`` refuses an artifact whose bytes are not the
+the files it relies on (the recorded reference). ``hubedge.runtimes.load`` refuses an artifact whose bytes are not the
 ones exported and verified, before any runtime parses them, and every reader refuses a name that is not a plain
 file name in the artifact's folder (``../../etc/passwd``, a symlink that leads elsewhere). A file that matches
 is not thereby safe: whoever can write the artifact can write its manifest too (docs/security.md).
@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtimes.contract import ONNX_DATA_SUFFIX
-from runtimes.errors import CorruptModelError
+from hubedge.runtimes.contract import ONNX_DATA_SUFFIX
+from hubedge.runtimes.errors import CorruptModelError
 
 __all__ = ["check_artifact", "member", "sha256_of"]
 

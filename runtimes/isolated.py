@@ -8,14 +8,14 @@ and ``hubedge predict`` and ``hubedge bench`` load files a user was handed; in a
 which runtime crashed on which artifact, and the caller goes on (an export removes its temporary files like
 those of any failed export).
 
-The child imports ``runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
+The child imports ``hubedge.runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
 outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
 
-The child can run under a CPU emulator (``exporter.verify.cpu_emulation``), so that an artifact is verified as the
-runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
+The child can run under a CPU emulator (``hubedge.exporter.verify.cpu_emulation``), so that an artifact is verified as
+the runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
 see the class it was started as is refused rather than counted.
 
-Run as ``python -m runtimes.isolated ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
+Run as ``python -m hubedge.runtimes.isolated ARTIFACT DEVICE IMAGES.npy OUTPUTS.npy REPORT.json``.
 """
 
 from __future__ import annotations
@@ -33,18 +33,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from runtimes import errors
-from runtimes.cpu import EMULATION_ENV, machine_record
-from runtimes.devices import DeviceUnavailableError
-from runtimes.errors import HubedgeError
+from hubedge.runtimes import errors
+from hubedge.runtimes.cpu import EMULATION_ENV, machine_record
+from hubedge.runtimes.devices import DeviceUnavailableError
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "RuntimeCrashed", "cpu_budget",
            "predict_isolated", "run_isolated"]
 
 
 class Emulator(Protocol):
-    """What runs the child as another CPU class (``exporter.verify.cpu_emulation.Emulator`` is one): a command prefix,
-    the interpreter it runs (None: this one; an aarch64 Python for arm64) and what it adds to the environment."""
+    """What runs the child as another CPU class (``hubedge.exporter.verify.cpu_emulation.Emulator`` is one): a command
+    prefix, the interpreter it runs (None: this one; an aarch64 Python for arm64) and what it adds to the
+    environment."""
 
     prefix: tuple[str, ...]
     description: str
@@ -71,8 +72,8 @@ MAX_SHARDS = 8  # children of one sharded run at most: each holds its own copy o
 def child_command(artifact: Path, device: str, images: Path, outputs: Path, report: Path,
                   strict: bool = True, threads: int | None = None, core: int | None = None,
                   python: str | None = None) -> list[str]:
-    return [python or sys.executable, "-m", "runtimes.isolated", str(artifact), device, str(images), str(outputs),
-            str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else []),
+    return [python or sys.executable, "-m", "hubedge.runtimes.isolated", str(artifact), device, str(images),
+            str(outputs), str(report), *([] if strict else [LENIENT]), *([THREADS, str(threads)] if threads else []),
             *([CORE, str(core)] if core is not None else [])]
 
 
@@ -83,7 +84,7 @@ class EmulationFailed(HubedgeError):
 @dataclasses.dataclass(frozen=True)
 class IsolatedRun:
     """What a child's run of an artifact gave: its outputs, the device note, the CPU it saw, and the warnings
-    ``runtimes.load`` raised there (one line each)."""
+    ``hubedge.runtimes.load`` raised there (one line each)."""
 
     outputs: np.ndarray
     device_note: str
@@ -95,7 +96,7 @@ class IsolatedRun:
 def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
                  strict: bool = True, threads: int | None = None,
                  timeout_s: float | None = TIMEOUT_S) -> IsolatedRun:
-    """``runtimes.load(artifact, device, threads, strict).predict(images)`` in a child process.
+    """``hubedge.runtimes.load(artifact, device, threads, strict).predict(images)`` in a child process.
 
     ``emulator`` runs the child as another CPU class. Raises the child's HubedgeError as the same type. If the
     runtime crashed the child, or it ran past ``timeout_s`` (None: no limit), raises :class:`RuntimeCrashed`,
@@ -275,7 +276,7 @@ def _take_number(argv: list[str], flag: str) -> tuple[int | None, list[str]]:
 def main(argv: list[str]) -> int:
     import warnings
 
-    import runtimes
+    from hubedge import runtimes
 
     strict = LENIENT not in argv
     threads, argv = _take_number(argv, THREADS)

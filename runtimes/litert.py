@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Predictor, import_runtime
-from runtimes.devices import DeviceUnavailableError, require
-from runtimes.errors import CorruptModelError, HubedgeError
-from runtimes.manifest import read_manifest
-from runtimes.modelinfo import ModelInfo
-from runtimes.native_log import captured_native_log
+from hubedge.runtimes.base import Predictor, import_runtime
+from hubedge.runtimes.devices import DeviceUnavailableError, require
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError
+from hubedge.runtimes.manifest import read_manifest
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.native_log import captured_native_log
 
 __all__ = ["LiteRTPredictor"]
 

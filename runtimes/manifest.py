@@ -1,6 +1,6 @@
 """Reading artifact manifests: the JSON file beside every artifact that tells a runtime what it holds.
 
-The exporter writes manifests (``exporter.manifest``); runtimes only read them, so the schema's name and the
+The exporter writes manifests (``hubedge.exporter.manifest``); runtimes only read them, so the schema's name and the
 rule that pairs an artifact with its manifest live here, on the edge side.
 """
 
@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import CorruptModelError, ModelNotFoundError
-from runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.errors import CorruptModelError, ModelNotFoundError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["SCHEMA", "fixed_input_size", "has_manifest", "jsonable", "manifest_path", "model_info", "read_manifest"]
 

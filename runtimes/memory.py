@@ -2,7 +2,7 @@
 
 ``ru_maxrss`` only ever grows over a process's life, so it cannot tell one export from the next; a sampling
 thread reading the resident set size can. Converters run in child processes report their own peak
-separately (see ``exporter.formats.onnx``; benchmarks use it for peak RSS per row).
+separately (see ``hubedge.exporter.formats.onnx``; benchmarks use it for peak RSS per row).
 """
 
 from __future__ import annotations

@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from runtimes import cpu
-from runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
-from runtimes.cache import cache_dir
-from runtimes.contract import BATCH_DIM, ONNX_DATA_SUFFIX, metadata_key
-from runtimes.devices import QNN_EP, DeviceUnavailableError, require
-from runtimes.errors import CorruptModelError, HubedgeError
-from runtimes.modelinfo import ModelInfo
-from runtimes.native_log import captured_native_log
+from hubedge.runtimes import cpu
+from hubedge.runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
+from hubedge.runtimes.cache import cache_dir
+from hubedge.runtimes.contract import BATCH_DIM, ONNX_DATA_SUFFIX, metadata_key
+from hubedge.runtimes.devices import QNN_EP, DeviceUnavailableError, require
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.native_log import captured_native_log
 
 __all__ = ["OnnxRuntimePredictor", "cpu_session_config"]
 

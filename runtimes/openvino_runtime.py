@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
-from runtimes.contract import rt_info_path
-from runtimes.devices import DeviceUnavailableError, require
-from runtimes.errors import CannotCompileError, CorruptModelError, runtime_message
-from runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.base import Predictor, fixed_batches, import_runtime, in_fixed_batches
+from hubedge.runtimes.contract import rt_info_path
+from hubedge.runtimes.devices import DeviceUnavailableError, require
+from hubedge.runtimes.errors import CannotCompileError, CorruptModelError, runtime_message
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["OpenVINOPredictor", "STATIC_BATCH_ENV", "cpu_has_bf16", "static_batch_enabled"]
 
@@ -92,7 +92,7 @@ class OpenVINOPredictor(Predictor):
                                      f"{runtime_message(error)}") from None
 
     def _where(self) -> str:
-        from runtimes.cpu import cpu_class
+        from hubedge.runtimes.cpu import cpu_class
 
         return f"this CPU ({cpu_class()})" if self._device == "cpu" else f"the {self._device}"
 

@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from runtimes.errors import InvalidInputError
+from hubedge.runtimes.errors import InvalidInputError
 
 __all__ = ["ALPHA_BACKGROUND", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS_ENV", "ImageLike",
     "check_float_batch", "list_images", "load_image", "max_image_pixels", "preprocess", "resize_square"]

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import CorruptModelError
-from runtimes.integrity import member, sha256_of
-from runtimes.manifest import model_info
+from hubedge.runtimes.errors import CorruptModelError
+from hubedge.runtimes.integrity import member, sha256_of
+from hubedge.runtimes.manifest import model_info
 
 __all__ = ["INPUTS_SUFFIX", "RecordedReference", "SUFFIX", "batch_sha256", "from_pixels", "load_npy",
     "read_recorded", "read_recorded_inputs", "to_pixels"]
@@ -46,7 +46,7 @@ def to_pixels(images: np.ndarray) -> np.ndarray | None:
 
 
 def from_pixels(pixels: np.ndarray) -> np.ndarray:
-    """The float32 batch of uint8 pixels, computed exactly as ``runtimes.preprocess`` computes it."""
+    """The float32 batch of uint8 pixels, computed exactly as ``hubedge.runtimes.preprocess`` computes it."""
     return pixels.astype(np.float32) / np.float32(255.0)
 
 

@@ -1,6 +1,6 @@
 """The TensorFlow reference adapter: runs a hub-form SavedModel (or a loaded module) in FP32.
 
-This is the only module of ``runtimes`` that imports TensorFlow, and only when it is used: edge apps that
+This is the only module of ``hubedge.runtimes`` that imports TensorFlow, and only when it is used: edge apps that
 run LiteRT, ONNX Runtime or OpenVINO artifacts never pay TensorFlow's import time or size.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Predictor
-from runtimes.devices import DeviceUnavailableError, require
-from runtimes.errors import CorruptModelError, HubedgeError
-from runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.base import Predictor
+from hubedge.runtimes.devices import DeviceUnavailableError, require
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["TFReferencePredictor", "load_savedmodel", "set_threads"]
 

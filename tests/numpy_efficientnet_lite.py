@@ -1,7 +1,7 @@
 """A plain numpy EfficientNet-Lite0 forward pass straight from the PyTorch state dict, in float64.
 
-It shares nothing with ``exporter.sources.efficientnet_lite`` but the stage table (from the paper): its own layout
-transposes, its own TF "SAME" padding and its own convolutions, so a wrong transpose or padding in the
+It shares nothing with ``hubedge.exporter.sources.efficientnet_lite`` but the stage table (from the paper): its own
+layout transposes, its own TF "SAME" padding and its own convolutions, so a wrong transpose or padding in the
 Keras builder shows up as a mismatch.
 """
 

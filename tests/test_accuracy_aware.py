@@ -10,11 +10,11 @@ import math
 import numpy as np
 import pytest
 
-from exporter.quantize.accuracy import (A16, FLOAT, SearchResult, TargetUnreachable, TuningSplit, fewest_float_layers,
-                               float_layer_limit)
-from exporter.quantize.accuracy_target import AccuracyTarget
-from exporter.options import ExportOptions
-from runtimes.errors import InvalidInputError
+from hubedge.exporter.quantize.accuracy import (A16, FLOAT, SearchResult, TargetUnreachable, TuningSplit,
+                                                fewest_float_layers, float_layer_limit)
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.exporter.options import ExportOptions
+from hubedge.runtimes.errors import InvalidInputError
 from tests.test_cli import run
 
 SPLIT = TuningSplit(images=np.zeros((4, 2, 2, 3)), reference=np.zeros((4, 2)), description="tuning split: hand-made")
@@ -115,8 +115,8 @@ def test_an_accuracy_aware_tiny_export_records_its_search_and_sits_beside_plain_
         norms = [layer for layer in search["float_layers"] if "normalization_ops" in layer]
         assert norms and all(layer["normalization_ops"] >= 4 for layer in norms), search["float_layers"]
     if fmt == "qnn":  # the chosen tensors are 16-bit in the artifact itself, and it ran on the NPU where there is one
-        from exporter.formats import FORMATS
-        from exporter.pipeline import verification_device
+        from hubedge.exporter.formats import FORMATS
+        from hubedge.exporter.pipeline import verification_device
 
         assert manifest["verification"]["device"] == verification_device(FORMATS["qnn"])
         artifact = next(out.glob("*.qnn.int8-accuracy.onnx"))

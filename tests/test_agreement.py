@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from runtimes.agreement import (
+from hubedge.runtimes.agreement import (
     agreement_with_reference,
     cosines,
     knn_agreement,
@@ -40,8 +40,8 @@ def test_summary_per_task():
 
 def test_an_in_graph_softmax_is_judged_in_logit_space():
     """A softmax head's probabilities compare with the reference's logits as the logits they came from."""
-    from runtimes.base import activate
-    from runtimes.modelinfo import ModelInfo
+    from hubedge.runtimes.base import activate
+    from hubedge.runtimes.modelinfo import ModelInfo
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (4, 10)).astype(np.float32)
@@ -90,7 +90,7 @@ def _two_class_logits(margins: list[float]) -> np.ndarray:
 
 
 def test_margin_aware_top1_counts_only_images_the_reference_decides_clearly():
-    from runtimes.agreement import TOP1_MARGIN, margin_top1, reference_margins
+    from hubedge.runtimes.agreement import TOP1_MARGIN, margin_top1, reference_margins
 
     ref = _two_class_logits([TOP1_MARGIN + 1e-6, TOP1_MARGIN - 1e-6, 0.5, 0.9])
     np.testing.assert_allclose(reference_margins(ref, "softmax"), [TOP1_MARGIN + 1e-6, TOP1_MARGIN - 1e-6, 0.5, 0.9])
@@ -105,7 +105,7 @@ def test_margin_aware_top1_counts_only_images_the_reference_decides_clearly():
 
 
 def test_margin_aware_top1_in_a_sigmoid_head_uses_per_class_probabilities():
-    from runtimes.agreement import reference_margins
+    from hubedge.runtimes.agreement import reference_margins
 
     logits = np.array([[2.0, 0.0, -3.0]])
     expected = 1 / (1 + np.exp(-2.0)) - 0.5

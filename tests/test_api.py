@@ -1,4 +1,5 @@
-"""The exporter's Python API (``exporter.export``): the same artifacts as the CLI, and refusals before any work."""
+"""The exporter's Python API (``hubedge.exporter.export``): the same artifacts as the CLI, and refusals before any
+work."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 
 import pytest
 
-import exporter
+from hubedge import exporter
 from hubedge.cli import main
-from runtimes.errors import HubedgeError, InvalidInputError, UnsupportedError
+from hubedge.runtimes.errors import HubedgeError, InvalidInputError, UnsupportedError
 
 STABLE = ("model", "weights", "graph", "input", "output", "quantization", "precision", "format")
 
@@ -44,12 +45,12 @@ def test_an_unknown_option_is_a_type_error():
 
 
 def test_an_option_no_requested_format_takes_is_refused_before_the_model_loads(tmp_path, monkeypatch):
-    import exporter.sources
+    from hubedge.exporter import sources
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the options were checked")
 
-    monkeypatch.setattr(exporter.sources, "load_model", never)
+    monkeypatch.setattr(sources, "load_model", never)
     for formats, options, why in (
         ("onnx", exporter.ExportOptions(int8_io="uint8"), r"int8_io \(--int8-io\) applies to tflite int8"),
         ("onnx", exporter.ExportOptions(int8_io="uint8", calibration_size=70), "applies to tflite int8"),
@@ -64,10 +65,10 @@ def test_an_option_no_requested_format_takes_is_refused_before_the_model_loads(t
 
 
 def test_a_failed_verification_carries_its_metric_value_and_floor(tiny_classifier, tmp_path, monkeypatch):
-    import exporter.pipeline
-    from exporter.formats import Floor
+    from hubedge.exporter import pipeline
+    from hubedge.exporter.formats import Floor
 
-    monkeypatch.setattr(exporter.pipeline, "floor_for", lambda fmt, precision, source: Floor(cosine=1.5))
+    monkeypatch.setattr(pipeline, "floor_for", lambda fmt, precision, source: Floor(cosine=1.5))
     with pytest.raises(exporter.ExportsFailed) as caught:
         exporter.export(tiny_classifier, formats="onnx", precisions="none", output=tmp_path)
     assert caught.value.results == [] and [(f, p) for f, p, _ in caught.value.failures] == [("onnx", "fp32")]
@@ -81,8 +82,8 @@ def test_a_failed_verification_carries_its_metric_value_and_floor(tiny_classifie
 
 
 def test_each_format_gets_only_the_options_its_row_declares_and_refuses_others_itself(tmp_path):
-    from exporter.formats import FORMATS
-    from exporter.pipeline import export_one
+    from hubedge.exporter.formats import FORMATS
+    from hubedge.exporter.pipeline import export_one
 
     options = exporter.ExportOptions(int8_io="uint8", int8_cpu="vnni", calibration_size=80, graph="as-is")
     assert FORMATS["tflite"].options_for("int8", options) == exporter.ExportOptions(
@@ -97,7 +98,7 @@ def test_each_format_gets_only_the_options_its_row_declares_and_refuses_others_i
 
 
 def test_an_option_only_some_requested_formats_take_is_noted_for_the_others():
-    from exporter.api import check_options, planned_pairs
+    from hubedge.exporter.api import check_options, planned_pairs
 
     said: list[str] = []
     pairs = planned_pairs("tflite,onnx", "int8", said.append)
@@ -113,7 +114,7 @@ def test_a_process_that_exports_sends_no_openvino_telemetry():
     import subprocess
     import sys
 
-    check = ("import exporter, openvino.tools.ovc.convert_impl as ovc, nncf.telemetry.wrapper as nncf; "
+    check = ("import hubedge.exporter, openvino.tools.ovc.convert_impl as ovc, nncf.telemetry.wrapper as nncf; "
              "print(ovc.tm.__name__, type(nncf.telemetry).__name__)")
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "HUBEDGE_OPENVINO_TELEMETRY")}
     quiet = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)

@@ -1,6 +1,6 @@
 """arm64 verification: a tiny twin's int8 artifacts run by the runtimes' aarch64 wheels under qemu-aarch64, as an
-ARMv8.0 core without dot product and as one with dot product and I8MM (exporter.verify.arm64_env,
-exporter.verify.cpu_emulation).
+ARMv8.0 core without dot product and as one with dot product and I8MM (hubedge.exporter.verify.arm64_env,
+hubedge.exporter.verify.cpu_emulation).
 
 .ci/run prepares the aarch64 Python (`make arm64-env`) and sets HUBEDGE_REQUIRE_CPU_EMULATION=1, so these never
 skip there; elsewhere they skip, naming the command."""
@@ -8,15 +8,19 @@ skip there; elsewhere they skip, naming the command."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from exporter.verify import arm64_env, cpu_emulation
-from exporter.options import ExportOptions
-from runtimes import cpu
-from runtimes.errors import UnsupportedError
-from runtimes.isolated import EmulationFailed, run_isolated
+from hubedge.exporter.verify import arm64_env, cpu_emulation
+from hubedge.exporter.options import ExportOptions
+from hubedge.runtimes import cpu
+from hubedge.runtimes.errors import UnsupportedError
+from hubedge.runtimes.isolated import EmulationFailed, run_isolated
 from tests.helpers import LazyExports, arm64_emulator
 
 BOTH = f"{cpu.ARM64_DOTPROD},{cpu.ARM64_NO_DOTPROD}"
@@ -78,3 +82,21 @@ def test_an_unprepared_environment_names_the_command_that_prepares_it(monkeypatc
     monkeypatch.setenv(arm64_env.ROOT_ENV, str(tmp_path))
     reason = cpu_emulation.emulator_for(cpu.ARM64_DOTPROD)
     assert isinstance(reason, str) and arm64_env.PREPARE_COMMAND in reason and "\n" not in reason
+
+
+def test_the_child_imports_hubedge_through_a_link_from_anywhere(tmp_path):
+    """The emulated child's path holds a link to this hubedge package and nothing else of this interpreter's
+    site-packages; from a folder outside the checkout, with no install on the path, it imports the libraries."""
+    path = arm64_env.child_env(tmp_path / "env")["PYTHONPATH"].split(os.pathsep)
+    assert path[0] == str(tmp_path / "env" / "site") and sorted(p.name for p in Path(path[1]).iterdir()) == ["hubedge"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # no site processing, so no editable install: hubedge comes from the link, numpy from its folder (as the child
+    # takes it from the aarch64 wheels)
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import hubedge.runtimes.cpu, hubedge.runtimes.isolated; "
+            "print(hubedge.runtimes.isolated.__file__)")
+    found = subprocess.run([sys.executable, "-I", "-S", "-c", code, path[1], str(Path(np.__file__).parents[1])],
+                           capture_output=True, text=True, cwd=elsewhere, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert Path(found.stdout.strip()) == Path(arm64_env.__file__).parents[2] / "runtimes" / "isolated.py"
+    assert arm64_env.child_env(tmp_path / "env") == arm64_env.child_env(tmp_path / "env")  # made once, then reused

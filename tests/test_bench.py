@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.runner import REFERENCE_RUNS_FACTOR, pair_accuracy_aware
+from hubedge.benchmarks.runner import REFERENCE_RUNS_FACTOR, pair_accuracy_aware
 from hubedge.cli import main
-from runtimes.devices import status
+from hubedge.runtimes.devices import status
 
 
 def _strict(text: str):
@@ -37,7 +37,7 @@ def bench_report(tiny_exports, tmp_path_factory):
 # slow (2-3 minutes): the first test of its worker to ask for every tiny pair, so it waits for all of them to be
 # exported and verified (the other tests of the unit then find them made)
 def test_bench_finds_the_artifacts_a_folder_holds(tiny_exports):
-    from benchmarks.runner import find_artifacts
+    from hubedge.benchmarks.runner import find_artifacts
 
     expected = {result.artifact for result in tiny_exports.values()}  # exports every pair (they are made lazily)
     folder = tiny_exports[("tflite", "fp32")].artifact.parent
@@ -87,7 +87,7 @@ def test_bench_writes_markdown_and_csv_tables(bench_report):
 def test_bench_draws_latency_against_agreement_with_the_pareto_front(bench_report):
     from PIL import Image
 
-    from benchmarks.plot import FRONT_COLOUR, POINT_COLOUR, REFERENCE_COLOUR
+    from hubedge.benchmarks.plot import FRONT_COLOUR, POINT_COLOUR, REFERENCE_COLOUR
 
     _, out, _ = bench_report
     with Image.open(out / "r.png") as image:
@@ -137,7 +137,7 @@ def test_the_vendor_timers_cross_check_our_timing(tiny_exports, tmp_path, capsys
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():
-    from benchmarks.plot import pareto_front
+    from hubedge.benchmarks.plot import pareto_front
 
     points = [(10.0, 0.90), (5.0, 0.80), (20.0, 1.00), (12.0, 0.85), (5.0, 0.70), (30.0, 1.00)]
     # (12, .85) loses to (10, .90); (5, .70) to (5, .80); (30, 1.0) to (20, 1.0)
@@ -214,7 +214,7 @@ def test_benchmark_app_runs_an_openvino_artifact_at_the_precision_the_adapter_us
                                                                                    precision, expected):
     import subprocess
 
-    from benchmarks import vendor
+    from hubedge.benchmarks import vendor
 
     commands = []
 
@@ -247,8 +247,8 @@ def test_the_vendor_check_brackets_each_run_of_the_tool_with_our_own_timing(monk
     rounds that disagree, give no verdict instead of a figure."""
     import subprocess
 
-    from benchmarks import vendor
-    from benchmarks.report import vendor_lines
+    from hubedge.benchmarks import vendor
+    from hubedge.benchmarks.report import vendor_lines
 
     tool_medians = iter(theirs)
 
@@ -303,7 +303,7 @@ def test_an_accuracy_aware_row_is_timed_against_plain_int8_of_its_format_and_the
 
 
 def test_the_catalog_report_takes_each_rows_latency_from_a_bench_saved_in_the_folder(tiny_exports, tmp_path, capsys):
-    from runtimes.manifest import manifest_path
+    from hubedge.runtimes.manifest import manifest_path
 
     exported = tiny_exports[("onnx", "fp32")].artifact
     for path in (exported, manifest_path(exported)):

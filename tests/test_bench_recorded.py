@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import runner
+from hubedge.benchmarks import runner
 
 PAIRS = [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
 BLOCK_TF = """

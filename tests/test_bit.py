@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.sources.bit import GN_EPSILON, WS_EPSILON, BitTwin, GroupNormalization, StandardizedConv2D
-from exporter.sources.catalog import Architecture
-from runtimes.errors import CorruptModelError
+from hubedge.exporter.sources.bit import GN_EPSILON, WS_EPSILON, BitTwin, GroupNormalization, StandardizedConv2D
+from hubedge.exporter.sources.catalog import Architecture
+from hubedge.runtimes.errors import CorruptModelError
 
 TINY = Architecture((1, 1, 1, 1), 0.5)
 
@@ -74,7 +74,7 @@ def test_weight_standardization_uses_per_output_channel_moments():
 
 
 def test_npz_round_trip_gives_identical_outputs(tmp_path, photos):
-    from runtimes.preprocess import preprocess
+    from hubedge.runtimes.preprocess import preprocess
 
     source = BitTwin(TINY, 7)
     source.seed(3)
@@ -118,7 +118,7 @@ def test_seeding_is_deterministic_and_per_name():
 
 def test_seeded_head_is_centred_on_the_calibration_photos():
     twin = BitTwin(TINY, 50)
-    from exporter.sources import _centring_batches
+    from hubedge.exporter.sources import _centring_batches
 
     recipe = twin.seed(0, centre_on=lambda: _centring_batches(64))
     assert "centred on the mean feature of 8 calibration photos" in recipe

@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from exporter.pipeline import VerificationFailed, verification_images
-from exporter.formats import FORMATS
-from runtimes.manifest import manifest_path
+from hubedge.exporter.pipeline import VerificationFailed, verification_images
+from hubedge.exporter.formats import FORMATS
+from hubedge.runtimes.manifest import manifest_path
 from tests.helpers import LazyExports, cpu_has_bf16
 
 pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
@@ -60,9 +60,9 @@ def test_hub_load_and_keras_layer_take_the_published_form(tiny_published):
 
 
 def test_a_published_form_exists_for_bit_only():
-    from exporter.sources import catalog
-    from exporter.sources import build_twin
-    from runtimes.errors import HubedgeError
+    from hubedge.exporter.sources import catalog
+    from hubedge.exporter.sources import build_twin
+    from hubedge.runtimes.errors import HubedgeError
 
     with pytest.raises(HubedgeError, match="applies to BiT"):
         build_twin(catalog.get("efficientnet-lite0"), "package", form="published")
@@ -80,8 +80,8 @@ def published_exports(tiny_published, tmp_path_factory):
     """Every pair on each route, as one ``hubedge export`` run of that route makes them (one calibration set, one
     fp32 ONNX for onnx and qnn), each caught on its own, so one failure shows as that pair's error and not every
     one's."""
-    from exporter.options import ExportOptions
-    from runtimes.errors import HubedgeError
+    from hubedge.exporter.options import ExportOptions
+    from hubedge.runtimes.errors import HubedgeError
 
     results = {}
     for graph in ROUTES:
@@ -105,7 +105,7 @@ def test_every_format_exports_and_verifies_from_the_published_form(published_exp
     x86-vnni machine the HTP simulator could not allocate the graph it chose (16-bit activations) and the export
     failed, naming both trials. The search's trials run on ONNX Runtime's CPU EP, whose int8 kernels differ
     between CPU classes, so elsewhere it may choose a graph the HTP runs: then the fallback must be recorded."""
-    from exporter.pipeline import verification_device
+    from hubedge.exporter.pipeline import verification_device
 
     if precision == "bf16" and not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 kernels for OpenVINO: bf16 artifacts cannot be verified here")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.sources import load_model
-from runtimes.preprocess import preprocess
+from hubedge.exporter.sources import load_model
+from hubedge.runtimes.preprocess import preprocess
 
 pytestmark = [pytest.mark.slow, pytest.mark.export]
 
@@ -25,8 +25,8 @@ def test_in21k_twin_is_a_hub_module_with_21843_logits(in21k, images):
     import tensorflow_hub as hub
     import tf_keras as keras
 
-    from exporter.sources.bit import BitTwin
-    from exporter.sources import _centring_batches
+    from hubedge.exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources import _centring_batches
 
     assert in21k.weights["source"] == "seeded" and in21k.info.activation == "sigmoid"
     via_load = hub.load(str(in21k.savedmodel_dir))(images[:2]).numpy()
@@ -72,7 +72,7 @@ def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(in21k, im
 
 def test_the_published_form_r50x1_is_re_authored_into_the_edge_twins_graph(in21k, images):
     """Full geometry: all 153 variables recognised by layer order, the rebuilt graph equal to the module."""
-    from exporter.graph.reauthor import choose_graph
+    from hubedge.exporter.graph.reauthor import choose_graph
 
     published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
     chosen = choose_graph(published)

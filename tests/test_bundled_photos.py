@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import calibration_data
-from exporter.quantize.calibration import build_calibration_set, usable_images
-from exporter.pipeline import EVALUATION_CROPS, evaluation_set
-from runtimes.errors import InvalidInputError
+from hubedge import calibration_data
+from hubedge.exporter.quantize.calibration import build_calibration_set, usable_images
+from hubedge.exporter.pipeline import EVALUATION_CROPS, evaluation_set
+from hubedge.runtimes.errors import InvalidInputError
 
 
 def _relative(path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.sources import catalog
-from runtimes.errors import ModelNotFoundError
+from hubedge.exporter.sources import catalog
+from hubedge.runtimes.errors import ModelNotFoundError
 
 
 def test_catalog_has_all_73_bit_models_and_the_yardstick_with_unique_names_and_handles():

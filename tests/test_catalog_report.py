@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import catalog_report
-from exporter.zoo.ledger import LEDGER, SCHEMA as LEDGER_SCHEMA
+from hubedge.benchmarks import catalog_report
+from hubedge.exporter.zoo.ledger import LEDGER, SCHEMA as LEDGER_SCHEMA
 from hubedge.cli import main
-from runtimes.errors import InvalidInputError
-from runtimes.manifest import SCHEMA
+from hubedge.runtimes.errors import InvalidInputError
+from hubedge.runtimes.manifest import SCHEMA
 
 
 def _artifact(folder: Path, name: str, fmt: str, precision: str, cosine: float, key: str) -> None:

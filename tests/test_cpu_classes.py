@@ -8,11 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
-import runtimes
-from exporter.verify import cpu_emulation
-from runtimes import isolated
+from hubedge import runtimes
+from hubedge.exporter.verify import cpu_emulation
+from hubedge.runtimes import isolated
 from hubedge.cli import main
-from runtimes import cpu
+from hubedge.runtimes import cpu
 from tests.helpers import no_vnni_emulator
 
 
@@ -69,7 +69,7 @@ def test_an_artifact_off_its_cpu_classes_warns_once_and_strict_refuses(tiny_expo
 
 
 def test_onnx_runtime_takes_the_exact_int8_kernels_only_where_the_fast_ones_saturate(monkeypatch):
-    from runtimes import onnx_runtime
+    from hubedge.runtimes import onnx_runtime
 
     monkeypatch.setattr(cpu, "cpu_class", lambda: cpu.X86_NO_VNNI)
     assert onnx_runtime.cpu_session_config() == {"session.x64quantprecision": "1"}
@@ -103,7 +103,7 @@ def test_the_emulator_runs_the_runtimes_as_an_x86_cpu_without_vnni(tiny_exports)
 def test_float_artifacts_of_each_cpu_runtime_are_verified_as_an_x86_cpu_without_vnni(tiny_classifier, tmp_path):
     """The emulated check of float artifacts, one per CPU runtime and float precision (the trained yardstick
     verifies its float artifacts natively only: test_export_efficientnet_lite.py)."""
-    from exporter.options import ExportOptions
+    from hubedge.exporter.options import ExportOptions
     from tests.helpers import LazyExports
 
     emulated = no_vnni_emulator() is not None  # None: this machine is that class itself, verified natively
@@ -126,7 +126,7 @@ def test_int8_cpu_vnni_is_refused_before_any_work_where_no_format_has_such_a_rec
 
 
 def test_a_bench_report_tells_cpu_classes_apart():
-    from benchmarks.runner import machine_info
+    from hubedge.benchmarks.runner import machine_info
 
     machine = machine_info(2)
     assert machine["cpu_class"] == cpu.cpu_class() and machine["cpu_features"] == list(cpu.features())
@@ -175,7 +175,7 @@ def test_openvino_int8_claims_armv8_0_only_where_verified_there(tiny_exports):
 
 
 def test_a_class_whose_runtime_cannot_compile_the_artifact_leaves_right_on_with_the_reason():
-    from exporter.pipeline import _settle_cpu_classes
+    from hubedge.exporter.pipeline import _settle_cpu_classes
 
     classes = {"right_on": list(cpu.ALL_CLASSES), "unproven": {cpu.ARM64_NO_DOTPROD: "why"}}
     reason = "not supported: OpenVINO compiled x but cannot run it on this CPU (arm64-no-dotprod): object is ..."

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from exporter.formats import FORMATS
-from exporter.zoo.fanout import RunSummary
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.zoo.fanout import RunSummary
 from hubedge import demo
-from runtimes.manifest import manifest_path
+from hubedge.runtimes.manifest import manifest_path
 
 
 def _fake_run(tmp_path, failing: str = "", up_to_date: int = 0):
@@ -71,8 +71,8 @@ def test_the_demo_passes_when_every_export_is_written_and_says_how_many_were_up_
 def test_the_demo_verifies_as_another_cpu_only_where_an_emulator_runs(monkeypatch, tmp_path):
     """A fresh VNNI machine without qemu-user-static must still pass make demo: native verification, said; and
     one without the aarch64 Python verifies as the other x86 class and says what arm64 lacks."""
-    from exporter.verify import arm64_env, cpu_emulation
-    from runtimes import cpu
+    from hubedge.exporter.verify import arm64_env, cpu_emulation
+    from hubedge.runtimes import cpu
 
     monkeypatch.setattr(cpu_emulation, "other_classes", lambda: [cpu.X86_NO_VNNI, *cpu.ARM64_CLASSES])
     monkeypatch.setenv(arm64_env.ROOT_ENV, str(tmp_path))  # nothing prepared there

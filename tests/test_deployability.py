@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-import runtimes
-from exporter.options import ExportOptions
+from hubedge import runtimes
+from hubedge.exporter.options import ExportOptions
 from tests.helpers import LazyExports
 from tests.test_cli import run
 
@@ -42,7 +42,7 @@ def _manifest(result) -> dict:
 def test_batch_1_gives_an_onnx_file_without_a_symbolic_dimension_that_nnapi_and_coreml_take_whole(fixed):
     import onnx
 
-    from exporter.formats.onnx import symbolic_dims
+    from hubedge.exporter.formats.onnx import symbolic_dims
 
     result = fixed[("onnx", "fp32")]
     manifest = _manifest(result)
@@ -95,7 +95,7 @@ def test_a_fixed_batch_of_3_is_static_in_the_file_verified_and_fed_3_at_a_time(b
     import onnx
     import onnxruntime
 
-    from exporter.formats.onnx import symbolic_dims
+    from hubedge.exporter.formats.onnx import symbolic_dims
 
     for pair in batch3.pairs:
         result = batch3[pair]
@@ -154,7 +154,7 @@ def test_the_mobile_rewrites_compute_what_they_replace():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporter.formats.onnx_mobile import mobile_friendly
+    from hubedge.exporter.formats.onnx_mobile import mobile_friendly
 
     pads = numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "pads")
     graph = helper.make_graph(

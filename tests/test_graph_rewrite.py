@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from exporter.graph.as_is import _frozen
-from exporter.graph.graph_rewrite import rewrite_group_norms
-from exporter.graph.reauthor import choose_graph, describe_route
+from hubedge.exporter.graph.as_is import _frozen
+from hubedge.exporter.graph.graph_rewrite import rewrite_group_norms
+from hubedge.exporter.graph.reauthor import choose_graph, describe_route
 
 
 def _run(graph_def, input_name: str, output_name: str, images: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def _conv_then(norm, channels: int = 32):
 
 
 def _published_group_norm(channels: int = 32):
-    from exporter.sources.bit_published import PublishedGroupNorm
+    from hubedge.exporter.sources.bit_published import PublishedGroupNorm
 
     layer = PublishedGroupNorm()
     layer.build((None, None, None, channels))
@@ -181,8 +181,8 @@ def test_graph_verbatim_converts_the_module_untouched(tiny_published):
 def test_a_rewrite_that_computes_something_else_is_not_used(tiny_published, tmp_path, monkeypatch):
     """The rewrite is held to the same proof as re-authoring: a wrong one (here γ doubled) sends the module's own
     graph to the converters, with a warning."""
-    from exporter.graph import as_is, graph_rewrite
-    from exporter.sources import load_model
+    from hubedge.exporter.graph import as_is, graph_rewrite
+    from hubedge.exporter.sources import load_model
 
     per_channel = graph_rewrite._per_channel
     monkeypatch.setattr(graph_rewrite, "_per_channel", lambda *args: per_channel(*args) * 2)

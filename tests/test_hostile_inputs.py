@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runtimes
+from hubedge import runtimes
 from hubedge.cli import main
-from runtimes.errors import CorruptModelError, InvalidInputError
-from runtimes.preprocess import ALPHA_BACKGROUND, DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, load_image
+from hubedge.runtimes.errors import CorruptModelError, InvalidInputError
+from hubedge.runtimes.preprocess import ALPHA_BACKGROUND, DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_predict_json_is_clean_json_on_every_runtime(tiny_exports, photos, name,
 
 
 def test_predict_json_is_clean_json_on_the_npu_path(tiny_exports, photos):
-    from runtimes.devices import status
+    from hubedge.runtimes.devices import status
 
     if not status("onnxruntime", "npu").available:
         pytest.skip(f"no NPU path here: {status('onnxruntime', 'npu').reason}")
@@ -207,7 +207,7 @@ def _rewrite_manifest(artifact: Path, change) -> None:
 
 
 def test_a_manifest_may_name_only_files_beside_it(tiny_exports, tmp_path):
-    from runtimes.reference import read_recorded
+    from hubedge.runtimes.reference import read_recorded
 
     artifact = _copy_pair(tiny_exports[("onnx", "fp32")].artifact, tmp_path / "pair")
     outside = tmp_path / "secret.npy"
@@ -227,7 +227,7 @@ def test_a_manifest_may_name_only_files_beside_it(tiny_exports, tmp_path):
 
 
 def test_a_recorded_reference_with_nan_is_refused(tiny_exports, tmp_path):
-    from runtimes.reference import read_recorded
+    from hubedge.runtimes.reference import read_recorded
 
     artifact = _copy_pair(tiny_exports[("onnx", "fp32")].artifact, tmp_path / "pair")
     manifest = runtimes.read_manifest(artifact)
@@ -257,7 +257,7 @@ def test_a_hostile_artifact_with_a_matching_manifest_is_one_line_from_predict(ti
 
 
 def test_a_runtime_that_aborts_in_predict_is_one_line(tiny_exports, photos, monkeypatch, capsys):
-    from runtimes import isolated
+    from hubedge.runtimes import isolated
 
     monkeypatch.setattr(isolated, "child_command",
                         lambda *args, **kwargs: [sys.executable, "-c", "import os; print('F0000 boom'); os.abort()"])
@@ -267,7 +267,7 @@ def test_a_runtime_that_aborts_in_predict_is_one_line(tiny_exports, photos, monk
 
 
 def test_bench_refuses_a_manifest_that_names_a_file_outside_its_folder(tiny_exports, tmp_path):
-    from benchmarks.runner import find_artifacts
+    from hubedge.benchmarks.runner import find_artifacts
 
     artifact = _copy_pair(tiny_exports[("tflite", "fp32")].artifact, tmp_path / "pair")
     _rewrite_manifest(artifact, lambda m: m["artifact"].update(file="../../etc/passwd"))

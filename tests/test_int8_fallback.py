@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from exporter.verify.fallback import floor_target
-from exporter.formats import FORMATS, Floor
+from hubedge.exporter.verify.fallback import floor_target
+from hubedge.exporter.formats import FORMATS, Floor
 from tests.test_cli import run
 
 # the tiny twin's plain TFLite int8 reaches cosine_min 0.913 on the verification images (0.911 on the tuning

@@ -1,5 +1,5 @@
-"""Artifacts run in a child process (``runtimes.isolated``): a runtime that aborts fails an export cleanly, and a
-runtime's own error comes back as the same error."""
+"""Artifacts run in a child process (``hubedge.runtimes.isolated``): a runtime that aborts fails an export cleanly, and
+a runtime's own error comes back as the same error."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runtimes
-from runtimes import isolated
-from exporter.pipeline import export_one
-from exporter.formats import FORMATS
-from runtimes.errors import HubedgeError
+from hubedge import runtimes
+from hubedge.runtimes import isolated
+from hubedge.exporter.pipeline import export_one
+from hubedge.exporter.formats import FORMATS
+from hubedge.runtimes.errors import HubedgeError
 
 ABORTING_RUNTIME = ("import os, sys; print('F0000 delegate.cc:1] Check failed: degenerate range', file=sys.stderr, "
                     "flush=True); os.abort()")

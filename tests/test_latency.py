@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
-from benchmarks import latency
+from hubedge.benchmarks import latency
 
 
 class DriftingMachine:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import memory_budget as memory
+from hubedge.exporter import memory_budget as memory
 from hubedge.cli import main
 
 GB = 10**9
@@ -67,7 +67,7 @@ def test_the_cli_refuses_a_budget_that_is_not_a_size(capsys):
 def test_a_step_that_cannot_fit_is_refused_and_the_others_are_written(tiny_classifier, tmp_path):
     """A budget between the SavedModel export's estimate and TFLite's: the first is written, the second refused in
     one line, and nothing of it is left in the output folder."""
-    from exporter.api import ExportsFailed, export
+    from hubedge.exporter.api import ExportsFailed, export
 
     size = memory.model_bytes(tiny_classifier)
     assert size > 0
@@ -86,7 +86,7 @@ def test_a_step_that_cannot_fit_is_refused_and_the_others_are_written(tiny_class
 
 @pytest.mark.export
 def test_when_no_step_fits_none_starts_and_no_reference_is_computed(tiny_classifier, tmp_path, monkeypatch):
-    from exporter.api import ExportsFailed, export
+    from hubedge.exporter.api import ExportsFailed, export
 
     monkeypatch.setattr(tiny_classifier, "reference", lambda: pytest.fail("the FP32 reference was computed"))
     size = memory.model_bytes(tiny_classifier)

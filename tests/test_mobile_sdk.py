@@ -14,13 +14,14 @@ import zipfile
 import numpy as np
 import pytest
 
-import calibration_data
-import runtimes
-from exporter.formats.tflite import pixel_input, read_metadata
-from exporter.formats.tflite_metadata import minimum_parser_version, read_standard_metadata, with_standard_metadata
-from exporter.formats import FORMATS
-from exporter.verify.mobile_sdk import check
-from runtimes.preprocess import load_image, resize_square
+from hubedge import calibration_data
+from hubedge import runtimes
+from hubedge.exporter.formats.tflite import pixel_input, read_metadata
+from hubedge.exporter.formats.tflite_metadata import (minimum_parser_version, read_standard_metadata,
+                                                      with_standard_metadata)
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.verify.mobile_sdk import check
+from hubedge.runtimes.preprocess import load_image, resize_square
 from tests.helpers import export_all, tiny_spec
 
 pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
@@ -71,7 +72,7 @@ def _hubedge_scores(artifact, pixels: np.ndarray) -> np.ndarray:
 # twin is exported to .tflite fp32 and int8 and verified, MediaPipe included
 @pytest.fixture(scope="module")
 def tiny_21k(tmp_path_factory):
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import build_twin
 
     return build_twin(tiny_spec(num_outputs=21843, name="tiny-bit-21k"), "seeded",
                       tmp_path_factory.mktemp("tiny") / "21k")
@@ -142,7 +143,7 @@ def test_image_embedder_gives_hubedges_features(tiny_mobile_exports):
 
 def test_the_mobile_check_fails_an_artifact_whose_metadata_lies(tiny_mobile_exports, tiny_21k, tmp_path):
     """Normalisation metadata of [-1, 1] on a [0, 1] model: MediaPipe then computes something else."""
-    import exporter.formats.tflite_metadata as metadata
+    import hubedge.exporter.formats.tflite_metadata as metadata
 
     result = tiny_mobile_exports["21k"][("tflite", "fp32")]
     bare = tmp_path / "bare.tflite"

@@ -17,12 +17,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-import runtimes
-from exporter.formats import onnx_storage
-from exporter.fsutil import atomic_path
+from hubedge import runtimes
+from hubedge.exporter.formats import onnx_storage
+from hubedge.exporter.fsutil import atomic_path
 from hubedge.cli import main
-from runtimes.errors import CorruptModelError
-from runtimes.integrity import check_artifact, sha256_of
+from hubedge.runtimes.errors import CorruptModelError
+from hubedge.runtimes.integrity import check_artifact, sha256_of
 
 
 def _small_model() -> onnx.ModelProto:
@@ -110,8 +110,8 @@ def test_the_integrity_check_covers_a_data_file_beside_an_onnx_artifact(tmp_path
 
 
 def test_the_threshold_is_refused_where_no_format_takes_it_and_out_of_range(capsys, tmp_path):
-    from exporter.options import ONNX_EXTERNAL_DATA_ABOVE, ExportOptions
-    from runtimes.errors import InvalidInputError
+    from hubedge.exporter.options import ONNX_EXTERNAL_DATA_ABOVE, ExportOptions
+    from hubedge.runtimes.errors import InvalidInputError
 
     code = main(["export", "--model", "bit-m-r50x1-in21k", "--weights", "seeded", "--format", "tflite",
                  "--onnx-external-data-above", "0", "--output", str(tmp_path)])
@@ -131,7 +131,7 @@ def test_a_tiny_twin_exports_verifies_and_loads_with_its_weights_beside_the_grap
     the 132 images, publishing and the manifest; then loaded, run, and refused once tampered. qnn int8 writes its
     intermediate and final files the same way; its quantization and verification on the HTP simulator are
     tested in test_export_formats, so here it is exported unverified and run on the CPU."""
-    from exporter import ExportOptions, export
+    from hubedge.exporter import ExportOptions, export
 
     options = ExportOptions(onnx_external_data_above=0)
     results = [*export(tiny_classifier, formats="onnx", precisions="fp32,fp16,int8", output=tmp_path, options=options),

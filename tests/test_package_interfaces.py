@@ -2,8 +2,12 @@
 
 Runtimes stand alone (an edge device installs only them); the exporter uses runtimes and the photos, never the
 benchmarks; the benchmarks use runtimes, and the exporter only to rebuild a TF reference; the command line
-(``hubedge``) uses them all and nothing uses it. A name another package imports must be in the module's
-``__all__``, so that a module's interface is written down where it is defined.
+(``hubedge.cli``, ``hubedge.demo``) uses them all and nothing uses it. A name another package imports must be in the
+module's ``__all__``, so that a module's interface is written down where it is defined.
+
+Every package is imported by its installed name, ``hubedge.<package>`` (pyproject's package-dir): the folders'
+own names (``exporter``, ``runtimes``, ...) would load a second copy of a module from a checkout, and collide with a
+user's folder of the same name. Below, packages are named by their folder, the command line as ``cli``.
 """
 
 from __future__ import annotations
@@ -13,40 +17,70 @@ import importlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("runtimes", "calibration_data", "exporter", "benchmarks", "hubedge")
+LIBRARIES = ("runtimes", "calibration_data", "exporter", "benchmarks")
+PACKAGES = (*LIBRARIES, "cli")
 MAY_IMPORT = {
     "runtimes": set(),
     "calibration_data": set(),
     "exporter": {"runtimes", "calibration_data"},
     "benchmarks": {"runtimes", "exporter", "calibration_data"},
-    "hubedge": {"runtimes", "calibration_data", "exporter", "benchmarks"},
+    "cli": {"runtimes", "calibration_data", "exporter", "benchmarks"},
 }
+# where each package's files are (the command line is hubedge/ less its root __init__, which anyone may import for
+# ``__version__``: it imports nothing)
+FOLDERS = {**{package: REPO / package for package in LIBRARIES}, "cli": REPO / "hubedge"}
+
+
+def _package_of(module: str) -> str | None:
+    """``hubedge.exporter.api`` → exporter, ``hubedge.cli.bench`` → cli; None for other modules and the root."""
+    parts = module.split(".")
+    if parts[0] != "hubedge" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in LIBRARIES else "cli"
+
+
+def _import_nodes(path: Path):
+    """(imported module, names) of every absolute import in a file, at any depth (lazy imports count)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            yield from ((alias.name, []) for alias in node.names)
+
+
+def _sources() -> list[tuple[str, Path]]:
+    return [(package, path) for package, folder in FOLDERS.items() for path in sorted(folder.rglob("*.py"))
+            if "records" not in path.parts and path != REPO / "hubedge" / "__init__.py"]
 
 
 def _imports() -> list[tuple[str, Path, str, list[str]]]:
-    """(importing package, file, imported module, names) for every absolute import between hubedge's packages,
-    at any depth in the file (lazy imports inside functions count)."""
+    """(importing package, file, imported module, names) for every absolute import between hubedge's packages.
+    ``from hubedge import exporter`` is an import of ``hubedge.exporter``."""
     found = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            if "records" in path.parts:  # measurement scripts, not the package
+    for package, path in _sources():
+        for module, names in _import_nodes(path):
+            if module == "hubedge":
+                found += [(package, path, f"hubedge.{name}", []) for name in names
+                          if name in LIBRARIES and name != package]
                 continue
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    modules = [(node.module, [alias.name for alias in node.names])]
-                elif isinstance(node, ast.Import):
-                    modules = [(alias.name, []) for alias in node.names]
-                else:
-                    continue
-                for module, names in modules:
-                    if module.split(".")[0] in PACKAGES and module.split(".")[0] != package:
-                        found.append((package, path, module, names))
+            target = _package_of(module)
+            if target is not None and target != package:
+                found.append((package, path, module, names))
     return found
+
+
+def test_code_and_tests_import_only_the_installed_names():
+    """No ``import runtimes`` / ``from exporter import ...``: each would load the folder as a package of its own."""
+    files = [path for _, path in _sources()] + sorted((REPO / "tests").rglob("*.py")) + sorted(
+        (REPO / "benchmarks" / "records").rglob("*.py"))
+    bare = [f"{path.relative_to(REPO)}: {module}" for path in files for module, _ in _import_nodes(path)
+            if module.split(".")[0] in LIBRARIES]
+    assert not bare, bare
 
 
 def test_imports_between_packages_point_one_way():
     wrong = [f"{path.relative_to(REPO)} imports {module}" for package, path, module, _ in _imports()
-             if module.split(".")[0] not in MAY_IMPORT[package]]
+             if _package_of(module) not in MAY_IMPORT[package]]
     assert not wrong, wrong
 
 
@@ -94,19 +128,22 @@ def _submodule_or_package(package: str, name: str) -> str:
 
 
 def _exporter_imports() -> list[tuple[str, str, Path]]:
-    """(importing module, imported module, file) for every import between the exporter's own modules; ``from exporter
-    import name`` counts as an import of the submodule ``exporter.name``, or of the package itself."""
+    """(importing module, imported module, file) for every import between the exporter's own modules, named without
+    the ``hubedge.`` prefix; ``from hubedge.exporter import name`` counts as an import of the submodule
+    ``exporter.name``, or of the package itself."""
     found = []
     for path in sorted((REPO / "exporter").rglob("*.py")):
         parts = path.relative_to(REPO).with_suffix("").parts
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [_submodule_or_package(node.module, alias.name) for alias in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            else:
+        for imported, names in _import_nodes(path):
+            if imported == "hubedge":
+                targets = [name for name in names if name in LIBRARIES]
+            elif not imported.startswith("hubedge."):
                 continue
+            elif names:
+                targets = [_submodule_or_package(imported.removeprefix("hubedge."), name) for name in names]
+            else:
+                targets = [imported.removeprefix("hubedge.")]
             found += [(module, target, path) for target in targets
                       if target.split(".")[0] == "exporter" and target != module]
     return found
@@ -135,7 +172,8 @@ def test_imports_between_the_exporters_stages_point_down():
 def test_the_stage_rule_sees_an_upward_import():
     """The rule's own check: the imports it reads include known downward ones, and an upward one would be caught."""
     imports = {(importer, imported) for importer, imported, _ in _exporter_imports()}
-    assert ("exporter.pipeline", "exporter.verify.mobile_sdk") in imports  # via ``from exporter.verify import ...``
+    # via ``from hubedge.exporter.verify import ...``
+    assert ("exporter.pipeline", "exporter.verify.mobile_sdk") in imports
     assert ("exporter.formats.onnx", "exporter.quantize.accuracy") in imports
     assert EXPORTER_STAGES[_stage("exporter.formats.onnx")] > EXPORTER_STAGES[_stage("exporter.quantize.accuracy")]
     assert EXPORTER_STAGES[_stage("exporter.sources.bit")] < EXPORTER_STAGES[_stage("exporter.graph.reauthor")]

@@ -41,15 +41,19 @@ def test_the_wheel_builds_quietly_and_ships_the_photos_and_labels_verification_r
     names = set(zipfile.ZipFile(wheel).namelist())
     patterns = ("calibration_data/*.jpg", "calibration_data/evaluation/*.jpg", "calibration_data/photos.tsv",
                 "runtimes/labels/*.txt")
-    data = [path.relative_to(ROOT).as_posix() for pattern in patterns for path in ROOT.glob(pattern)]
+    data = [f"hubedge/{path.relative_to(ROOT).as_posix()}" for pattern in patterns for path in ROOT.glob(pattern)]
     assert len(data) > 60 and not [name for name in data if name not in names]
+    # one import name: every module of the wheel lives under hubedge/
+    assert {name.split("/")[0] for name in names if name.endswith(".py")} == {"hubedge"}
 
 
 @pytest.mark.export
 def test_the_installed_wheel_predicts_and_exports_outside_the_checkout(built, tiny_classifier, photos, tmp_path):
     """The wheel installed into a folder of its own, ahead of everything on the path (the dependencies come from
     this environment; its editable install of the checkout is found only after it), run from a folder outside the
-    checkout: ``predict`` and a verified tiny export, which reads the evaluation photos from the installed package."""
+    checkout that holds a user's own ``benchmarks``, ``runtimes``, ``exporter`` and ``calibration_data`` packages:
+    ``predict`` and a verified tiny export, which reads the evaluation photos from the installed package, and a
+    user's script that imports both theirs and hubedge's."""
     wheel, _ = built
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site),
@@ -57,16 +61,24 @@ def test_the_installed_wheel_predicts_and_exports_outside_the_checkout(built, ti
     assert install.returncode == 0, install.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
     work = tmp_path / "elsewhere"
-    work.mkdir()
+    for name in ("benchmarks", "runtimes", "exporter", "calibration_data"):
+        (work / name).mkdir(parents=True)
+        (work / name / "__init__.py").write_text(f"OWNER = 'the user'  # the user's own {name} package\n")
 
     def hubedge(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "hubedge", *args], capture_output=True, text=True, cwd=work,
                               env=env, timeout=900)
 
-    where = subprocess.run([sys.executable, "-c", "import calibration_data, exporter, hubedge, runtimes; "
-                            "print(*(m.__file__ for m in (calibration_data, exporter, hubedge, runtimes)))"],
-                           capture_output=True, text=True, cwd=work, env=env, timeout=120)
-    assert where.returncode == 0 and all(path.startswith(str(site)) for path in where.stdout.split()), where
+    (work / "script.py").write_text(
+        "import benchmarks, runtimes\n"
+        "import hubedge, hubedge.benchmarks, hubedge.calibration_data, hubedge.exporter, hubedge.runtimes\n"
+        "assert benchmarks.OWNER == runtimes.OWNER == 'the user'\n"
+        "print(*(m.__file__ for m in (hubedge, hubedge.benchmarks, hubedge.calibration_data, hubedge.exporter,\n"
+        "                             hubedge.runtimes)))\n")
+    where = subprocess.run([sys.executable, "script.py"], capture_output=True, text=True, cwd=work, env=env,
+                           timeout=120)
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert len(where.stdout.split()) == 5 and all(path.startswith(str(site)) for path in where.stdout.split()), where
     model = str(tiny_classifier.savedmodel_dir)
     predicted = hubedge("predict", "--json", "--model", model, str(photos[0]))
     assert predicted.returncode == 0 and json.loads(predicted.stdout), predicted.stderr[-2000:]

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from runtimes.errors import InvalidInputError
-from runtimes.labels import load_labels
-from runtimes.preprocess import check_float_batch, load_image, preprocess
+from hubedge.runtimes.errors import InvalidInputError
+from hubedge.runtimes.labels import load_labels
+from hubedge.runtimes.preprocess import check_float_batch, load_image, preprocess
 
 
 def test_paths_become_float32_nhwc_in_unit_range(photos):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.sources.bit_layout import BitLayout, Unrecognised, expected_layout, official_name, recognise
-from exporter.sources.catalog import Architecture
-from exporter.pipeline import verification_images
-from exporter.graph.reauthor import choose_graph, describe_route
+from hubedge.exporter.sources.bit_layout import BitLayout, Unrecognised, expected_layout, official_name, recognise
+from hubedge.exporter.sources.catalog import Architecture
+from hubedge.exporter.pipeline import verification_images
+from hubedge.exporter.graph.reauthor import choose_graph, describe_route
 
 TINY = Architecture((1, 1, 1, 1), 0.5)
 
@@ -23,7 +23,7 @@ def _fake(layout):
 
 def test_the_expected_layout_is_the_builders_and_the_published_modules(tiny_published):
     """Official names as the edge builder keeps them; order and shapes as the published form's module lists them."""
-    from exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources.bit import BitTwin
 
     layout = expected_layout(TINY, 1000)
     assert {name for name, _ in layout} == set(BitTwin(TINY, 1000).weight_names())
@@ -162,9 +162,9 @@ def test_a_model_that_is_no_bit_goes_as_is_in_one_line(tmp_path):
     import tensorflow as tf
     import tf_keras as keras
 
-    from exporter.sources.savedmodel import save_hub_module
-    from exporter.sources import load_model
-    from runtimes.modelinfo import ModelInfo
+    from hubedge.exporter.sources.savedmodel import save_hub_module
+    from hubedge.exporter.sources import load_model
+    from hubedge.runtimes.modelinfo import ModelInfo
 
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs)))
@@ -197,10 +197,10 @@ def test_the_cli_re_authors_by_default_and_honours_graph_as_is(tiny_published, t
 def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tmp_path, monkeypatch):
     """With the equivalence check fooled, a wrong rebuild (the swapped module's weights in the wrong places) is
     exported, and verification fails it: the reference is the user's module, not the rebuilt graph."""
-    from exporter.graph import reauthor
-    from exporter.pipeline import VerificationFailed, export_one
-    from exporter.formats import FORMATS
-    from exporter.sources import load_model
+    from hubedge.exporter.graph import reauthor
+    from hubedge.exporter.pipeline import VerificationFailed, export_one
+    from hubedge.exporter.formats import FORMATS
+    from hubedge.exporter.sources import load_model
 
     monkeypatch.setattr(reauthor, "_equivalence", lambda loaded, rebuilt: {"equal": True, "max_relative_diff": 0.0})
     chosen = choose_graph(load_model(str(tampered["swapped"])))
@@ -211,10 +211,10 @@ def test_verification_judges_a_rebuild_against_the_module_as_loaded(tampered, tm
 
 
 def test_a_re_authored_savedmodel_says_so_and_is_not_re_authored_again(tiny_published, tmp_path):
-    from exporter.pipeline import export_one
-    from exporter.formats import FORMATS
-    from exporter.sources.savedmodel import read_module_info
-    from exporter.sources import load_model
+    from hubedge.exporter.pipeline import export_one
+    from hubedge.exporter.formats import FORMATS
+    from hubedge.exporter.sources.savedmodel import read_module_info
+    from hubedge.exporter.sources import load_model
 
     result = export_one(choose_graph(tiny_published), FORMATS["savedmodel"], "fp32", tmp_path, verify_output=False)
     record = read_module_info(result.artifact)["weights"]

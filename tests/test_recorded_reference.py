@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from exporter.pipeline import evaluation_set
-from runtimes.errors import CorruptModelError, HubedgeError
-from runtimes.manifest import read_manifest
-from runtimes.reference import batch_sha256, read_recorded
+from hubedge.exporter.pipeline import evaluation_set
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError
+from hubedge.runtimes.manifest import read_manifest
+from hubedge.runtimes.reference import batch_sha256, read_recorded
 
 
 def test_every_artifact_names_one_recorded_reference_of_its_model(tiny_exports, tiny_classifier):
@@ -63,7 +63,7 @@ def test_a_damaged_or_foreign_reference_is_refused_in_one_line(tiny_exports, tmp
 
 
 def test_the_exact_input_batch_is_recorded_too(tiny_exports):
-    from runtimes.reference import read_recorded_inputs
+    from hubedge.runtimes.reference import read_recorded_inputs
 
     artifact = tiny_exports[("tflite", "fp32")].artifact
     recorded = read_recorded_inputs(read_manifest(artifact), artifact.parent)
@@ -74,8 +74,8 @@ def test_a_machine_that_preprocesses_otherwise_is_judged_on_the_recorded_batch(t
     """Another Pillow would give other pixels: bench says so and uses the batch recorded at export."""
     import dataclasses
 
-    from benchmarks import runner
-    from exporter import pipeline
+    from hubedge.benchmarks import runner
+    from hubedge.exporter import pipeline
 
     artifacts = [str(tiny_exports[("tflite", p)].artifact) for p in ("fp32", "int8")]
     options = runner.BenchOptions(runs=2, warmup=1, threads=1, paired_blocks=1, paired_calls=1,

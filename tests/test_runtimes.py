@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import runtimes
+from hubedge import runtimes
 from hubedge.cli import main
-from exporter.pipeline import verification_images
+from hubedge.exporter.pipeline import verification_images
 from tests.helpers import cpu_has_bf16
-from runtimes.agreement import summarize
-from runtimes.devices import DEVICES, DeviceUnavailableError, discover, status
-from runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
+from hubedge.runtimes.agreement import summarize
+from hubedge.runtimes.devices import DEVICES, DeviceUnavailableError, discover, status
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError, InvalidInputError
 
 CPU_ARTIFACTS = [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"),
                  ("openvino", "fp32")]
@@ -135,9 +135,9 @@ def test_an_intact_artifact_openvino_cannot_compile_here_is_not_called_corrupt(t
 
     import openvino
 
-    from runtimes import openvino_runtime
-    from runtimes.cpu import cpu_class
-    from runtimes.errors import CannotCompileError
+    from hubedge.runtimes import openvino_runtime
+    from hubedge.runtimes.cpu import cpu_class
+    from hubedge.runtimes.errors import CannotCompileError
 
     class CoreThatCannotCompile(openvino.Core):
         def compile_model(self, *args, **kwargs):
@@ -194,7 +194,7 @@ def test_a_cpu_int8_artifact_is_refused_by_the_npu_with_the_way_out(tiny_exports
 
 def test_a_quantized_onnx_graph_gets_the_faster_cpu_layout_once_and_both_compute_the_model(
         tiny_exports, photos, tmp_path, monkeypatch):
-    from runtimes import onnx_runtime
+    from hubedge.runtimes import onnx_runtime
 
     artifact = tiny_exports[("onnx", "int8")].artifact
     outputs = {}
@@ -241,7 +241,7 @@ def test_a_bf16_openvino_artifact_computes_in_bf16_and_an_fp32_one_never_does(ti
 
 
 def test_a_bf16_artifact_is_refused_where_openvino_would_quietly_run_f32(tiny_exports, monkeypatch):
-    from runtimes import openvino_runtime
+    from hubedge.runtimes import openvino_runtime
 
     if ("openvino", "bf16") not in tiny_exports:
         pytest.skip("this CPU has no bf16 arithmetic, so no bf16 artifact was exported")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-import runtimes
-from runtimes import devices
-from runtimes.devices import DeviceStatus, DeviceUnavailableError
-from runtimes.errors import HubedgeError
+from hubedge import runtimes
+from hubedge.runtimes import devices
+from hubedge.runtimes.devices import DeviceStatus, DeviceUnavailableError
+from hubedge.runtimes.errors import HubedgeError
 
 
 def test_litert_gpu_needs_a_vulkan_loader_and_says_so(monkeypatch):
@@ -40,7 +40,7 @@ def test_an_onnx_runtime_gpu_that_does_not_start_is_absent_not_the_cpu(tiny_expo
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed here: the CUDA EP may really start")
-    from runtimes import onnx_runtime
+    from hubedge.runtimes import onnx_runtime
 
     fake = DeviceStatus("onnxruntime", "gpu", True, "CUDAExecutionProvider")
     monkeypatch.setattr(onnx_runtime, "require", lambda runtime, device: fake)
@@ -50,7 +50,7 @@ def test_an_onnx_runtime_gpu_that_does_not_start_is_absent_not_the_cpu(tiny_expo
 
 @pytest.mark.parametrize("precision", ["int8", "dynamic"])
 def test_litert_gpu_refuses_quantized_artifacts_it_computes_wrongly(tiny_exports, precision):
-    from runtimes.litert import _GpuModel
+    from hubedge.runtimes.litert import _GpuModel
 
     artifact = tiny_exports[("tflite", precision)].artifact
     with pytest.raises(HubedgeError, match=f"quantized \\({precision}\\).*run it on the cpu"):
@@ -58,7 +58,7 @@ def test_litert_gpu_refuses_quantized_artifacts_it_computes_wrongly(tiny_exports
 
 
 def test_litert_gpu_without_a_gpu_is_reported_absent(tiny_exports):
-    from runtimes.litert import _GpuModel
+    from hubedge.runtimes.litert import _GpuModel
 
     if not devices.litert_gpu_probe():
         pytest.skip("a Vulkan loader is present here: whether a GPU answers depends on the machine")

@@ -9,9 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from exporter.sources import load_model
-from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
-from runtimes.preprocess import preprocess
+from hubedge.exporter.sources import load_model
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
+from hubedge.runtimes.preprocess import preprocess
 
 pytestmark = pytest.mark.export  # every test here builds, converts or reads with the export extra
 
@@ -37,10 +37,10 @@ def test_hub_load_and_keras_layer_agree_inside_a_keras_model(tiny_classifier, ph
 def test_keras_model_and_its_saved_module_agree(tmp_path, photos):
     import tensorflow_hub as hub
 
-    from exporter.sources.bit import BitTwin
-    from exporter.sources.catalog import Architecture
-    from exporter.sources.savedmodel import save_hub_module
-    from runtimes.modelinfo import ModelInfo
+    from hubedge.exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources.catalog import Architecture
+    from hubedge.exporter.sources.savedmodel import save_hub_module
+    from hubedge.runtimes.modelinfo import ModelInfo
 
     twin = BitTwin(Architecture((1, 1, 1, 1), 0.5), 12)
     twin.seed(4)
@@ -69,7 +69,7 @@ def test_a_savedmodel_from_elsewhere_is_inspected(tiny_classifier, tmp_path):
 def test_hub_handles_resolve_through_the_tfhub_cache_without_network(tiny_published, monkeypatch, tmp_path):
     """A module already in TFHUB_CACHE_DIR loads by its handle, exactly as tensorflow_hub caches it. The stand-in
     is the published graph form without hubedge's record, as a download would be; export re-authors it."""
-    from exporter.graph.reauthor import choose_graph
+    from hubedge.exporter.graph.reauthor import choose_graph
 
     url = "https://tfhub.dev/google/bit/m-r50x1/ilsvrc2012_classification/1"
     cache = tmp_path / "hubcache"
@@ -118,9 +118,9 @@ def test_bad_sources_get_one_clear_error(tmp_path, tiny_classifier):
 
 def test_npz_weights_build_a_twin_labelled_as_such(tmp_path, monkeypatch, photos):
     """An official-style checkpoint (here a tiny one) loads into the catalog architecture by name."""
-    from exporter.sources import catalog
-    from exporter.sources.bit import BitTwin
-    from exporter.sources import build_twin
+    from hubedge.exporter.sources import catalog
+    from hubedge.exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources import build_twin
     from tests.helpers import tiny_spec
 
     spec = tiny_spec("feature_vector", name="tiny-npz")
@@ -136,9 +136,9 @@ def test_npz_weights_build_a_twin_labelled_as_such(tmp_path, monkeypatch, photos
 
 def test_a_bit_npz_given_as_the_model_is_recognised_from_its_weights(tmp_path, photos):
     """No catalog entry needed: the architecture and head come from the checkpoint's names and shapes."""
-    from exporter.sources.bit import BitTwin
-    from exporter.sources.catalog import Architecture
-    from exporter.graph.reauthor import choose_graph
+    from hubedge.exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources.catalog import Architecture
+    from hubedge.exporter.graph.reauthor import choose_graph
 
     source = BitTwin(Architecture((1, 2, 1, 1), 0.5), 1000)
     source.seed(3)

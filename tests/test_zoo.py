@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.formats import FORMATS
-from exporter.options import ExportOptions
-from exporter.zoo import Job, JobKey, expand_models, plan_jobs
-from exporter.zoo.ledger import LEDGER
-from runtimes.errors import HubedgeError, ModelNotFoundError
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.options import ExportOptions
+from hubedge.exporter.zoo import Job, JobKey, expand_models, plan_jobs
+from hubedge.exporter.zoo.ledger import LEDGER
+from hubedge.runtimes.errors import HubedgeError, ModelNotFoundError
 from tests.test_cli import run
 
 pytestmark = [pytest.mark.export, pytest.mark.ray]
@@ -81,7 +81,7 @@ def _ledger(folder: Path) -> dict:
 # test keeps them from overlapping), each in a Ray worker that imports TensorFlow afresh
 def test_a_run_skips_what_is_up_to_date_redoes_a_tampered_artifact_and_never_overlaps_jobs_that_do_not_fit(
         ray_instance, tmp_path, tiny_classifier, tiny_features):
-    from exporter.zoo.fanout import memory_request, run_jobs
+    from hubedge.exporter.zoo.fanout import memory_request, run_jobs
 
     jobs = _jobs([tiny_classifier.weights["savedmodel"], tiny_features.weights["savedmodel"]])
     assert all(memory_request(job) > BUDGET / 2 for job in jobs)
@@ -155,7 +155,7 @@ def _check_catalog_report(out: Path, broken: str, capsys) -> None:
 
 
 def test_a_request_no_node_can_meet_is_refused_in_one_line_before_anything_runs(ray_instance, tmp_path):
-    from exporter.zoo.fanout import memory_request, run_jobs
+    from hubedge.exporter.zoo.fanout import memory_request, run_jobs
 
     jobs = plan_jobs(["bit-m-r152x4-in21k", "expert-bird"], "seeded", "edge", [(FORMATS["onnx"], "fp32")],
                      ExportOptions())
@@ -170,7 +170,7 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_next_run_finishes_t
         ray_instance, tmp_path, tiny_classifier, tiny_features):
     """The CLI in a process of its own, with its own local Ray; the export worker of the first job is killed with
     SIGKILL once it has begun writing its artifact (its temporary folder names its process)."""
-    from exporter.zoo.fanout import run_jobs
+    from hubedge.exporter.zoo.fanout import run_jobs
 
     models = [tiny_classifier.weights["savedmodel"], tiny_features.weights["savedmodel"]]
     command = [sys.executable, "-m", "hubedge", "export", *[arg for model in models for arg in ("--model", str(model))],
@@ -201,7 +201,7 @@ def test_a_job_killed_for_memory_is_retried_once_with_a_larger_request_then_reco
                                                                                    tiny_features):
     """Ray's own memory monitor, its threshold set to 1 % of the machine so that it sees every running task as too
     much, kills each export: the run retries each once with 1.5× the memory request, then records it as failed."""
-    from exporter.zoo.fanout import OOM_GROWTH
+    from hubedge.exporter.zoo.fanout import OOM_GROWTH
 
     env = {**os.environ, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
     models = [tiny_classifier.weights["savedmodel"], tiny_features.weights["savedmodel"]]

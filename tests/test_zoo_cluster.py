@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.formats import FORMATS
-from exporter.options import ExportOptions
-from exporter.zoo import plan_jobs
-from exporter.zoo.ledger import LEDGER
-from runtimes.cpu import cpu_class
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.options import ExportOptions
+from hubedge.exporter.zoo import plan_jobs
+from hubedge.exporter.zoo.ledger import LEDGER
+from hubedge.runtimes.cpu import cpu_class
 from tests.test_cli import run
 
 pytestmark = [pytest.mark.export, pytest.mark.ray]
@@ -98,7 +98,7 @@ def test_a_catalog_run_spreads_its_jobs_over_a_real_two_node_cluster(cluster, tm
                                                                       tiny_features):
     import ray
 
-    from exporter.zoo.fanout import run_jobs
+    from hubedge.exporter.zoo.fanout import run_jobs
 
     assert not ray.is_initialized()
     models = [str(tiny_classifier.weights["savedmodel"]), str(tiny_features.weights["savedmodel"])]
@@ -170,7 +170,7 @@ def test_a_job_whose_node_is_lost_runs_again_on_the_nodes_left(cluster, tmp_path
     import os
     import signal
 
-    from exporter.zoo.fanout import run_jobs
+    from hubedge.exporter.zoo.fanout import run_jobs
 
     doomed = _ray_node(f"--address={cluster}", "--num-cpus=1", "--resources", '{"hubedge-test-doomed": 1}')
     try:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter.sources import catalog, efficientnet_lite
-from exporter.pipeline import evaluation_set
-from exporter.sources.torch_legacy import load_legacy_state_dict
-from runtimes.agreement import summarize
+from hubedge.exporter.sources import catalog, efficientnet_lite
+from hubedge.exporter.pipeline import evaluation_set
+from hubedge.exporter.sources.torch_legacy import load_legacy_state_dict
+from hubedge.runtimes.agreement import summarize
 
 BLOCK_BN = {"_expand_conv": "_bn0", "_depthwise_conv": "_bn1", "_project_conv": "_bn2"}
 KEPT_FLOAT = (0, 1, 2, 3, 5)

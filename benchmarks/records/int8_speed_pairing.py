@@ -3,7 +3,7 @@
 Issue #13 item 5 asks for int8 at least 1.5x its own fp32 on every runtime on an x86 CPU without VNNI (AVX2),
 and still 2x with VNNI. ``hubedge bench`` pairs every row with the TF reference, so int8 and fp32 are compared
 there only through two ratios. Here each int8 artifact is paired directly with the fp32 artifact of its format
-(``benchmarks.latency.paired_timing``: 6 blocks of 10 calls, alternating). For ONNX it also pairs the int8
+(``hubedge.benchmarks.latency.paired_timing``: 6 blocks of 10 calls, alternating). For ONNX it also pairs the int8
 artifact as the adapter runs it on this CPU class with the same file run with ONNX Runtime's default session,
 which shows what the exact uint8 x uint8 path costs where the adapter sets it (``x86-no-vnni``).
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import runtimes
-import runtimes.onnx_runtime
-from benchmarks.latency import paired_timing
-from exporter.pipeline import verification_images
-from runtimes.cpu import cpu_class
+import hubedge.runtimes.onnx_runtime  # noqa: F401 (runtimes.onnx_runtime below)
+from hubedge import runtimes
+from hubedge.benchmarks.latency import paired_timing
+from hubedge.exporter.pipeline import verification_images
+from hubedge.runtimes.cpu import cpu_class
 
 BLOCKS, CALLS, THREADS = 6, 10, 2
 SUFFIXES = {"tflite": "tflite", "onnx": "onnx", "openvino": "xml"}

@@ -3,7 +3,7 @@
 ``hubedge bench`` pairs every row with its own model's TF reference; the edge twin and the published-form twin
 are two models with two references, so their p50s are taken minutes apart and this VM drifts by up to 1.6x over
 tens of seconds. Here each artifact of a folder is paired directly with the artifact of the same format and
-precision in the edge folder (``benchmarks.latency.paired_timing``: 6 blocks of 10 calls, each block next to one
+precision in the edge folder (``hubedge.benchmarks.latency.paired_timing``: 6 blocks of 10 calls, each block next to one
 of the edge artifact's), so the ratio is steady even when the latencies are not.
 
     hubedge export --model bit-m-r50x1-in21k --weights seeded --format tflite,onnx,openvino \\
@@ -22,9 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-import runtimes
-from benchmarks.latency import paired_timing
-from exporter.pipeline import verification_images
+from hubedge import runtimes
+from hubedge.benchmarks.latency import paired_timing
+from hubedge.exporter.pipeline import verification_images
 
 BLOCKS, CALLS, THREADS = 6, 10, 2
 

@@ -2,8 +2,8 @@
 
 Adding a format is one row here and one module beside this file with
 ``export(loaded, precision, target, options, work) -> FormatResult``: ``options`` is an
-``exporter.options.ExportOptions`` holding only the options the row declares it takes (and the general ones),
-``work`` the run's ``exporter.options.Workspace`` (the calibration set, built once on first use, and scratch
+``hubedge.exporter.options.ExportOptions`` holding only the options the row declares it takes (and the general ones),
+``work`` the run's ``hubedge.exporter.options.Workspace`` (the calibration set, built once on first use, and scratch
 space). Each row declares the precisions it supports and the agreement floor each must meet against the FP32
 reference, so validation is part of export and tolerances live beside the format they govern.
 """
@@ -15,12 +15,12 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from exporter.formats.onnx_storage import DATA_SUFFIX
-from exporter.options import GENERAL_OPTIONS, ExportOptions, flag
-from runtimes.contract import PRECISION_NAMES
-from runtimes.cpu import ALL_CLASSES
-from runtimes.errors import UnsupportedError
-from runtimes.modelinfo import ModelInfo
+from hubedge.exporter.formats.onnx_storage import DATA_SUFFIX
+from hubedge.exporter.options import GENERAL_OPTIONS, ExportOptions, flag
+from hubedge.runtimes.contract import PRECISION_NAMES
+from hubedge.runtimes.cpu import ALL_CLASSES
+from hubedge.runtimes.errors import UnsupportedError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["ACCURACY_AWARE", "ACCURACY_VARIANT", "BF16", "CALIBRATED", "CEILINGS", "DIGITS", "DYNAMIC", "FORMATS",
     "FP16", "FP32", "Floor", "Format",
@@ -176,7 +176,7 @@ FORMATS: dict[str, Format] = {
         is_directory=True,
         companions=(),
         floors={"fp32": Floor(cosine=0.999999, top1=1.0, top5=1.0, max_abs_diff=1e-5)},  # a copy: exact
-        module="exporter.formats.savedmodel",
+        module="hubedge.exporter.formats.savedmodel",
         runtime="tf",
         devices=("cpu",),
         description="TF2 SavedModel in TF Hub's form: the FP32 reference artifact",
@@ -187,7 +187,7 @@ FORMATS: dict[str, Format] = {
         is_directory=False,
         companions=(),
         floors={"fp32": FP32, "fp16": FP16, "dynamic": DYNAMIC, "int8": INT8},
-        module="exporter.formats.tflite",
+        module="hubedge.exporter.formats.tflite",
         runtime="litert",
         devices=("cpu",),
         description="LiteRT (TFLite) flatbuffer, batch 1, run by ai-edge-litert",
@@ -202,7 +202,7 @@ FORMATS: dict[str, Format] = {
         is_directory=False,
         companions=(),
         floors={"fp32": FP32, "fp16": FP16, "int8": INT8},
-        module="exporter.formats.onnx",
+        module="hubedge.exporter.formats.onnx",
         runtime="onnxruntime",
         devices=("cpu", "gpu"),
         description="ONNX (tf2onnx), dynamic batch (or fixed: --batch N), run by ONNX Runtime",
@@ -219,7 +219,7 @@ FORMATS: dict[str, Format] = {
         # weights back to fp32 and saves those (EfficientNet-Lite0: 18.8 MB, as large as fp32; the onnx fp16 file
         # is 9.4 MB), so an fp16 .ort file would be an fp32 file under another name
         floors={"fp32": FP32, "int8": INT8},
-        module="exporter.formats.ort",
+        module="hubedge.exporter.formats.ort",
         runtime="onnxruntime",
         devices=("cpu",),
         description="the onnx artifact in ONNX Runtime's format (.ort) with its required_operators.config, for "
@@ -233,7 +233,7 @@ FORMATS: dict[str, Format] = {
         is_directory=False,
         companions=(".bin",),
         floors={"fp32": FP32, "fp16": FP16, "bf16": BF16, "int8": INT8},
-        module="exporter.formats.openvino",
+        module="hubedge.exporter.formats.openvino",
         runtime="openvino",
         devices=("cpu", "gpu", "npu"),
         description="OpenVINO IR (.xml + .bin), dynamic batch (or fixed: --batch N), run by OpenVINO",
@@ -245,7 +245,7 @@ FORMATS: dict[str, Format] = {
         is_directory=False,
         companions=(),
         floors={"int8": INT8},
-        module="exporter.formats.qnn",
+        module="hubedge.exporter.formats.qnn",
         runtime="onnxruntime",
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",

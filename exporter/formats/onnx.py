@@ -18,7 +18,7 @@ manifest and ``metadata_props`` (``hubedge.ort_session_config``) say so for anyo
 own session. Measured: docs/portable-int8.md.
 Labels and preprocessing go into ``metadata_props``. Past ``ExportOptions.onnx_external_data_above`` bytes of
 weights (by default just under protobuf's 2 GiB limit), every file of the route keeps its weights beside it in
-ONNX's external-data layout (``exporter.formats.onnx_storage``).
+ONNX's external-data layout (``hubedge.exporter.formats.onnx_storage``).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import FormatResult, onnx_storage
-from exporter.formats.onnx_mobile import mobile_friendly
-from exporter.options import ONNX_EXTERNAL_DATA_ABOVE, ExportOptions, Workspace
-from exporter.sources import LoadedModel
-from runtimes.base import fixed_batches, in_fixed_batches
-from runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
-from runtimes.cpu import ALL_CLASSES, ARM64_DOTPROD
-from runtimes.errors import HubedgeError
+from hubedge.exporter.formats import FormatResult, onnx_storage
+from hubedge.exporter.formats.onnx_mobile import mobile_friendly
+from hubedge.exporter.options import ONNX_EXTERNAL_DATA_ABOVE, ExportOptions, Workspace
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.base import fixed_batches, in_fixed_batches
+from hubedge.runtimes.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, metadata_key
+from hubedge.runtimes.cpu import ALL_CLASSES, ARM64_DOTPROD
+from hubedge.runtimes.errors import HubedgeError
 
 OPSET = 18  # tf2onnx 1.17's newest
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Clip", "Relu"]
@@ -71,7 +71,7 @@ def conversion_method() -> str:
 def _run_tf2onnx(savedmodel: Path, output: Path, size: int, external_above: int) -> int:
     """Converts in a child process; returns its peak RSS in bytes."""
     command = [
-        sys.executable, "-m", "exporter.formats.tf2onnx_child", "--saved-model", str(savedmodel),
+        sys.executable, "-m", "hubedge.exporter.formats.tf2onnx_child", "--saved-model", str(savedmodel),
         "--size", str(size), "--opset", str(OPSET), "--output", str(output),
         "--external-data-above", str(external_above),
         *(["--weights-in-graph"] if weights_in_graph() else []),
@@ -116,8 +116,8 @@ def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int 
                  ) -> tuple[Path, int, int, dict[str, int]]:
     """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``, or fixed to ``batch`` images with every shape in
     the file static: :func:`fix_batch`), with ``mobile`` its ops rewritten where mobile accelerators lack them
-    (``exporter.formats.onnx_mobile``), converted once per run and reused. Its weights are in a data file beside
-    it from ``external_above`` bytes on (``exporter.formats.onnx_storage``).
+    (``hubedge.exporter.formats.onnx_mobile``), converted once per run and reused. Its weights are in a data file beside
+    it from ``external_above`` bytes on (``hubedge.exporter.formats.onnx_storage``).
 
     Returns its path, the peak RSS of the conversion that made it, that peak again only if the conversion ran in
     this call (0 when it was reused), so each export reports the memory it really used, and the rewrites made.
@@ -181,7 +181,8 @@ def symbolic_dims(model: Any) -> list[str]:
 
 
 def external_data_record(data: Path) -> dict[str, Any]:
-    """The manifest's note of a data file: where the weights are, and why (``exporter.formats.onnx_storage``)."""
+    """The manifest's note of a data file: where the weights are, and why
+    (``hubedge.exporter.formats.onnx_storage``)."""
     return {"file": data.name, "offset_alignment": onnx_storage.ALIGNMENT,
             "why": "the weights are stored beside the graph (ONNX external data) past --onnx-external-data-above; "
                    "keep the two files together"}
@@ -239,7 +240,7 @@ def add_metadata(model, loaded: LoadedModel, precision: str) -> None:
         metadata_key("weights"): loaded.weights.get("source", ""),
     }
     if info.labels:
-        from runtimes.labels import load_labels
+        from hubedge.runtimes.labels import load_labels
 
         entries[metadata_key("labels")] = "\n".join(load_labels(info.labels).lemmas)
     if precision == "int8":
@@ -268,8 +269,8 @@ RANKED_OPS = ("Conv", "Gemm", "MatMul")  # the layers an accuracy-aware export m
 def _accuracy_aware(prepared: Path, quantized: Path, quantize, loaded: LoadedModel, options: ExportOptions,
                     work: Workspace) -> dict[str, Any]:
     """Keeps float the fewest layers, in :func:`graph_order_ranking`, that make the int8 model meet the target
-    on the tuning split (``exporter.quantize.accuracy``); leaves the chosen model at ``quantized``."""
-    from exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
+    on the tuning split (``hubedge.exporter.quantize.accuracy``); leaves the chosen model at ``quantized``."""
+    from hubedge.exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
 
     split = tuning_split(loaded, options, work)
     scores = graph_order_ranking(prepared)
@@ -314,7 +315,7 @@ def _cpu_session(path: Path):
     adapter's)."""
     import onnxruntime as ort
 
-    from runtimes.onnx_runtime import cpu_session_config
+    from hubedge.runtimes.onnx_runtime import cpu_session_config
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

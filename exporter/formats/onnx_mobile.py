@@ -1,7 +1,7 @@
 """ONNX graph rewrites into ops that mobile accelerators take, each an equal formulation of what it replaces.
 
 Why: ONNX Runtime Mobile hands a graph to NNAPI or CoreML in partitions of the ops each supports, and every op it
-lacks splits the graph and sends tensors back to the CPU (``exporter.verify.deployability`` measures it). BiT's
+lacks splits the graph and sends tensors back to the CPU (``hubedge.exporter.verify.deployability`` measures it). BiT's
 GroupNorm computes ``1/sqrt(var + eps)``, which tf2onnx writes as ``Reciprocal``: NNAPI has no ``Reciprocal``, so a
 BiT ONNX file fell into one NNAPI partition per GroupNorm. Its stem pads the root convolution's output with zeros
 before the max pool, a ``Pad`` that CoreML's MLProgram lacks. Both have formulations in ops every provider takes:

@@ -9,7 +9,7 @@ threshold (``ExportOptions.onnx_external_data_above``, by default just under the
 of at least :data:`MIN_EXTERNAL_TENSOR` bytes at a multiple of :data:`ALIGNMENT` bytes, as the ONNX
 external-data specification asks so that a runtime can map the weights from disk instead of copying them.
 The data file is named in the model file, so both move together; the manifest records its sha256 beside the
-artifact's, and ``runtimes.integrity`` refuses the pair unless both match.
+artifact's, and ``hubedge.runtimes.integrity`` refuses the pair unless both match.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from runtimes.contract import ONNX_DATA_SUFFIX
+from hubedge.runtimes.contract import ONNX_DATA_SUFFIX
 
 __all__ = ["ALIGNMENT", "DATA_SUFFIX", "data_file", "move", "remove", "save", "stored_bytes", "weights_bytes"]
 

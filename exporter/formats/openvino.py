@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import FormatResult
-from exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace
-from runtimes.contract import rt_info_path
-from exporter.sources import LoadedModel
-from runtimes.cpu import ALL_CLASSES, ARM64_CLASSES, ARM64_NO_DOTPROD, X86_VNNI
+from hubedge.exporter.formats import FormatResult
+from hubedge.exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace
+from hubedge.runtimes.contract import rt_info_path
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.cpu import ALL_CLASSES, ARM64_CLASSES, ARM64_NO_DOTPROD, X86_VNNI
 
 
 # NNCF would otherwise put FakeQuantize on GroupNorm's per-channel statistics (ReduceMean → Reshape), whose
@@ -47,7 +47,7 @@ def _add_rt_info(model, loaded: LoadedModel, precision: str) -> None:
                       rt_info_path("preprocessing"))
     model.set_rt_info(loaded.weights.get("source", ""), rt_info_path("weights"))
     if info.labels:
-        from runtimes.labels import load_labels
+        from hubedge.runtimes.labels import load_labels
 
         model.set_rt_info("\n".join(load_labels(info.labels).lemmas), rt_info_path("labels"))
 
@@ -74,8 +74,8 @@ def _accuracy_aware(model, dataset, settings: dict[str, Any], plain_advanced, lo
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, QuantizationParameters
 
-    from exporter.quantize.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation,
-                                            paired_speed, tuning_split)
+    from hubedge.exporter.quantize.accuracy import (TargetUnreachable, figures_of, float_layer_limit, nncf_validation,
+                                                    paired_speed, tuning_split)
 
     target = options.accuracy_target
     split = tuning_split(loaded, options, work)

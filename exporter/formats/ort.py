@@ -26,11 +26,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from exporter.formats import FormatResult
-from exporter.formats import onnx as onnx_format
-from exporter.options import ExportOptions, Workspace
-from exporter.sources import LoadedModel
-from runtimes.errors import HubedgeError
+from hubedge.exporter.formats import FormatResult
+from hubedge.exporter.formats import onnx as onnx_format
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.errors import HubedgeError
 
 CONFIG_SUFFIX = ".required_operators.config"  # the companion: the ops (and opsets) a minimal build must include
 # the session settings the graph is optimized and saved under (those of the converter's Fixed style)

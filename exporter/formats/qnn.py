@@ -6,8 +6,8 @@ onnxruntime's own QNN recipe (``get_qnn_qdq_config``: uint8 activations, int8 pe
 quantizes every op. On x86-64 Linux the HTP backend of ``onnxruntime-qnn`` is a simulator: it gives the
 NPU's numerics here, not its speed.
 
-An accuracy target (``exporter.quantize.accuracy``) cannot keep layers float here: the HTP would hand them to the CPU.
-It keeps activation tensors at 16 bits instead (uint16, weights still int8: a16w8), in graph order;
+An accuracy target (``hubedge.exporter.quantize.accuracy``) cannot keep layers float here: the HTP would hand them to
+the CPU. It keeps activation tensors at 16 bits instead (uint16, weights still int8: a16w8), in graph order;
 onnxruntime's QNN recipe inserts the conversions between 8- and 16-bit tensors (``init_overrides``), and the
 HTP simulator runs such a graph wholly. 16-bit weights would help more on trained weights, but Qualcomm's HTP
 op notes require the V73 generation for 16-bit weights with 16-bit activations, and the simulator here refuses
@@ -19,11 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.formats import FormatResult, onnx_storage
-from exporter.formats.onnx import (CALIBRATION_CACHE, CalibrationReader, add_metadata, convert_fp32, cpu_outputs,
-                                   external_data_record, fix_batch, int8_settings, quantize_static_config)
-from exporter.options import ExportOptions, Workspace
-from exporter.sources import LoadedModel
+from hubedge.exporter.formats import FormatResult, onnx_storage
+from hubedge.exporter.formats.onnx import (CALIBRATION_CACHE, CalibrationReader, add_metadata, convert_fp32,
+                                           cpu_outputs, external_data_record, fix_batch, int8_settings,
+                                           quantize_static_config)
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.sources import LoadedModel
 
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
@@ -94,7 +95,7 @@ def _accuracy_aware(source: Path, quantized: Path, quantize_with, loaded: Loaded
     """Keeps at 16 bits the fewest activation tensors, in graph order, that make the qnn model meet the target on
     the tuning split; leaves the chosen model at ``quantized``. Trials run on ONNX Runtime's CPU EP, which
     computes the same quantized arithmetic; the export's verification then runs the artifact on the HTP."""
-    from exporter.quantize.accuracy import A16, fewest_float_layers, figures_of, tuning_split
+    from hubedge.exporter.quantize.accuracy import A16, fewest_float_layers, figures_of, tuning_split
 
     split = tuning_split(loaded, options, work)
     tensors = graph_order_tensors(source)

@@ -2,7 +2,7 @@
 
 It is what TF Serving or another TF program loads. Writing it is a copy of the SavedModel the other converters
 read, with hubedge's record added: the source module itself (exactly the reference), or, for a re-authored BiT,
-its edge-form rebuild (``exporter.graph.reauthor``), verified against the source like every other artifact.
+its edge-form rebuild (``hubedge.exporter.graph.reauthor``), verified against the source like every other artifact.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from exporter.formats import FormatResult
-from exporter.options import ExportOptions, Workspace
-from exporter.sources.savedmodel import read_module_info, write_module_info
-from exporter.sources import LoadedModel
+from hubedge.exporter.formats import FormatResult
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.sources.savedmodel import read_module_info, write_module_info
+from hubedge.exporter.sources import LoadedModel
 
 
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,

@@ -1,6 +1,6 @@
 """tf2onnx in a child process, with the model's weights kept out of TensorFlow's graph passes.
 
-Run by the ``onnx`` format as ``python -m exporter.formats.tf2onnx_child --saved-model DIR --size N --opset K
+Run by the ``onnx`` format as ``python -m hubedge.exporter.formats.tf2onnx_child --saved-model DIR --size N --opset K
 --output FILE --external-data-above BYTES`` (the default route), or with ``--weights-in-graph`` for the previous
 route, kept for comparison.
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, PEAK_RSS_LINE
+from hubedge.exporter.formats.onnx import INPUT_NAME, OUTPUT_NAME, PEAK_RSS_LINE
 
 MIN_WEIGHT_VALUES = 4096  # smaller constants (shapes, axes, epsilons, GroupNorm's ones) stay in the graph
 
@@ -123,14 +123,14 @@ def put_weights_back(model: Any, weights: dict[str, np.ndarray]) -> None:
 
 def fold_constants(model: Any, output: str, external_above: int) -> None:
     """Saves ``model`` at ``output`` with what depends only on initializers folded (ONNX Runtime, basic level), its
-    weights beside it in a data file from ``external_above`` bytes on (``exporter.formats.onnx_storage``).
+    weights beside it in a data file from ``external_above`` bytes on (``hubedge.exporter.formats.onnx_storage``).
 
     ONNX Runtime reads the model from memory when it serializes (under 2 GiB of weights); otherwise from a
     scratch file with external data, and then it writes the folded weights to a data file of its own."""
     import onnx
     import onnxruntime as ort
 
-    from exporter.formats import onnx_storage
+    from hubedge.exporter.formats import onnx_storage
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -185,7 +185,7 @@ def convert_weights_in_graph(savedmodel: str, size: int, opset: int, output: str
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m exporter.formats.tf2onnx_child")
+    parser = argparse.ArgumentParser(prog="python -m hubedge.exporter.formats.tf2onnx_child")
     parser.add_argument("--saved-model", required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--opset", type=int, required=True)

@@ -13,15 +13,15 @@ against 0.91 on BiT, at the same speed: ``benchmarks/records/bit-tflite-int8-fal
 ``tflite_int8_recipe="full"`` keeps the every-op recipe for comparison. ``int8_io="int8"`` also makes the input and
 output tensors int8 (their scale and zero point go into the manifest, and the adapter applies them), for
 integer-only accelerators. ``accuracy_target`` keeps float the fewest layers that meet it
-(``exporter.quantize.accuracy``: the deny list grows). ``int8_io="uint8"`` makes the input uint8
+(``hubedge.exporter.quantize.accuracy``: the deny list grows). ``int8_io="uint8"`` makes the input uint8
 with scale 1/255 and zero point 0, so raw camera pixels go straight in, as MediaPipe Tasks feeds them, and keeps
 float32 scores out: an integer output would round a softmax's small probabilities to zero, and nothing on a phone
 needs it.
 
 Every file is a mobile file: it carries the standard TFLite Metadata that MediaPipe Tasks and the Task Library read
-(``exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has its softmax
-in the graph (outputs are probabilities; the manifest's model record says ``activation_in_graph``), kept float in
-int8 so small probabilities keep their precision; an all-integer file (``int8_io="int8"``,
+(``hubedge.exporter.formats.tflite_metadata``), with the labels as its associated files, and a softmax head has its
+softmax in the graph (outputs are probabilities; the manifest's model record says ``activation_in_graph``), kept float
+in int8 so small probabilities keep their precision; an all-integer file (``int8_io="int8"``,
 ``tflite_int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own contract stays
 in the flatbuffer's metadata list as ``hubedge.model``.
 """
@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import FormatResult
-from exporter.formats.tflite_metadata import with_standard_metadata
-from exporter.options import ExportOptions, Workspace
-from exporter.sources import LoadedModel
-from runtimes.contract import metadata_key
-from runtimes.errors import UnsupportedError
-from runtimes.modelinfo import ModelInfo
+from hubedge.exporter.formats import FormatResult
+from hubedge.exporter.formats.tflite_metadata import with_standard_metadata
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.contract import metadata_key
+from hubedge.runtimes.errors import UnsupportedError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 
 
@@ -186,8 +186,8 @@ def _accuracy_aware(debugger, float_ops: list[str], float_nodes: list[str], floa
     model with a longer deny list: no new calibration."""
     import tensorflow as tf
 
-    from exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
-    from runtimes.litert import LiteRTPredictor
+    from hubedge.exporter.quantize.accuracy import fewest_float_layers, figures_of, paired_speed, tuning_split
+    from hubedge.runtimes.litert import LiteRTPredictor
 
     split = tuning_split(loaded, options, work)
     candidates = search_candidates(float_model, debugger_errors(debugger), set(float_nodes))

@@ -11,7 +11,7 @@ writers (``mediapipe.tasks.python.metadata.metadata_writers``, pinned in the ``e
 - classifiers: ``labels.txt`` with the WordNet ids (MediaPipe's ``category_name``) and ``labels_en.txt`` with
   the lemmas (its ``display_name``, the default ``en`` locale); multi-label (sigmoid) heads get a score
   calibration that is exactly the logistic function; softmax heads have the softmax in the graph
-  (``exporter.formats.tflite``), because metadata cannot express one;
+  (``hubedge.exporter.formats.tflite``), because metadata cannot express one;
 - feature vectors: an image input and a feature output, which is all ``ImageEmbedder`` needs.
 
 Two defects of mediapipe 1.2.3 are worked around here, each where it is: its metadata package imports a
@@ -29,8 +29,8 @@ import sys
 import types
 from typing import Any
 
-from runtimes.errors import HubedgeError
-from runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.errors import HubedgeError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 INPUT_NORM_MEAN = [0.0]
 INPUT_NORM_STD = [255.0]  # (pixel - 0) / 255: the [0, 1] floats every hubedge model takes
@@ -176,7 +176,7 @@ def reproducible(content: bytes) -> bytes:
 
 
 def _labels(module, info: ModelInfo):
-    from runtimes.labels import load_labels
+    from hubedge.runtimes.labels import load_labels
 
     if not info.labels:
         return None

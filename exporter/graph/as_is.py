@@ -1,8 +1,8 @@
 """The as-is route's graph: the module's own, with hubedge's general rewrites where they prove equal.
 
 A model hubedge does not re-author keeps its own graph, but the arithmetic every converter handles badly is
-re-expressed first (``exporter.graph.graph_rewrite``: 5-D GroupNorm in 4-D). The module is frozen, rewritten, and
-saved as a hub-form SavedModel whose weights are variables again, so every converter reads it exactly as it
+re-expressed first (``hubedge.exporter.graph.graph_rewrite``: 5-D GroupNorm in 4-D). The module is frozen, rewritten,
+and saved as a hub-form SavedModel whose weights are variables again, so every converter reads it exactly as it
 reads the original. The rewritten SavedModel is cached by the module's variables and the rewrite's version.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.fsutil import atomic_path, sha256_of
-from exporter.graph.graph_rewrite import REWRITE_VERSION, rewrite_group_norms
-from exporter.sources.savedmodel import read_module_info, write_module_info
-from runtimes.cache import cache_dir
+from hubedge.exporter.fsutil import atomic_path, sha256_of
+from hubedge.exporter.graph.graph_rewrite import REWRITE_VERSION, rewrite_group_norms
+from hubedge.exporter.sources.savedmodel import read_module_info, write_module_info
+from hubedge.runtimes.cache import cache_dir
 
 MAX_LEFT_REASONS = 3  # of the sites left as they were, this many reasons go into the record
 
@@ -65,7 +65,7 @@ def _save_graph(graph_def: Any, input_name: str, output_name: str, info: Any, di
     """Saves a frozen graph as a hub-form SavedModel, its large constants turned back into variables."""
     import tensorflow as tf
 
-    from exporter.formats.tf2onnx_child import take_out_weights
+    from hubedge.exporter.formats.tf2onnx_child import take_out_weights
 
     values = take_out_weights(graph_def)  # large constants → placeholders, fed from the variables below
     names = sorted(values)

@@ -13,7 +13,7 @@ rewrite of the arithmetic, not of the model: it never needs to know what the mod
 only when every step between the two reshapes is one it can lift (element-wise ops, moments over the grouped
 axes, constants that broadcast per channel or per group) and both reshapes provably split and rejoin just the
 channel axis; anything else is left exactly as it is and counted. The rewritten graph must then equal the
-module on held-apart photos before export uses it (``exporter.graph.reauthor``).
+module on held-apart photos before export uses it (``hubedge.exporter.graph.reauthor``).
 """
 
 from __future__ import annotations

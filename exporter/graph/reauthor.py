@@ -3,17 +3,17 @@
 The published BiT modules compute GroupNorm through 5-D reshapes built from ``tf.shape`` at run time and
 standardize their kernels at every call; every runtime runs that graph slower than the edge form
 (``benchmarks/records/published-graph.md``). So by default (``graph="auto"``) a module whose variables make a
-BiT (``exporter.sources.bit_layout``) is rebuilt with the edge builder (``exporter.sources.bit``): static 4-D
-GroupNorm, the weight standardization folded into constant kernels. The rebuilt graph must compute what the user's
-module computes: both run on held-apart photos before any export, and any difference beyond float rounding sends
+BiT (``hubedge.exporter.sources.bit_layout``) is rebuilt with the edge builder (``hubedge.exporter.sources.bit``):
+static 4-D GroupNorm, the weight standardization folded into constant kernels. The rebuilt graph must compute what the
+user's module computes: both run on held-apart photos before any export, and any difference beyond float rounding sends
 the export down the as-is route with a warning. The module as loaded stays the FP32 reference that every artifact
 is verified against, so verification proves the rebuilt artifacts right for the user's module.
 
 Routes, recorded in every manifest under ``graph``:
 - ``re-authored``: rebuilt in the edge form, with what was recognised and the equivalence figures;
 - ``as-is``: the module's own graph, with why (asked for; hubedge's own edge build; not a BiT; a near miss).
-  Its 5-D GroupNorms are computed in 4-D (``exporter.graph.as_is``, recorded under ``rewrite``) when the rewritten
-  graph proves equal to the module on the same photos; ``graph="verbatim"`` converts the graph untouched.
+  Its 5-D GroupNorms are computed in 4-D (``hubedge.exporter.graph.as_is``, recorded under ``rewrite``) when the
+  rewritten graph proves equal to the module on the same photos; ``graph="verbatim"`` converts the graph untouched.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from exporter.sources.bit_layout import BitLayout, Unrecognised, recognise
-from exporter.fsutil import sha256_of
-from exporter.sources import TWIN_VERSION, LoadedModel
-from runtimes.cache import cache_dir
-from runtimes.errors import HubedgeError
+from hubedge.exporter.sources.bit_layout import BitLayout, Unrecognised, recognise
+from hubedge.exporter.fsutil import sha256_of
+from hubedge.exporter.sources import TWIN_VERSION, LoadedModel
+from hubedge.runtimes.cache import cache_dir
+from hubedge.runtimes.errors import HubedgeError
 
 GRAPH_CHOICES = ("auto", "as-is", "verbatim")
 REAUTHOR_VERSION = 1  # bump when the rebuilt graph changes, to invalidate cached rebuilds
@@ -94,15 +94,16 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
     return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}", **note,
                      "architecture": found.architecture.label, "units": list(found.architecture.units),
                      "width": found.architecture.width, "num_classes": found.num_classes,
-                     "matched_by": found.matched_by, "builder": "exporter.sources.bit (edge: static 4-D GroupNorm, "
-                     "weight standardization folded into constant kernels)",
+                     "matched_by": found.matched_by,
+                     "builder": "hubedge.exporter.sources.bit (edge: static 4-D GroupNorm, "
+                                "weight standardization folded into constant kernels)",
                      "rebuilt_savedmodel": str(rebuilt), "equivalence": equivalence}
 
 
 def _rewritten_as_is(loaded: LoadedModel, record: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
     """The as-is route with its 5-D GroupNorms in 4-D when the rewritten graph equals the module; the module's
     own graph, with the reason in ``record["rewrite"]``, when there was nothing to rewrite or it did not hold."""
-    from exporter.graph.as_is import rewritten_savedmodel
+    from hubedge.exporter.graph.as_is import rewritten_savedmodel
 
     try:
         directory, rewrite = rewritten_savedmodel(loaded)
@@ -129,8 +130,8 @@ def _first_line(error: Exception) -> str:
 
 def _rebuild(loaded: LoadedModel, layout: BitLayout) -> Path:
     """The edge-form SavedModel of ``layout``'s weights, cached by the original's variables."""
-    from exporter.sources.bit import BitTwin
-    from exporter.sources.savedmodel import save_hub_module
+    from hubedge.exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources.savedmodel import save_hub_module
 
     digest = sha256_of(loaded.savedmodel_dir / "variables")[:16]  # the variables themselves, not a record of them
     version = f"v{REAUTHOR_VERSION}.{TWIN_VERSION}"  # a builder change must not reuse old rebuilds
@@ -149,10 +150,10 @@ def _equivalence(loaded: LoadedModel, rebuilt: LoadedModel) -> dict[str, Any]:
     """Both graphs (the module as loaded, and ``rebuilt.export_module()``, loaded once for the export too) on
     held-apart photos: the largest difference relative to the largest output, the lowest per-image cosine, and
     whether the top-1 of every image agrees."""
-    import calibration_data
+    from hubedge import calibration_data
     import tensorflow as tf
 
-    from runtimes.preprocess import preprocess
+    from hubedge.runtimes.preprocess import preprocess
 
     images = tf.constant(preprocess(calibration_data.evaluation_photos()[:PROBE_PHOTOS], loaded.info.input_size))
     original = np.asarray(loaded.module()(images), np.float64).reshape(len(images), -1)

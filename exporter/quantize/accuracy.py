@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from exporter.quantize.accuracy_target import AccuracyTarget
-from exporter.quantize.calibration import augment, usable_images
-from exporter.options import ExportOptions, Workspace
-from exporter.sources import LoadedModel
-from runtimes.agreement import agreement_with_reference
-from runtimes.errors import HubedgeError, UnsupportedError
-from runtimes.modelinfo import ModelInfo
-from runtimes.preprocess import load_image, resize_square
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.exporter.quantize.calibration import augment, usable_images
+from hubedge.exporter.options import ExportOptions, Workspace
+from hubedge.exporter.sources import LoadedModel
+from hubedge.runtimes.agreement import agreement_with_reference
+from hubedge.runtimes.errors import HubedgeError, UnsupportedError
+from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.preprocess import load_image, resize_square
 
 __all__ = ["A16", "FLOAT", "Keeping", "MAX_FLOAT_SHARE", "PAIRED_RUNS", "SearchResult", "TUNING_VIEWS",
     "TargetUnreachable", "TuningSplit", "check_target",

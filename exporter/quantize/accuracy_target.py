@@ -1,9 +1,9 @@
 """What an accuracy-aware int8 export must reach: a target on agreement with the FP32 reference.
 
 Written ``sqnr_db=22`` or ``top1_margin=0.99,top5=0.95`` (CLI ``--accuracy-target``, or
-``ExportOptions(accuracy_target=...)``): each term is a figure of ``runtimes.agreement.summarize`` and the least
+``ExportOptions(accuracy_target=...)``): each term is a figure of ``hubedge.runtimes.agreement.summarize`` and the least
 value it may take. ``top1_margin`` is margin-aware top-1 (images whose FP32 top-1 leads its top-2 by at least
-``runtimes.agreement.TOP1_MARGIN``).
+``hubedge.runtimes.agreement.TOP1_MARGIN``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from runtimes.errors import InvalidInputError
+from hubedge.runtimes.errors import InvalidInputError
 
 __all__ = ["AccuracyTarget", "CLASSIFICATION_METRICS", "METRICS"]
 

@@ -1,4 +1,4 @@
-"""Calibration sets for post-training quantization, through the one preprocessing of ``runtimes``.
+"""Calibration sets for post-training quantization, through the one preprocessing of ``hubedge.runtimes``.
 
 A set is built from a folder of image files at the model's input size. When more samples are asked for
 than there are photos, deterministic augmentations (crops at several scales, horizontal flips) make up the
@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-import calibration_data
-from runtimes.errors import InvalidInputError
-from runtimes.preprocess import list_images, load_image, resize_square
+from hubedge import calibration_data
+from hubedge.runtimes.errors import InvalidInputError
+from hubedge.runtimes.preprocess import list_images, load_image, resize_square
 
 __all__ = ["CROP_SCALES", "CalibrationSet", "DEFAULT_SIZE", "augment", "build_calibration_set",
     "check_calibration_folder", "usable_images"]

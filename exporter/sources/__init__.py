@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from exporter.sources import catalog
-from exporter.sources.catalog import ModelSpec
-from exporter.fsutil import sha256_of
-from runtimes.cache import cache_dir
-from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
-from runtimes.modelinfo import ModelInfo
+from hubedge.exporter.sources import catalog
+from hubedge.exporter.sources.catalog import ModelSpec
+from hubedge.exporter.fsutil import sha256_of
+from hubedge.runtimes.cache import cache_dir
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["CENTRING_PHOTOS", "DEFAULT_SEED", "KAGGLE_MODELS", "LoadedModel", "NETWORK_TIMEOUT_S", "OFFLINE_CHOICES",
     "TWIN_FORMS", "TWIN_VERSION", "build_twin", "import_hub", "infer_info", "info_for_outputs", "load_checkpoint",
@@ -95,7 +95,7 @@ class LoadedModel:
 
     def reference(self, threads: int | None = None):  # -> runtimes.tf_reference.TFReferencePredictor
         """The FP32 TensorFlow reference predictor for this model."""
-        from runtimes.tf_reference import TFReferencePredictor
+        from hubedge.runtimes.tf_reference import TFReferencePredictor
 
         return TFReferencePredictor(self.module(), self.info, threads=threads)
 
@@ -205,7 +205,7 @@ def _safe_name(path: Path) -> str:
 
 
 def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, source: str) -> LoadedModel:
-    from exporter.sources.savedmodel import read_module_info
+    from hubedge.exporter.sources.savedmodel import read_module_info
 
     record = read_module_info(directory)
     weights: dict[str, Any] = {"source": source, "location": handle}
@@ -228,8 +228,8 @@ def _from_savedmodel_dir(directory: Path, handle: str, spec: ModelSpec | None, s
 
 
 def _centring_batches(size: int) -> Iterator:
-    import calibration_data
-    from runtimes.preprocess import preprocess
+    from hubedge import calibration_data
+    from hubedge.runtimes.preprocess import preprocess
 
     photos = calibration_data.calibration_photos()[:CENTRING_PHOTOS]
     for start in range(0, len(photos), 4):
@@ -246,7 +246,7 @@ def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
     if kind == "seeded":
         return f"seeded-{DEFAULT_SEED}", None
     if kind == "package":
-        from exporter.sources.yardstick_package import package_weights_file
+        from hubedge.exporter.sources.yardstick_package import package_weights_file
 
         path = package_weights_file()
     else:
@@ -261,7 +261,7 @@ TWIN_FORMS = ("edge", "published")  # hubedge's edge graph, or the graph form of
 
 def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[Any, dict[str, Any]]:
     """The BiT twin in ``form``; a published-form twin carries exactly the edge twin's weights."""
-    from exporter.sources.bit import BitTwin
+    from hubedge.exporter.sources.bit import BitTwin
 
     num_classes = spec.num_outputs if spec.task == "classification" else None
     twin = BitTwin(spec.architecture, num_classes)
@@ -273,7 +273,7 @@ def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[A
         record = {"source": "npz", "checkpoint": str(npz.resolve()), "description": f"BiT checkpoint {npz.name}"}
     if form == "edge":
         return twin.model, record
-    from exporter.sources.bit_published import build_published
+    from hubedge.exporter.sources.bit_published import build_published
 
     record["graph"] = "published"
     record["description"] += "; in the published hub modules' graph form (exporter/sources/bit_published.py)"
@@ -281,8 +281,8 @@ def _build_bit(spec: ModelSpec, npz: Path | None, form: str = "edge") -> tuple[A
 
 
 def _build_efficientnet_lite(spec: ModelSpec, weights_file: Path) -> tuple[Any, dict[str, Any]]:
-    from exporter.sources import efficientnet_lite
-    from exporter.sources.torch_legacy import load_legacy_state_dict
+    from hubedge.exporter.sources import efficientnet_lite
+    from hubedge.exporter.sources.torch_legacy import load_legacy_state_dict
 
     model = efficientnet_lite.build(spec.num_outputs)
     count = efficientnet_lite.load_torch_state(model, load_legacy_state_dict(weights_file), str(weights_file))
@@ -311,7 +311,7 @@ def build_twin(spec: ModelSpec, weights: str, directory: Path | None = None, for
     if (directory / "saved_model.pb").is_file():
         return _from_savedmodel_dir(directory, spec.handle, spec, source)
 
-    from exporter.sources.savedmodel import save_hub_module
+    from hubedge.exporter.sources.savedmodel import save_hub_module
 
     if source == "package":
         model, record = _build_efficientnet_lite(spec, weights_file)
@@ -338,11 +338,11 @@ def _checkpoint_info(name: str, path: Path, architecture: Any, num_classes: int 
 
 def load_checkpoint(path: Path) -> LoadedModel:
     """A BiT ``.npz`` given as the model itself: its architecture and head are recognised from the weights'
-    names and shapes (``exporter.sources.bit_layout``), then it is built with the edge builder and cached like a
+    names and shapes (``hubedge.exporter.sources.bit_layout``), then it is built with the edge builder and cached like a
     twin."""
-    from exporter.sources.bit import BitTwin, read_npz
-    from exporter.sources.bit_layout import Unrecognised, recognise
-    from exporter.sources.savedmodel import save_hub_module
+    from hubedge.exporter.sources.bit import BitTwin, read_npz
+    from hubedge.exporter.sources.bit_layout import Unrecognised, recognise
+    from hubedge.exporter.sources.savedmodel import save_hub_module
 
     name = _safe_name(Path(path.stem)).lower()
     directory = cache_dir() / "twins" / f"v{TWIN_VERSION}" / "checkpoints" / f"{name}-{sha256_of(path)[:16]}"
@@ -366,7 +366,7 @@ def weights_identity(model: str, weights: str = "hub", twin_form: str = "edge") 
     """What ``load_model(model, weights, twin_form)`` would load, named without loading it: a local model by the
     sha256 of its file or folder, an offline build by its recipe (builder version, model, graph form, seed or
     weights file hash), a hub model by its versioned handle (a TF Hub version never changes). The key of a
-    catalog run's jobs (``exporter.zoo``)."""
+    catalog run's jobs (``hubedge.exporter.zoo``)."""
     local = Path(model).expanduser()
     if local.exists() or model.startswith((".", "/", "~")):
         if not local.exists():

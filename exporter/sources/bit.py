@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.sources.catalog import Architecture
-from runtimes.errors import CorruptModelError
+from hubedge.exporter.sources.catalog import Architecture
+from hubedge.runtimes.errors import CorruptModelError
 
 WS_EPSILON = 1e-10
 GN_GROUPS = 32
@@ -243,9 +243,9 @@ class BitTwin:
 
         A plainly random BiT ranks every photo alike, and its zero-mean random root filters are high-pass
         filters that amplify pixel noise (docs/stack-facts.md, "Seeded weights"). This recipe keeps rankings
-        photo-specific and stable: conv kernels are N(0,1) (WS fixes their scale), the root's smoothed spatially (Gaussian, σ = 2 px)
-        like a trained first layer's; GN γ = 1 + 0.1·N, β = 0.1·N, and the last GN of each residual branch
-        ("c") is scaled by 0.1 as trained ResNets keep residual branches small; the head is N(0, 1/F) and,
+        photo-specific and stable: conv kernels are N(0,1) (WS fixes their scale), the root's smoothed spatially
+        (Gaussian, σ = 2 px) like a trained first layer's; GN γ = 1 + 0.1·N, β = 0.1·N, and the last GN of each residual
+        branch ("c") is scaled by 0.1 as trained ResNets keep residual branches small; the head is N(0, 1/F) and,
         when ``centre_on`` yields image batches, its bias is −W·(mean feature), so logits are centred.
         Measured on R50x1 21k and the 9 held-apart photos: 9 distinct top-1 classes, mean pairwise logit
         cosine 0.13, and 0.01 input noise keeps every top-1 (logit cosine 0.999).

@@ -1,7 +1,7 @@
 """Recognising a BiT from its variables alone: which architecture, which head, and every weight's official name.
 
-Re-authoring (``exporter.graph.reauthor``) needs the weights of a module it did not build. Published BiT modules name
-their variables by Keras layer, so leaf names repeat (``group_norm/gamma``, ``standardized_conv2d/kernel``) and
+Re-authoring (``hubedge.exporter.graph.reauthor``) needs the weights of a module it did not build. Published BiT modules
+name their variables by Keras layer, so leaf names repeat (``group_norm/gamma``, ``standardized_conv2d/kernel``) and
 cannot be relied on. What can be relied on is structure:
 
 - the architecture follows from shapes that no removal or reordering disturbs: the root kernel ``[7, 7, 3, R]``
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from exporter.sources.catalog import Architecture
+from hubedge.exporter.sources.catalog import Architecture
 
 ROOT = "resnet/root_block/standardized_conv2d/kernel"
 PRE_HEAD = "resnet/group_norm"

@@ -1,8 +1,8 @@
 """A BiT in the form the published TF Hub modules have: the test stand-in for ``--weights hub``.
 
 The published BiT modules come from the authors' TF2 code (``google-research/big_transfer``, ``bit_tf2``), which
-writes the graph differently from hubedge's edge builder (``exporter.sources.bit``). This module rebuilds that form
-from the same named weights, so that the exporter can be tested on the graph users really get:
+writes the graph differently from hubedge's edge builder (``hubedge.exporter.sources.bit``). This module rebuilds that
+form from the same named weights, so that the exporter can be tested on the graph users really get:
 
 - GroupNorm reshapes to 5-D ``[N, H, W, G, C/G]`` through a shape computed at run time (``tf.shape`` and a
   concat), takes ``tf.nn.moments`` over axes 1, 2 and 4, applies ``tf.nn.batch_normalization`` with γ and β
@@ -21,7 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.sources.catalog import Architecture
+from hubedge.exporter.sources.catalog import Architecture
 
 GN_GROUPS = 32
 GN_EPSILON = 1e-5

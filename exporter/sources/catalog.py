@@ -13,8 +13,8 @@ import difflib
 import fnmatch
 from collections.abc import Iterable
 
-from runtimes.errors import ModelNotFoundError
-from runtimes.modelinfo import Activation, ModelInfo, Task
+from hubedge.runtimes.errors import ModelNotFoundError
+from hubedge.runtimes.modelinfo import Activation, ModelInfo, Task
 
 TFHUB_URL = "https://tfhub.dev/"
 UNITS_BY_DEPTH: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -51,7 +51,7 @@ class Architecture:
 
 @dataclasses.dataclass(frozen=True)
 class EfficientNetLite:
-    """EfficientNet-Lite0, built by ``exporter.sources.efficientnet_lite`` (its one size; the others are not
+    """EfficientNet-Lite0, built by ``hubedge.exporter.sources.efficientnet_lite`` (its one size; the others are not
     offline)."""
 
     label: str = "EfficientNet-Lite0"

@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.sources.yardstick_package import (  # noqa: F401 (re-exported)
+from hubedge.exporter.sources.yardstick_package import (  # noqa: F401 (re-exported)
     PACKAGE, PACKAGE_VERSION, package_weights_file)
-from runtimes.errors import CorruptModelError
+from hubedge.runtimes.errors import CorruptModelError
 
 BN_EPSILON = 1e-3
 STEM_FILTERS = 32

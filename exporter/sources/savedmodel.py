@@ -16,9 +16,9 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from exporter.fsutil import atomic_path
-from runtimes.errors import CorruptModelError
-from runtimes.modelinfo import ModelInfo
+from hubedge.exporter.fsutil import atomic_path
+from hubedge.runtimes.errors import CorruptModelError
+from hubedge.runtimes.modelinfo import ModelInfo
 
 INFO_FILE = Path("assets.extra") / "hubedge_model.json"
 

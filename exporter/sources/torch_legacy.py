@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from runtimes.errors import CorruptModelError
+from hubedge.runtimes.errors import CorruptModelError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 ZIP_MAGIC = b"PK\x03\x04"

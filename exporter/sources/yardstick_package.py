@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtimes.errors import CorruptModelError
+from hubedge.runtimes.errors import CorruptModelError
 
 __all__ = ["PACKAGE", "PACKAGE_VERSION", "package_weights_file"]
 

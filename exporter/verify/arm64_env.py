@@ -36,8 +36,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from runtimes.cpu import ARM64_DOTPROD, ARM64_NO_DOTPROD
-from runtimes.errors import HubedgeError
+import hubedge
+from hubedge.runtimes.cpu import ARM64_DOTPROD, ARM64_NO_DOTPROD
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["ARM_MODELS", "Arm64Env", "PREPARE_COMMAND", "QEMU_ARM", "ROOT_ENV", "child_env", "default_root", "find",
            "prepare", "qemu_binary", "wheel_pins"]
@@ -58,7 +59,6 @@ DEBIAN_PACKAGES = ("python3", "libstdc++6")
 BASE_DISTRIBUTIONS = ("numpy", "pillow")
 RUNTIME_DISTRIBUTIONS = {"ai-edge-litert": "ai_edge_litert.interpreter", "onnxruntime": "onnxruntime",
                          "openvino": "openvino"}
-CODE_ROOT = Path(__file__).resolve().parent.parent  # where the runtimes package is imported from
 LAYOUT = 1  # bump when what prepare() builds changes
 
 
@@ -105,7 +105,22 @@ def _key(pins: list[str]) -> str:
 
 
 def child_env(folder: Path) -> dict[str, str]:
-    return {"PYTHONNOUSERSITE": "1", "PYTHONPATH": os.pathsep.join([str(folder / "site"), str(CODE_ROOT)])}
+    return {"PYTHONNOUSERSITE": "1", "PYTHONPATH": os.pathsep.join([str(folder / "site"), str(code_folder(folder))])}
+
+
+def code_folder(folder: Path) -> Path:
+    """A folder that holds only a link to this hubedge package, for the child's path: it imports hubedge from there
+    (from a checkout or from site-packages alike) and nothing else of this interpreter's x86-64 site-packages."""
+    package = Path(hubedge.__file__).resolve().parent
+    code = folder / "code" / hashlib.sha256(str(package).encode()).hexdigest()[:12]
+    link = code / "hubedge"
+    if not link.is_symlink():
+        code.mkdir(parents=True, exist_ok=True)
+        made = code / f".hubedge-{os.getpid()}"
+        made.unlink(missing_ok=True)
+        made.symlink_to(package, target_is_directory=True)
+        os.replace(made, link)  # two processes may both make it: the last one's link is the same link
+    return code
 
 
 def qemu_binary() -> str | None:
@@ -242,7 +257,7 @@ def _core_prefix(building: Path, python: Path, model: str) -> dict:
     prefix.mkdir(parents=True)
     for entry in (building / "sysroot").iterdir():
         (prefix / entry.name).symlink_to(Path("..", "..", "sysroot", entry.name))
-    code = "from runtimes.cpu import features; print(' '.join(features()))"
+    code = "from hubedge.runtimes.cpu import features; print(' '.join(features()))"
     features = _emulated(building, python, model, code, building / "sysroot").split()
     implementer, part = _MIDR.get(model, ("0x00", "0x051"))
     block = (f"BogoMIPS\t: 50.00\nFeatures\t: {' '.join(['fp', *features])}\nCPU implementer\t: {implementer}\n"

@@ -10,8 +10,8 @@ cosine_min 0.7212 under it, the same figure a real AVX2-only EPYC gave (docs/por
 Only the way down is possible: QEMU's emulator has no AVX-512, so a machine without VNNI cannot run as one with it.
 
 How, for arm64: ``qemu-aarch64-static`` runs an aarch64 Python with the runtimes' aarch64 wheels
-(``exporter.verify.arm64_env``, prepared once by ``make arm64-env``) as a Cortex-A53 (``arm64-no-dotprod``) or as QEMU's
-``max`` core with dot product and I8MM (``arm64-dotprod``). Timings under emulation mean nothing and are never
+(``hubedge.exporter.verify.arm64_env``, prepared once by ``make arm64-env``) as a Cortex-A53 (``arm64-no-dotprod``) or
+as QEMU's ``max`` core with dot product and I8MM (``arm64-dotprod``). Timings under emulation mean nothing and are never
 reported.
 """
 
@@ -21,9 +21,9 @@ import dataclasses
 import platform
 import shutil
 
-from exporter.verify import arm64_env
-from runtimes.cpu import ARM64_CLASSES, X86_NO_VNNI, X86_VNNI, cpu_class
-from runtimes.errors import UnsupportedError
+from hubedge.exporter.verify import arm64_env
+from hubedge.runtimes.cpu import ARM64_CLASSES, X86_NO_VNNI, X86_VNNI, cpu_class
+from hubedge.runtimes.errors import UnsupportedError
 
 __all__ = ["Emulator", "INSTALL_HINT", "QEMU_MODELS", "QEMU_X86", "classes_to_verify", "emulator_for",
            "other_classes"]

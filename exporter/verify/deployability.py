@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["OFFLOAD_TARGETS", "OffloadRefused", "offload_shortfall", "report", "summary_line"]
 

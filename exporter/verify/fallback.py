@@ -1,13 +1,13 @@
 """int8 that misses its floor: the floor as an accuracy target, and the record of both trials.
 
 Plain int8 is exported and verified first. When it misses its precision's floor on the verification images
-(and ``ExportOptions.int8_fallback`` is ``search``), the format's accuracy-aware route (``exporter.quantize.accuracy``)
-keeps the fewest layers float that meet the floor, and the result is verified the normal way and written under
-the plain int8 name. The search is judged on the calibration-side tuning split, never on the verification
-images, and a recipe's figures differ between the two: plain int8's own error ratio between them carries each
-term of the floor over to the tuning split (:func:`floor_target`), so that a search that closes the distance there
-has closed it where the floor is judged too. The manifest keeps both trials: plain int8's verification under
-``quantization.int8_fallback.plain``, the search's trials under ``quantization.accuracy_aware``.
+(and ``ExportOptions.int8_fallback`` is ``search``), the format's accuracy-aware route
+(``hubedge.exporter.quantize.accuracy``) keeps the fewest layers float that meet the floor, and the result is verified
+the normal way and written under the plain int8 name. The search is judged on the calibration-side tuning split, never
+on the verification images, and a recipe's figures differ between the two: plain int8's own error ratio between them
+carries each term of the floor over to the tuning split (:func:`floor_target`), so that a search that closes the
+distance there has closed it where the floor is judged too. The manifest keeps both trials: plain int8's verification
+under ``quantization.int8_fallback.plain``, the search's trials under ``quantization.accuracy_aware``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from exporter.quantize.accuracy_target import AccuracyTarget
-from exporter.formats import Floor
+from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
+from hubedge.exporter.formats import Floor
 
 __all__ = ["FLOOR_TERMS", "fallback_line", "fallback_record", "floor_target"]
 

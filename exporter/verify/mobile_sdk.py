@@ -17,7 +17,7 @@ models with) reads the standard TFLite Metadata, preprocesses the image itself a
   should pass to crop the way hubedge verified). Their agreement with the first run says what an app that
   skips the crop gives up.
 
-MediaPipe runs in a child process (``python -m exporter.verify.mobile_sdk``), like every other runtime in
+MediaPipe runs in a child process (``python -m hubedge.exporter.verify.mobile_sdk``), like every other runtime in
 verification, so a crash in its C++ fails the export cleanly; the child blocks TensorFlow, as on a phone
 (``docs/stack-facts.md``, "Mobile SDKs and TFLite Metadata").
 """
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formats import Floor, Shortfall
-from runtimes.agreement import SUMMARY_KEYS, agreement_with_reference, cosines, top1_match, topk_overlap
-from runtimes.base import activate
-from runtimes.modelinfo import ModelInfo
+from hubedge.exporter.formats import Floor, Shortfall
+from hubedge.runtimes.agreement import SUMMARY_KEYS, agreement_with_reference, cosines, top1_match, topk_overlap
+from hubedge.runtimes.base import activate
+from hubedge.runtimes.modelinfo import ModelInfo
 
 __all__ = ["EMBEDDING_COSINE", "EXACT_PRECISIONS", "SCORE_TOLERANCE", "SDK", "VIEWS", "check", "main",
     "summary_line", "unsupported_reason", "verify_on_sdk"]
@@ -65,8 +65,8 @@ def verify_on_sdk(artifact: Path, info: ModelInfo, precision: str, images: np.nd
     """The manifest's ``mobile_sdk`` record for a .tflite artifact verified on ``images`` (the evaluation set:
     each of ``photos`` first, then its crops), with hubedge's ``outputs``, the FP32 ``reference`` logits and
     the artifact's ``floor``; ``skipped`` says why it was not run, and is printed with the export."""
-    from runtimes.manifest import read_manifest
-    from runtimes.reference import to_pixels
+    from hubedge.runtimes.manifest import read_manifest
+    from hubedge.runtimes.reference import to_pixels
 
     reason = unsupported_reason(read_manifest(artifact))
     pixels = to_pixels(images)
@@ -93,7 +93,7 @@ def check(artifact: Path, info: ModelInfo, pixels: np.ndarray, outputs: np.ndarr
         np.save(folder / "input_pixels.npy", pixels)
         (folder / "request.json").write_text(json.dumps({"task": info.task, "num_outputs": info.num_outputs,
                                                          "photos": [str(p) for p in photos]}))
-        done = subprocess.run([sys.executable, "-m", "exporter.verify.mobile_sdk", str(artifact), work],
+        done = subprocess.run([sys.executable, "-m", "hubedge.exporter.verify.mobile_sdk", str(artifact), work],
                               capture_output=True, text=True, errors="replace")
         report_file = folder / "report.json"
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
@@ -183,7 +183,7 @@ def _run_sdk(artifact: str, folder: Path) -> dict[str, Any]:
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.vision.core.image_processing_options import ImageProcessingOptions
 
-    from runtimes.preprocess import load_image
+    from hubedge.runtimes.preprocess import load_image
 
     request = json.loads((folder / "request.json").read_text())
     size = request["num_outputs"]

@@ -5,7 +5,7 @@ TensorFlow FP32 outputs on the 132 evaluation images again (about 14 s for a BiT
 some conversions). A job reuses the outputs an earlier job recorded beside its artifact only when that earlier
 manifest proves they are the ones this job would compute: the same weights identity and the same tool versions
 (the job key's ``weights`` and ``versions``), a reference file that still hashes to what the manifest records and
-fits the model, and the very same input batch (``runtimes.reference.batch_sha256``). Anything less and the job
+fits the model, and the very same input batch (``hubedge.runtimes.reference.batch_sha256``). Anything less and the job
 computes its own.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import CorruptModelError
-from runtimes.reference import batch_sha256, read_recorded
+from hubedge.runtimes.errors import CorruptModelError
+from hubedge.runtimes.reference import batch_sha256, read_recorded
 
 __all__ = ["SharedReference", "recorded_reference"]
 

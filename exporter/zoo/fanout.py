@@ -3,11 +3,11 @@
 Each job is a task in a fresh worker process (``max_calls=1``: TensorFlow does not give memory back) that declares
 ``num_cpus`` and ``memory=``, so Ray never starts two exports together that do not fit in a node's memory
 together. The memory asked for is estimated from the model's size and each format's measured peaks
-(:func:`memory_request`, ``exporter.memory_budget``), and the job's export is held to it; the peak each export
+(:func:`memory_request`, ``hubedge.exporter.memory_budget``), and the job's export is held to it; the peak each export
 reached is recorded in its manifest, as for any export. A
 request that no node can meet is refused in one line before anything runs: Ray would leave it pending. Tasks are
 not retried by Ray; a job killed for memory is retried once here with a larger request, any other failure is
-recorded with its reason and the run goes on. Only the driver writes the ledger (``exporter.zoo.ledger``).
+recorded with its reason and the run goes on. Only the driver writes the ledger (``hubedge.exporter.zoo.ledger``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from exporter.fsutil import remove_stale_work
-from exporter.memory_budget import estimate, model_bytes
-from exporter.zoo.jobs import CONVERTERS, Job, JobKey
-from exporter.zoo.ledger import Ledger
-from runtimes.errors import HubedgeError
+from hubedge.exporter.fsutil import remove_stale_work
+from hubedge.exporter.memory_budget import estimate, model_bytes
+from hubedge.exporter.zoo.jobs import CONVERTERS, Job, JobKey
+from hubedge.exporter.zoo.ledger import Ledger
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["RunSummary", "memory_request", "ray_session", "run_jobs"]
 
@@ -36,7 +36,7 @@ OBJECT_STORE_BYTES = 256 * 2**20  # jobs pass small records, never arrays: the r
 
 def memory_request(job: Job) -> int:
     """Bytes a job asks Ray for: the larger of the estimated peaks of loading its model and of its format's
-    export (``exporter.memory_budget``); the job's export is then held to that budget."""
+    export (``hubedge.exporter.memory_budget``); the job's export is then held to that budget."""
     size = model_bytes(job.model)
     return max(estimate("load", size).bytes, estimate(job.format, size).bytes)
 
@@ -61,15 +61,15 @@ def _export_job(job: Job, key: dict[str, Any], digest: str, output: str, threads
     """The task: one export in this worker process; returns its outcome, never raises for an export's failure."""
     import socket
 
-    from exporter.api import ExportsFailed, export
+    from hubedge.exporter.api import ExportsFailed, export
 
     started = time.time()
-    from runtimes.isolated import CPU_BUDGET_ENV
+    from hubedge.runtimes.isolated import CPU_BUDGET_ENV
 
     os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray sets it from num_cpus; say so ourselves, for every library
     os.environ[CPU_BUDGET_ENV] = str(threads)  # and verification's child processes keep to it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from runtimes.tf_reference import set_threads
+    from hubedge.runtimes.tf_reference import set_threads
 
     set_threads(threads)
     import ray
@@ -190,7 +190,7 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
     bound a local instance (tests). Returns the summary; the ledger in ``output`` has each job's record."""
     import ray
 
-    from exporter.manifest import tool_versions
+    from hubedge.exporter.manifest import tool_versions
 
     started = time.perf_counter()
     for stale in remove_stale_work(output):

@@ -1,9 +1,9 @@
 """What a catalog run exports: one job per (model, format, precision), each with a content key.
 
-A job's key names everything its artifact depends on: the weights (``exporter.sources.weights_identity``, which
+A job's key names everything its artifact depends on: the weights (``hubedge.exporter.sources.weights_identity``, which
 needs no model load), the format, the precision, every export option, the calibration photos' hashes (int8), and
 the versions of hubedge and the converters. Two runs that would write the same bytes get the same key; any change
-gives another, so a re-run redoes exactly the jobs whose inputs changed (``exporter.zoo.ledger``).
+gives another, so a re-run redoes exactly the jobs whose inputs changed (``hubedge.exporter.zoo.ledger``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporter.sources import catalog
-from exporter.formats import Format
-from exporter.options import ExportOptions
-from runtimes.errors import ModelNotFoundError
+from hubedge.exporter.sources import catalog
+from hubedge.exporter.formats import Format
+from hubedge.exporter.options import ExportOptions
+from hubedge.runtimes.errors import ModelNotFoundError
 
 __all__ = ["CONVERTERS", "Job", "JobKey", "expand_models", "plan_jobs"]
 
@@ -76,7 +76,7 @@ class JobKey:
 
     @classmethod
     def of(cls, job: Job, versions: dict[str, str]) -> JobKey:
-        from exporter.sources import weights_identity
+        from hubedge.exporter.sources import weights_identity
 
         record = {  # the model as named is left out: two names of one model write the same artifact
             "weights": weights_identity(job.model, job.weights, job.twin_form),
@@ -104,8 +104,8 @@ def options_record(options: ExportOptions) -> dict[str, Any]:
 def calibration_identity(options: ExportOptions) -> str:
     """The sha256 of the calibration photos' own hashes and the sample count: the set an int8 job calibrates on,
     known before any image is decoded."""
-    from exporter.quantize.calibration import usable_images
-    from exporter.fsutil import sha256_of
+    from hubedge.exporter.quantize.calibration import usable_images
+    from hubedge.exporter.fsutil import sha256_of
 
     _, files = usable_images(options.calibration_data)
     digest = hashlib.sha256(f"samples={options.calibration_size}".encode())

@@ -1,7 +1,7 @@
 """What each job of a catalog run came to, kept beside the artifacts in ``hubedge-jobs.json``.
 
-One entry per job key (``exporter.zoo.jobs.JobKey``): the job, its status (``ok`` or ``failed``), the artifact it
-wrote or the one-line reason it failed, when and where it ran, and the memory it asked for. Only the run's
+One entry per job key (``hubedge.exporter.zoo.jobs.JobKey``): the job, its status (``ok`` or ``failed``), the artifact
+it wrote or the one-line reason it failed, when and where it ran, and the memory it asked for. Only the run's
 driver writes it, atomically after each job, so a killed run loses at most the jobs in flight. A job is up to
 date when its entry is ``ok``, its artifact and manifest are there, the manifest carries the same key, and the
 artifact's bytes and its recorded FP32 reference still hash to what the manifest records: a tampered, deleted or
@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporter.fsutil import atomic_path
-from runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError
+from hubedge.exporter.fsutil import atomic_path
+from hubedge.runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError
 
 __all__ = ["LEDGER", "Ledger"]
 
@@ -42,9 +42,9 @@ class Ledger:
 
     def up_to_date(self, digest: str) -> bool:
         """Whether the job's artifact is there, intact and made by a job of this key."""
-        from runtimes.integrity import check_artifact
-        from runtimes.manifest import read_manifest
-        from runtimes.reference import read_recorded
+        from hubedge.runtimes.integrity import check_artifact
+        from hubedge.runtimes.manifest import read_manifest
+        from hubedge.runtimes.reference import read_recorded
 
         entry = self.entries.get(digest)
         if not entry or entry.get("status") != "ok" or not isinstance(entry.get("artifact"), str):

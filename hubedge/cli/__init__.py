@@ -1,7 +1,7 @@
 """The ``hubedge`` command line: ``models``, ``export``, ``predict``, ``bench``, ``report`` and ``devices``.
 
-Each command is a module here that declares its flags, calls the libraries (``exporter``, ``runtimes``,
-``benchmarks``) and prints. Every user error is one line on stderr and a non-zero exit; progress goes to
+Each command is a module here that declares its flags, calls the libraries (``hubedge.exporter``, ``hubedge.runtimes``,
+``hubedge.benchmarks``) and prints. Every user error is one line on stderr and a non-zero exit; progress goes to
 stderr, results to stdout (``--json`` makes stdout machine-readable).
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 
-from exporter import __version__  # noqa: E402
+from hubedge.exporter import __version__  # noqa: E402
 from hubedge.cli import bench, devices, export, models, predict, report  # noqa: E402
 from hubedge.cli.common import INTERRUPTED, native_output_to_stderr, say  # noqa: E402
-from runtimes.errors import HubedgeError  # noqa: E402
-from runtimes.preprocess import MAX_IMAGE_PIXELS_ENV  # noqa: E402
+from hubedge.runtimes.errors import HubedgeError  # noqa: E402
+from hubedge.runtimes.preprocess import MAX_IMAGE_PIXELS_ENV  # noqa: E402
 
 COMMANDS = (models, export, bench, report, devices, predict)  # in the order `hubedge --help` lists them
 

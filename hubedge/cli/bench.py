@@ -1,4 +1,5 @@
-"""``hubedge bench``: the flags, parsed into ``benchmarks.bench`` and, with ``--baseline``, the regression gate."""
+"""``hubedge bench``: the flags, parsed into ``hubedge.benchmarks.bench`` and, with ``--baseline``, the regression
+gate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from hubedge.cli.common import (add_image_limit_argument, count, fraction, import_tensorflow_quietly, int_list,
                                 positive_int, probability, say)
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 
 def add_parser(commands) -> None:
@@ -61,9 +62,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import benchmarks
-    from benchmarks import report
-    from runtimes.devices import DEVICES
+    from hubedge import benchmarks
+    from hubedge.benchmarks import report
+    from hubedge.runtimes.devices import DEVICES
 
     cluster = args.cluster or os.environ.get("RAY_ADDRESS")
     mode = benchmarks.reference_mode(args.reference_mode)
@@ -84,17 +85,17 @@ def run(args: argparse.Namespace) -> int:
                                       paired_blocks=args.paired_blocks, reference_mode=mode, reference=args.reference)
     baseline = read_baseline(args.baseline) if args.baseline else None  # a bad file fails before the run
     if baseline is not None:
-        from benchmarks.gate import require_scipy
+        from hubedge.benchmarks.gate import require_scipy
 
         require_scipy()
     if args.plot:
-        from benchmarks.plot import require_matplotlib, write_plot
+        from hubedge.benchmarks.plot import require_matplotlib, write_plot
 
         require_matplotlib()
 
     def measure(paths: list[str]) -> dict:
         if cluster:
-            from benchmarks.fanout import bench_on_cluster
+            from hubedge.benchmarks.fanout import bench_on_cluster
 
             return bench_on_cluster(paths, options, cluster, say)
         return benchmarks.bench(paths, options, progress=say)
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 def gate(result: dict, baseline: dict, args: argparse.Namespace, measure):
     """The gate's verdict, kept in the report under ``gate``; rows that slowed down are benched again once."""
-    from benchmarks.gate import GateOptions, judge
+    from hubedge.benchmarks.gate import GateOptions, judge
 
     gate_options = GateOptions(args.max_slowdown, args.min_top1, args.min_cosine, args.significance)
 

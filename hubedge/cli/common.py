@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 SEEDED_NOTE = "note: seeded weights: the scores show the pipeline works, not what the photos show"
 
@@ -64,14 +64,14 @@ def import_tensorflow_quietly() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
-    from runtimes.native_log import captured_native_log
+    from hubedge.runtimes.native_log import captured_native_log
 
     missing = None
     with captured_native_log():
         try:
             import tensorflow  # noqa: F401
 
-            from exporter.sources import import_hub
+            from hubedge.exporter.sources import import_hub
 
             import_hub()
         except ImportError as error:
@@ -83,12 +83,12 @@ def import_tensorflow_quietly() -> None:
 
 def load_model(model: str, weights: str, threads: int | None = None, twin_form: str = "edge"):
     """Loads a model for export or the TF reference; ``threads`` must be set before TF runs its first op."""
-    from exporter.sources import load_model as load
+    from hubedge.exporter.sources import load_model as load
 
     started = time.perf_counter()
     say(f"loading {model} (weights: {weights}) …")
     import_tensorflow_quietly()
-    from runtimes.tf_reference import set_threads
+    from hubedge.runtimes.tf_reference import set_threads
 
     set_threads(threads)
     loaded = load(model, weights, twin_form)
@@ -116,7 +116,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, artifact: bool = False,
 
 def add_image_limit_argument(parser: argparse.ArgumentParser) -> None:
     """``--max-image-pixels``: for commands that decode image files (runtimes.preprocess.load_image)."""
-    from runtimes.preprocess import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
+    from hubedge.runtimes.preprocess import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
 
     parser.add_argument("--max-image-pixels", type=positive_int, default=None, metavar="N",
                         help=f"refuse images of more than N pixels, from their header, before decoding them "

@@ -16,7 +16,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtimes.devices import discover, ray_resources
+    from hubedge.runtimes.devices import discover, ray_resources
 
     if args.ray_resources:
         print(json.dumps(ray_resources()))

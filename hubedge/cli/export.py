@@ -1,4 +1,5 @@
-"""``hubedge export``: the flags, parsed into ``exporter.export`` (``exporter.api``), and its results printed."""
+"""``hubedge export``: the flags, parsed into ``hubedge.exporter.export`` (``hubedge.exporter.api``), and its results
+printed."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import argparse
 import os
 from pathlib import Path
 
-from exporter.formats import FORMATS
-from exporter.options import (GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
-                              ONNX_EXTERNAL_DATA_ABOVE, TFLITE_INT8_RECIPES)
+from hubedge.exporter.formats import FORMATS
+from hubedge.exporter.options import (GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
+                                      ONNX_EXTERNAL_DATA_ABOVE, TFLITE_INT8_RECIPES)
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 
 def add_parser(commands) -> None:
@@ -92,7 +93,7 @@ def add_parser(commands) -> None:
 
 
 def memory_size(text: str) -> int:
-    from exporter.memory_budget import parse_size
+    from hubedge.exporter.memory_budget import parse_size
 
     try:
         return parse_size(text)
@@ -103,7 +104,7 @@ def memory_size(text: str) -> int:
 def checked_plan(args: argparse.Namespace) -> tuple:
     """The export options and (format, precision) pairs the flags ask for, with everything that can be refused
     before a model loads refused (one line each; export() says the notes once)."""
-    from exporter.api import ExportOptions, check_options, planned_pairs
+    from hubedge.exporter.api import ExportOptions, check_options, planned_pairs
 
     options = ExportOptions(calibration_data=args.calibration_data, calibration_size=args.calibration_size,
                             int8_io=args.int8_io, tflite_int8_recipe=args.tflite_int8_recipe,
@@ -117,9 +118,9 @@ def checked_plan(args: argparse.Namespace) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporter.api import ExportsFailed, export
-    from exporter.fsutil import ensure_writable_dir
-    from exporter.zoo import expand_models
+    from hubedge.exporter.api import ExportsFailed, export
+    from hubedge.exporter.fsutil import ensure_writable_dir
+    from hubedge.exporter.zoo import expand_models
 
     options, pairs = checked_plan(args)
     formats = args.format
@@ -128,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     cluster = args.cluster or os.environ.get("RAY_ADDRESS")
     if len(models) > 1 or cluster or args.retry_failed:
         return run_on_ray(args, models, pairs, options, cluster)
-    from exporter.api import load_step
-    from exporter.memory_budget import check_load
+    from hubedge.exporter.api import load_step
+    from hubedge.exporter.memory_budget import check_load
 
     check_load(models[0], args.memory_budget, load_step(models[0], args.weights))
     loaded = load_model(models[0], args.weights, twin_form=args.twin_form)  # TF quieted, threads set, then loaded
@@ -148,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_on_ray(args: argparse.Namespace, models: list[str], pairs: list, options, cluster: str | None) -> int:
-    """Several models, or a cluster: every (model, format, precision) job as a Ray task (``exporter.zoo``)."""
-    from exporter.zoo import plan_jobs
-    from exporter.zoo.fanout import run_jobs
+    """Several models, or a cluster: every (model, format, precision) job as a Ray task (``hubedge.exporter.zoo``)."""
+    from hubedge.exporter.zoo import plan_jobs
+    from hubedge.exporter.zoo.fanout import run_jobs
 
     if args.no_verify:
         raise HubedgeError("--no-verify applies to one model at a time; a catalog run verifies every artifact")
@@ -165,7 +166,7 @@ def run_on_ray(args: argparse.Namespace, models: list[str], pairs: list, options
     print(f"{summary.line()}; each job's record: {Path(args.output) / 'hubedge-jobs.json'}")
     for reason in summary.failed.values():
         print(f"  FAILED: {reason}")
-    from benchmarks import catalog_report
+    from hubedge.benchmarks import catalog_report
 
     catalog_report.write(args.output, say)
     if summary.failed:
@@ -188,10 +189,10 @@ def accuracy_aware_line(result) -> str:
 
 def print_results(results: list) -> None:
     """One line per artifact: size, time, peak memory and what verification found."""
-    from exporter.pipeline import verified_cpu_line
-    from exporter.verify.deployability import summary_line as deployability_line
-    from exporter.verify.fallback import fallback_line
-    from exporter.verify.mobile_sdk import summary_line
+    from hubedge.exporter.pipeline import verified_cpu_line
+    from hubedge.exporter.verify.deployability import summary_line as deployability_line
+    from hubedge.exporter.verify.fallback import fallback_line
+    from hubedge.exporter.verify.mobile_sdk import summary_line
 
     print(f"{'artifact':60} {'MB':>8} {'s':>7} {'peak MB':>8}  verification")
     for r in results:

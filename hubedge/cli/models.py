@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from exporter.sources import catalog
+from hubedge.exporter.sources import catalog
 from hubedge.cli.common import say
 
 

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from hubedge.cli.common import SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model, positive_int, say
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 
 def add_parser(commands) -> None:
@@ -28,11 +28,11 @@ def add_parser(commands) -> None:
 
 
 def _artifact_outputs(args: argparse.Namespace, path: Path):
-    """Runs an exported artifact on the images in a child process (``runtimes.isolated``): a runtime that aborts on
-    a damaged or hostile file is one line here. Returns the outputs, the model's contract and the runtime."""
-    from runtimes.isolated import run_isolated
-    from runtimes.manifest import fixed_input_size, model_info, read_manifest
-    from runtimes.preprocess import preprocess
+    """Runs an exported artifact on the images in a child process (``hubedge.runtimes.isolated``): a runtime that aborts
+    on a damaged or hostile file is one line here. Returns the outputs, the model's contract and the runtime."""
+    from hubedge.runtimes.isolated import run_isolated
+    from hubedge.runtimes.manifest import fixed_input_size, model_info, read_manifest
+    from hubedge.runtimes.preprocess import preprocess
 
     if args.weights != "hub" or args.twin_form != "edge":
         raise HubedgeError(f"--weights and --twin-form apply to models, not to the exported artifact {path}")
@@ -64,8 +64,8 @@ def _model_outputs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtimes.manifest import has_manifest
-    from runtimes.preprocess import load_image
+    from hubedge.runtimes.manifest import has_manifest
+    from hubedge.runtimes.preprocess import load_image
 
     for image in args.images:  # decode errors surface before any model is loaded
         load_image(image)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     outputs, info, runtime, seeded = (_artifact_outputs(args, path) if has_manifest(path) else _model_outputs(args))
     records = []
     if info.task == "classification":
-        from runtimes.base import top_k_from_outputs
+        from hubedge.runtimes.base import top_k_from_outputs
 
         for image, best in zip(args.images, top_k_from_outputs(outputs, info, args.top)):
             records.append({"image": image, "top_k": [

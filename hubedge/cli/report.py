@@ -1,4 +1,4 @@
-"""``hubedge report``: the catalog report of an output folder (``benchmarks.catalog_report``)."""
+"""``hubedge report``: the catalog report of an output folder (``hubedge.benchmarks.catalog_report``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Writes the report into the folder and prints it; exits 1 when some row is not ok, like the run it reports."""
-    from benchmarks import catalog_report
+    from hubedge.benchmarks import catalog_report
 
     report = catalog_report.write(args.folder, say)
     print(json.dumps(report, indent=1) if args.json else catalog_report.markdown(report), end="\n" if args.json else "")

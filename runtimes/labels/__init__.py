@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import NamedTuple
 
-from runtimes.errors import HubedgeError
+from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["LABEL_SETS", "LabelList", "load_labels"]
 
