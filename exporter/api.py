@@ -112,7 +112,11 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)
     # sized as a catalog run sized the job when it asked Ray for memory (by name or path), else from the model
     size = (0 if isinstance(model, LoadedModel) else memory.model_bytes(str(model))) or memory.model_bytes(loaded)
-    estimates = {fmt.name: memory.estimate(fmt.name, size) for fmt, _ in pairs}
+
+    def estimates_for(written: bool) -> dict[str, memory.Estimate]:
+        return {fmt.name: memory.estimate(fmt.name, size, written) for fmt, _ in pairs}
+
+    estimates = estimates_for(memory.written_route(loaded.spec, None, options))
 
     def refused(fmt: Format, precision: str) -> str:
         return memory.refusal(estimates[fmt.name], memory_budget, f"{loaded.info.name} {fmt.name} {precision}",
@@ -124,6 +128,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
             say(f"hubedge: error: {error}")
         raise ExportsFailed([], failures)
     loaded = _choose_graph(loaded, options.graph, say)
+    estimates = estimates_for(memory.written_route(loaded.spec, loaded.graph, options))  # now the route is known
 
     reference, shared = None, None
     if verify:

@@ -17,20 +17,31 @@ import re
 from pathlib import Path
 
 from hubedge.exporter.fsutil import size_of
+from hubedge.exporter.options import ExportOptions
+from hubedge.exporter.sources.catalog import Architecture
 from hubedge.runtimes.errors import HubedgeError
 from hubedge.runtimes.memory import current_rss_bytes
 
-__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes",
-           "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget",
-           "total_bytes"]
+__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_PER_MODEL_BYTE", "Estimate", "MemoryRefused",
+           "available_bytes", "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal",
+           "step_budget", "total_bytes", "written_route"]
 
 GiB = 2**30
 BASE = 3.5 * GiB
+# written from the weights, a seeded R50x3 21k (1.38 GB) exported onnx fp32 / fp16 / int8 at 10.3 / 13.0 / 14.3 GB and
+# openvino at 12.5 / 12.5 / 11.9 GB (one run, in that order: each step's peak includes what the run holds by then);
+# a seeded R101x3 21k (2.06 GB) exported onnx fp32 at 14.9 GB, then was killed at 24.2 GB converting it to fp16
+# under an estimate of 8x: fp16 needs more than 9.9x here (benchmarks/records/bit-writer.md)
+WRITTEN_ONNX = 11.0
+WRITTEN_OPENVINO = 6.5
 # onnx, ort and qnn convert in a tf2onnx child while this process holds the model and its reference: on a seeded
 # R101x3 21k (2.06 GB) this process held 12.2 GB and the child alone peaked at 22.9 GB (benchmarks/records/
 # big-models.md), 15.3 times the model above BASE together (8 had let the child start, and the kernel killed it)
 # tflite converts in this process: the same R101x3 peaked at 22.1 GB over its fp32 export and verification
 PER_MODEL_BYTE = {"tflite": 9.0, "onnx": 15.5, "ort": 15.5, "qnn": 15.5, "openvino": 6.0, "savedmodel": 3.0}
+# a BiT in hubedge's edge graph is written from its weights instead (hubedge.exporter.formats.bit_graph): no
+# converter, and the weights held about once while they are written (benchmarks/records/bit-writer.md)
+WRITTEN_PER_MODEL_BYTE = {"onnx": WRITTEN_ONNX, "ort": WRITTEN_ONNX, "qnn": WRITTEN_ONNX, "openvino": WRITTEN_OPENVINO}
 LOAD_PER_MODEL_BYTE = 3.2  # loading or building the model: 3.5 GiB + 3.2 × 4.43 GB ≈ the 17.5 GB measured on R152x4
 UNKNOWN_FORMAT_PER_MODEL_BYTE = 8.0
 
@@ -56,10 +67,24 @@ class Estimate:
                 f"{format_bytes(self.model_bytes)} of fp32 weights)")
 
 
-def estimate(step: str, size: int) -> Estimate:
-    """The estimate for ``step``: ``"load"`` (loading or building the model) or a format's name."""
-    ratio = LOAD_PER_MODEL_BYTE if step == "load" else PER_MODEL_BYTE.get(step, UNKNOWN_FORMAT_PER_MODEL_BYTE)
-    return Estimate(step, size, ratio)
+def estimate(step: str, size: int, written: bool = False) -> Estimate:
+    """The estimate for ``step``: ``"load"`` (loading or building the model) or a format's name; ``written``: the
+    format's graph is written from the weights, not converted (:func:`written_route`)."""
+    if step == "load":
+        return Estimate(step, size, LOAD_PER_MODEL_BYTE)
+    ratios = {**PER_MODEL_BYTE, **WRITTEN_PER_MODEL_BYTE} if written else PER_MODEL_BYTE
+    return Estimate(step, size, ratios.get(step, UNKNOWN_FORMAT_PER_MODEL_BYTE))
+
+
+def written_route(spec, graph: dict | None, options: ExportOptions) -> bool:
+    """Whether a BiT's onnx and openvino graphs will be written from its weights: once the graph route is chosen,
+    as it says (``graph["edge_form"]``); before, for a catalog BiT whose route is left to choose (``--graph auto``),
+    which is hubedge's own build or re-authored into it."""
+    if options.graph_writer != "direct":
+        return False
+    if graph is not None:
+        return bool(graph.get("edge_form"))
+    return options.graph == "auto" and isinstance(getattr(spec, "architecture", None), Architecture)
 
 
 def model_bytes(model) -> int:

@@ -18,8 +18,8 @@ from hubedge.exporter.quantize.accuracy_target import AccuracyTarget
 from hubedge.runtimes.cpu import ALL_CLASSES
 from hubedge.runtimes.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "INT8_CPUS", "INT8_CPU_PORTABLE", "INT8_CPU_VNNI",
-           "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "ONNX_EXTERNAL_DATA_ABOVE",
+__all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "GRAPH_WRITERS", "INT8_CPUS", "INT8_CPU_PORTABLE",
+           "INT8_CPU_VNNI", "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "ONNX_EXTERNAL_DATA_ABOVE",
            "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
@@ -29,6 +29,8 @@ TFLITE_INT8_RECIPES = ("xnnpack", "full")
 INT8_CPU_PORTABLE, INT8_CPU_VNNI = "portable", "vnni"
 INT8_CPUS = (INT8_CPU_PORTABLE, INT8_CPU_VNNI)
 GRAPHS = ("auto", "as-is", "verbatim")
+# how a BiT in hubedge's edge graph becomes ONNX and OpenVINO: written from its weights, or converted
+GRAPH_WRITERS = ("direct", "converter")
 # this CPU alone, or also every other class it can be emulated as; or a comma list of classes (checked against what
 # this machine can emulate by exporter.verify.cpu_emulation.classes_to_verify)
 VERIFY_CPUS = ("native", "all")
@@ -82,6 +84,9 @@ class ExportOptions:
         int8_fallback: int8 without an accuracy target: when plain int8 misses its verification floor,
             ``search`` exports the fewest layers float that meet the floor instead, under the plain int8 name
             (``hubedge.exporter.verify.fallback``); ``none`` fails, writing nothing.
+        graph_writer: onnx, ort, qnn and openvino: ``direct`` writes a BiT in hubedge's edge graph straight from its
+            weights (``hubedge.exporter.formats.bit_graph``), in the converters' ops, at a fraction of their memory;
+            ``converter`` converts it with tf2onnx and ``ov.convert_model``, as any other model is.
         onnx_external_data_above: onnx and qnn: from this many bytes of weights on, they go in a data file beside
             the ``.onnx`` file (``<artifact>.onnx.data``), as files past protobuf's 2 GiB limit must; 0 always.
             At most (and by default) ``ONNX_EXTERNAL_DATA_ABOVE``.
@@ -99,6 +104,7 @@ class ExportOptions:
     batch: int | None = None
     require_offload: Literal["nnapi", "coreml", "gpu"] | None = None
     onnx_external_data_above: int = ONNX_EXTERNAL_DATA_ABOVE
+    graph_writer: Literal["direct", "converter"] = "direct"
 
     def __post_init__(self) -> None:
         if isinstance(self.accuracy_target, str):
@@ -107,7 +113,7 @@ class ExportOptions:
             raise InvalidInputError(f"accuracy_target must be an AccuracyTarget or its text; got "
                                     f"{type(self.accuracy_target).__name__}")
         for name, choices in (("int8_io", (None, *INT8_IO_CHOICES)), ("tflite_int8_recipe", TFLITE_INT8_RECIPES),
-                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS),
+                              ("int8_cpu", INT8_CPUS), ("graph", GRAPHS), ("graph_writer", GRAPH_WRITERS),
                               ("int8_fallback", INT8_FALLBACKS), ("require_offload", (None, *OFFLOADS))):
             if getattr(self, name) not in choices:
                 raise UnsupportedError(f"{name} must be one of {', '.join(map(str, choices))}; got "

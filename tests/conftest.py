@@ -59,7 +59,7 @@ SHARED_UNITS = {
     # full-geometry R50x1 twins: one at a time, so that two never share the machine's memory
     **dict.fromkeys(("test_export_r50x1.py", "test_bit_r50x1.py"), "full-geometry"),
     # Ray instances and a two-node cluster: one at a time
-    **dict.fromkeys(("test_zoo.py", "test_zoo_cluster.py"), "ray"),
+    **dict.fromkeys(("test_zoo.py", "test_zoo_cluster.py", "test_docs_run.py"), "ray"),
 }
 # Units are handed to the workers in this order, longest first (then the rest in file order), so that neither worker
 # is left with a long unit at the end. Durations measured on a 2-core x86-vnni machine:
@@ -132,6 +132,11 @@ def _blocked(*args, **kwargs):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs with connects and DNS look-ups failing, as on a machine with no network."""
+    block_network(monkeypatch)
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes connects (but to Unix sockets) and DNS look-ups fail; a module-scoped fixture calls it itself."""
     real_connect = socket.socket.connect
 
     def connect(self, address):

@@ -3,9 +3,8 @@
 Every ``hubedge`` command in a fenced block of ``README.md`` or ``docs/*.md`` goes through the CLI's own parser,
 and an ``export`` command also through everything the CLI refuses before a model loads (formats, precisions,
 options each format takes); every ``make`` target shown exists; the commands that need no model run for real;
-every Python block compiles and names only attributes the packages have. The other commands are not run here:
-they download hub weights, export full-geometry models or need a cluster, and the tests of each command run
-the same code on tiny twins.
+every Python block compiles and names only attributes the packages have. ``tests/test_docs_run.py`` runs every
+command shown for real, on tiny twins.
 """
 
 from __future__ import annotations

@@ -36,9 +36,10 @@ def test_full_geometry_exports_to_every_format_at_int8(capsys, tmp_path):
         assert manifest["quantization"]["calibration"]["samples"] == 64 and verification["cosine_min"] >= 0.9
     assert (tmp_path / "bit-m-r50x1-in21k.openvino.int8.bin").is_file()
     onnx_manifest = json.loads((tmp_path / "bit-m-r50x1-in21k.onnx.int8.json").read_text())
-    # issue #7: the fp32 conversion the int8 file is quantized from stays within 4 GB (it peaked at 11.3 GB, then
-    # 7.3; records/tf2onnx-memory.md)
-    assert 0 < onnx_manifest["quantization"]["tf2onnx_peak_rss_mb"] <= 4096
+    # the fp32 file the int8 one is quantized from was written from the weights, with no tf2onnx child (which
+    # peaked at 3.7 GB on this model; records/bit-writer.md compares the two routes)
+    assert onnx_manifest["quantization"]["method"].startswith("written from the weights of a BiT R50x1")
+    assert "tf2onnx_peak_rss_mb" not in onnx_manifest["quantization"] and "tf2onnx" not in onnx_manifest["tools"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]
 
 

@@ -45,6 +45,25 @@ def test_the_flagship_is_estimated_from_its_architecture_and_refused_where_it_ca
     assert memory.refusal(memory.estimate("onnx", 0), 1, "an unknown model") == ""  # no size: no judgement
 
 
+def test_a_bits_graphs_written_from_its_weights_are_estimated_by_that_routes_own_ratios():
+    from hubedge.exporter.options import ExportOptions
+    from hubedge.exporter.sources import catalog
+
+    size = memory.model_bytes("bit-m-r101x3-in21k")
+    for name in ("onnx", "ort", "qnn", "openvino"):
+        written = memory.estimate(name, size, written=True)
+        assert written.ratio == memory.WRITTEN_PER_MODEL_BYTE[name]
+    assert memory.estimate("onnx", size, written=True).bytes < memory.estimate("onnx", size).bytes
+    assert memory.estimate("tflite", size, written=True) == memory.estimate("tflite", size)  # converted anyway
+    bit, yardstick = catalog.get("bit-m-r101x3-in21k"), catalog.get("efficientnet-lite0")
+    default, converter = ExportOptions(), ExportOptions(graph_writer="converter")
+    assert memory.written_route(bit, None, default)  # a catalog BiT before its route is chosen
+    assert not memory.written_route(bit, None, converter) and not memory.written_route(yardstick, None, default)
+    assert not memory.written_route(bit, None, ExportOptions(graph="as-is"))
+    assert memory.written_route(None, {"route": "re-authored", "edge_form": True}, default)  # once chosen: as it says
+    assert not memory.written_route(bit, {"route": "as-is", "why": "not recognised"}, default)
+
+
 def test_the_cli_refuses_to_build_a_twin_that_cannot_fit_before_anything_is_read(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["export", "--model", "bit-m-r152x4-in21k", "--weights", "seeded", "--format", "onnx",

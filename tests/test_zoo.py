@@ -45,6 +45,7 @@ def test_job_keys_are_deterministic_and_change_with_any_option_weights_or_tool_v
     assert key.record["calibration"] and key.record["weights"].startswith("twin:")
     others = [dataclasses.replace(job, options=ExportOptions(calibration_size=80)),
               dataclasses.replace(job, options=ExportOptions(int8_fallback="none")),
+              dataclasses.replace(job, options=ExportOptions(graph_writer="converter")),
               dataclasses.replace(job, twin_form="published"), dataclasses.replace(job, model="bit-m-r50x3-in21k"),
               dataclasses.replace(job, precision="fp16"), dataclasses.replace(job, format="onnx")]
     digests = {JobKey.of(other, VERSIONS).digest for other in others} | {key.digest}

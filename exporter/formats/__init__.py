@@ -205,9 +205,11 @@ FORMATS: dict[str, Format] = {
         module="hubedge.exporter.formats.onnx",
         runtime="onnxruntime",
         devices=("cpu", "gpu"),
-        description="ONNX (tf2onnx), dynamic batch (or fixed: --batch N), run by ONNX Runtime",
+        description="ONNX (a BiT written from its weights, other models by tf2onnx), dynamic batch (or fixed: "
+                    "--batch N), run by ONNX Runtime",
         options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "fp16", "int8"),
-                 "require_offload": ("fp32", "fp16", "int8"), "onnx_external_data_above": ("fp32", "fp16", "int8")},
+                 "require_offload": ("fp32", "fp16", "int8"), "onnx_external_data_above": ("fp32", "fp16", "int8"),
+                 "graph_writer": ("fp32", "fp16", "int8")},
         optional_companions=(DATA_SUFFIX,),
     ),
     "ort": Format(
@@ -224,7 +226,7 @@ FORMATS: dict[str, Format] = {
         devices=("cpu",),
         description="the onnx artifact in ONNX Runtime's format (.ort) with its required_operators.config, for "
                     "ORT Mobile and minimal builds",
-        options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "int8")},
+        options={**CALIBRATED, **ACCURACY_AWARE, "batch": ("fp32", "int8"), "graph_writer": ("fp32", "int8")},
         opt_in=True,
     ),
     "openvino": Format(
@@ -237,7 +239,8 @@ FORMATS: dict[str, Format] = {
         runtime="openvino",
         devices=("cpu", "gpu", "npu"),
         description="OpenVINO IR (.xml + .bin), dynamic batch (or fixed: --batch N), run by OpenVINO",
-        options={**CALIBRATED, **ACCURACY_AWARE, "int8_cpu": ("int8",), "batch": ("fp32", "fp16", "bf16", "int8")},
+        options={**CALIBRATED, **ACCURACY_AWARE, "int8_cpu": ("int8",), "batch": ("fp32", "fp16", "bf16", "int8"),
+                 "graph_writer": ("fp32", "fp16", "bf16", "int8")},
     ),
     "qnn": Format(
         name="qnn",
@@ -250,7 +253,7 @@ FORMATS: dict[str, Format] = {
         devices=("npu", "cpu"),
         description="ONNX fully QDQ-quantized, batch 1, for Qualcomm NPUs (ONNX Runtime QNN EP, HTP)",
         options={**CALIBRATED, **ACCURACY_AWARE, "require_offload": ("int8",), "batch": ("int8",),
-                 "onnx_external_data_above": ("int8",)},
+                 "onnx_external_data_above": ("int8",), "graph_writer": ("int8",)},
         optional_companions=(DATA_SUFFIX,),
         own_batch=1,  # the HTP takes static shapes, and one image is what a phone's camera gives
     ),

@@ -23,6 +23,7 @@ ONNX's external-data layout (``hubedge.exporter.formats.onnx_storage``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -111,44 +112,74 @@ FP16_ON_ARM = ("ONNX Runtime computes an fp16 graph in fp16 on ARM cores with FP
                "ship the fp32 file to such cores")
 
 
+@dataclasses.dataclass(frozen=True)
+class Fp32Onnx:
+    """The fp32 ONNX file an export starts from, and how it was made."""
+
+    path: Path
+    method: str  # for the manifest's recipe
+    converter_peak: int  # peak RSS of the tf2onnx child that made it (0: written in this process)
+    ran_peak: int  # that peak again only if the conversion ran in this call (0 when reused), so each export
+    # reports the memory it really used
+    rewrites: dict[str, int]  # the mobile rewrites made (onnx_mobile)
+
+
 def convert_fp32(loaded: LoadedModel, work: Workspace, beside: Path, batch: int | None = None,
                  mobile: bool = False, external_above: int = ONNX_EXTERNAL_DATA_ABOVE,
-                 ) -> tuple[Path, int, int, dict[str, int]]:
+                 graph_writer: str = "direct") -> Fp32Onnx:
     """The fp32 ONNX of ``loaded`` (dynamic batch named ``batch``, or fixed to ``batch`` images with every shape in
     the file static: :func:`fix_batch`), with ``mobile`` its ops rewritten where mobile accelerators lack them
-    (``hubedge.exporter.formats.onnx_mobile``), converted once per run and reused. Its weights are in a data file beside
-    it from ``external_above`` bytes on (``hubedge.exporter.formats.onnx_storage``).
-
-    Returns its path, the peak RSS of the conversion that made it, that peak again only if the conversion ran in
-    this call (0 when it was reused), so each export reports the memory it really used, and the rewrites made.
+    (``hubedge.exporter.formats.onnx_mobile``), made once per run and reused: a BiT in hubedge's edge graph written
+    from its weights (``bit_onnx``, unless ``graph_writer`` is ``converter``), anything else converted by tf2onnx in
+    a child process. Its weights are in a data file beside it from ``external_above`` bytes on
+    (``hubedge.exporter.formats.onnx_storage``).
     """
     import onnx
 
+    from hubedge.exporter.formats.bit_graph import edge_layout
+
     size = loaded.info.input_size
-    key = ("tf2onnx", str(loaded.export_savedmodel), size, batch, mobile)
-    if key in work.memo and work.memo[key][0].is_file():
-        path, peak, rewrites = work.memo[key]
-        return path, peak, 0, rewrites
+    key = ("fp32-onnx", str(loaded.export_savedmodel), size, batch, mobile, graph_writer)
+    if key in work.memo and work.memo[key].path.is_file():
+        return dataclasses.replace(work.memo[key], ran_peak=0)
     rewrites: dict[str, int] = {}
     if batch is None and not mobile:
         scratch = Path(work.scratch or beside)
         graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
-        path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
-        peak = ran = _run_tf2onnx(loaded.export_savedmodel, path, size, external_above)
-        model = onnx.load(str(path))
-        for value in (*model.graph.input, *model.graph.output):
-            value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
-    else:  # from the plain conversion, converted once
-        plain, peak, ran, _ = convert_fp32(loaded, work, beside, external_above=external_above)
-        path = plain.with_name(plain.name.replace(".tf2onnx.onnx", f".batch-{batch or 'dynamic'}.mobile-{mobile}.onnx"))
-        model = onnx.load(str(plain))
+        layout = edge_layout(loaded, graph_writer)
+        if isinstance(layout, str):
+            path = scratch / f"{loaded.info.name}.{size}.{graph}.tf2onnx.onnx"
+            peak = ran = _run_tf2onnx(loaded.export_savedmodel, path, size, external_above)
+            model = onnx.load(str(path))
+            for value in (*model.graph.input, *model.graph.output):
+                value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM  # a stable name runtimes can pin
+            method = f"{conversion_method()}; not written from the weights: {layout}"
+        else:
+            from hubedge.exporter.formats.bit_onnx import write_model
+
+            path = scratch / f"{loaded.info.name}.{size}.{graph}.written.onnx"
+            method = (f"written from the weights of a BiT {layout.architecture.label} "
+                      f"(hubedge.exporter.formats.bit_onnx: tf2onnx's ops for the edge graph), opset {OPSET}")
+            # the weights go to a data file beside it as they are written (this file is the run's own; an artifact
+            # made from it keeps its weights inline below the threshold): never all in memory at once
+            onnx_storage.save_beside(write_model(layout, size, OPSET, onnx_storage.data_file(path)), path)
+            made = Fp32Onnx(path, method, 0, 0, rewrites)
+            work.memo[key] = made
+            return made
+    else:  # from the plain file, made once
+        plain = convert_fp32(loaded, work, beside, external_above=external_above, graph_writer=graph_writer)
+        peak, ran, method = plain.converter_peak, plain.ran_peak, plain.method
+        variant = f".batch-{batch or 'dynamic'}.mobile-{mobile}.onnx"
+        path = plain.path.with_name(plain.path.stem + variant)
+        model = onnx.load(str(plain.path))
         if batch is not None:
             model = fix_batch(model, batch, size, loaded.info.num_outputs)
         if mobile:
             model, rewrites = mobile_friendly(model)
     onnx_storage.save(model, path, external_above)
-    work.memo[key] = (path, peak, rewrites)
-    return path, peak, ran, rewrites
+    made = Fp32Onnx(path, method, peak, ran, rewrites)
+    work.memo[key] = made
+    return made
 
 
 def fix_batch(model: Any, batch: int, size: int, num_outputs: int) -> Any:
@@ -346,11 +377,14 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     size = loaded.info.input_size
     # the graph ONNX Runtime Mobile's NNAPI and CoreML providers take (onnx_mobile), verified like any other
     above = options.onnx_external_data_above
-    fp32, peak_rss, child_peak, rewrites = convert_fp32(loaded, work, target.parent, options.batch, mobile=True,
-                                                        external_above=above)
+    made = convert_fp32(loaded, work, target.parent, options.batch, mobile=True, external_above=above,
+                        graph_writer=options.graph_writer)
+    fp32, child_peak = made.path, made.ran_peak
     big = onnx_storage.stored_bytes(fp32) >= above  # intermediate files keep their weights outside too
-    recipe: dict[str, Any] = {"method": conversion_method(), "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
-                              **({"mobile_rewrites": rewrites} if rewrites else {})}
+    recipe: dict[str, Any] = {"method": made.method,
+                              **({"tf2onnx_peak_rss_mb": round(made.converter_peak / 2**20)} if made.converter_peak
+                                 else {}),
+                              **({"mobile_rewrites": made.rewrites} if made.rewrites else {})}
     if options.batch is not None:
         recipe["method"] += f"; batch fixed to {options.batch}, every shape static"
     if precision == "fp32":
@@ -407,6 +441,6 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         right_on = tuple(c for c in ALL_CLASSES if c != ARM64_DOTPROD)
         not_on = {ARM64_DOTPROD: FP16_ON_ARM}
     return FormatResult(input_shape=[options.batch, size, size, 3], recipe=recipe, right_on=right_on, not_on=not_on,
-                        tools=("tf2onnx", "onnx", "onnxruntime"),
+                        tools=("tf2onnx", "onnx", "onnxruntime") if made.converter_peak else ("onnx", "onnxruntime"),
                         child_peak_rss_bytes=child_peak,
                         runtime_settings=int8_settings() if precision == "int8" else {})

@@ -27,8 +27,13 @@ def mobile_friendly(model: Any) -> tuple[Any, dict[str, int]]:
     import onnx
 
     counts = {"reciprocal_to_div": _reciprocals_to_div(model)}
-    shapes = _static_shapes(onnx.shape_inference.infer_shapes(model))
-    counts["zero_pad_to_concat"] = _zero_pads_to_concat(model, shapes)
+    # a Pad is rewritten only where its input's shape is static, which needs every shape inferred: on a copy of the
+    # whole model, weights included, so only where a Pad can be rewritten at all (a fixed batch)
+    inputs = [value.type.tensor_type.shape.dim for value in model.graph.input]
+    if any(node.op_type == "Pad" for node in model.graph.node) and all(
+            dim.HasField("dim_value") for dims in inputs for dim in dims):
+        counts["zero_pad_to_concat"] = _zero_pads_to_concat(
+            model, _static_shapes(onnx.shape_inference.infer_shapes(model)))
     return model, {name: count for name, count in counts.items() if count}
 
 
@@ -62,7 +67,8 @@ def _zero_pads_to_concat(model: Any, shapes: dict[str, list[int]]) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    read = {name for node in graph.node if node.op_type == "Pad" for name in node.input[1:]}
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer if tensor.name in read}
     replaced, dropped, done = [], [], 0
     for index, node in enumerate(graph.node):
         if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):

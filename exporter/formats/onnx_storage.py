@@ -20,7 +20,8 @@ from typing import Any
 
 from hubedge.runtimes.contract import ONNX_DATA_SUFFIX
 
-__all__ = ["ALIGNMENT", "DATA_SUFFIX", "data_file", "move", "remove", "save", "stored_bytes", "weights_bytes"]
+__all__ = ["ALIGNMENT", "DATA_SUFFIX", "MIN_EXTERNAL_TENSOR", "data_file", "move", "remove", "save", "save_beside",
+           "stored_bytes", "weights_bytes"]
 
 DATA_SUFFIX = ONNX_DATA_SUFFIX  # replaces the artifact's ".onnx": <artifact>.onnx.data
 ALIGNMENT = 4096  # the page size the ONNX external-data specification names for offsets that can be mapped
@@ -64,6 +65,15 @@ def save(model: Any, path: Path, external_above: int) -> Path | None:
     onnx.save(model, str(path))  # writes each marked tensor at its offset, padding the gaps with zeros
     shutil.copymode(path, data)  # onnx creates it readable by its owner only; it ships with the model file
     return data
+
+
+def save_beside(model: Any, path: Path) -> None:
+    """Writes ``model``, whose large tensors already point at :func:`data_file` of ``path`` (written as they were
+    made), at ``path``: the graph alone."""
+    import onnx
+
+    onnx.save(model, str(path))
+    shutil.copymode(path, data_file(path))
 
 
 def move(source: Path, target: Path) -> None:

@@ -1,9 +1,10 @@
 """The ``openvino`` format: OpenVINO IR (``.xml`` + ``.bin``) at fp32, fp16 and int8 (NNCF).
 
-Converted with ``ov.convert_model`` straight from the hub-form SavedModel (NNCF on an IR converted from the
-SavedModel is more accurate than on one converted from ONNX, docs/stack-facts.md), with a dynamic batch and a fixed
-spatial size. fp32 is saved with ``compress_to_fp16=False`` (``ov.save_model`` compresses to fp16 by
-default); fp16 compresses the weights. bf16 is the fp32 IR marked to run with bf16 inference precision (the
+A BiT in hubedge's edge graph is built from its weights (``bit_openvino``: the ops ``ov.convert_model`` makes of
+it, at a fraction of the memory); anything else is converted with ``ov.convert_model`` straight from the hub-form
+SavedModel (NNCF on an IR converted from the SavedModel is more accurate than on one converted from ONNX,
+docs/stack-facts.md). Either has a dynamic batch and a fixed spatial size. fp32 is saved with
+``compress_to_fp16=False`` (``ov.save_model`` compresses to fp16 by default); fp16 compresses the weights. bf16 is the fp32 IR marked to run with bf16 inference precision (the
 adapter sets ``INFERENCE_PRECISION_HINT=bf16``), a precision of its own that CPUs with AVX512_BF16 or AMX run
 about 2× faster than f32; it is never passed off as fp32. int8 is NNCF post-training quantization on the
 calibration set.
@@ -151,23 +152,44 @@ ARM64_V80_INT8 = ("OpenVINO's ARM CPU plugin cannot run some int8 convolutions o
                   "(EfficientNet-Lite0's: 'object is not initialized'; BiT's run)")
 
 
+def fp32_model(loaded: LoadedModel, size: int, batch: int, graph_writer: str = "direct") -> tuple[Any, str]:
+    """The fp32 ``ov.Model`` (``batch``: 1, or -1 for a dynamic batch) and how it was made: a BiT in hubedge's edge
+    graph built from its weights (``bit_openvino``, unless ``graph_writer`` is ``converter``), anything else by
+    ``ov.convert_model`` from the SavedModel."""
+    import openvino as ov
+
+    from hubedge.exporter.formats.bit_graph import edge_layout
+
+    layout = edge_layout(loaded, graph_writer)
+    if isinstance(layout, str):
+        model = ov.convert_model(str(loaded.export_savedmodel), input=[batch, size, size, 3])
+        return model, f"ov.convert_model from the SavedModel (not written from the weights: {layout})"
+    from hubedge.exporter.formats.bit_openvino import build_model
+
+    model = build_model(layout, size)
+    if batch == 1:
+        model.reshape({model.input(0): [1, size, size, 3]})
+    return model, (f"written from the weights of a BiT {layout.architecture.label} "
+                   "(hubedge.exporter.formats.bit_openvino: ov.convert_model's ops for the edge graph)")
+
+
 def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOptions,
            work: Workspace) -> FormatResult:
     import openvino as ov
 
     size = loaded.info.input_size
-    # converted for one image (--batch 1: static shapes from the start) or a dynamic batch (-1), which calibration
-    # and the accuracy search feed image by image; a larger fixed batch is set on the finished model
-    model = ov.convert_model(str(loaded.export_savedmodel), input=[1 if options.batch == 1 else -1, size, size, 3])
-    recipe: dict[str, Any] = {"method": "ov.convert_model from the SavedModel; fp32 weights (no fp16 compression)"}
+    # made for one image (--batch 1: static shapes from the start) or a dynamic batch (-1), which calibration and
+    # the accuracy search feed image by image; a larger fixed batch is set on the finished model
+    model, made = fp32_model(loaded, size, 1 if options.batch == 1 else -1, options.graph_writer)
+    recipe: dict[str, Any] = {"method": f"{made}; fp32 weights (no fp16 compression)"}
     right_on, unproven = ALL_CLASSES, {}
     compress = False
     if precision == "fp16":
         compress = True
-        recipe = {"method": "ov.convert_model from the SavedModel; weights compressed to fp16"}
+        recipe = {"method": f"{made}; weights compressed to fp16"}
     elif precision == "bf16":
         right_on = (X86_VNNI,)  # bf16 arithmetic (AVX512_BF16, AMX) comes only on x86 CPUs that also have VNNI
-        recipe = {"method": "ov.convert_model from the SavedModel; fp32 weights, run with bf16 inference precision "
+        recipe = {"method": f"{made}; fp32 weights, run with bf16 inference precision "
                             "(INFERENCE_PRECISION_HINT=bf16, read from rt_info hubedge/precision by the adapter)"}
     elif precision == "int8":
         import nncf
@@ -189,7 +211,7 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         right_on = ALL_CLASSES if portable else (X86_VNNI, *ARM64_CLASSES)
         unproven = {ARM64_NO_DOTPROD: ARM64_V80_INT8}
         recipe = {
-            "method": "NNCF post-training quantization (nncf.quantize) of the IR converted from the SavedModel",
+            "method": f"NNCF post-training quantization (nncf.quantize) of the fp32 model: {made}",
             "preset": "performance (symmetric int8, weights per channel)",
             "activations": "int8 per-tensor" + ("" if options.accuracy_target is not None else
                                                 ", per-channel into depthwise convolutions (NNCF's CPU default)"),

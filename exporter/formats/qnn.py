@@ -35,7 +35,8 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
 
     size = loaded.info.input_size
     above = options.onnx_external_data_above
-    fp32, peak_rss, child_peak, _ = convert_fp32(loaded, work, target.parent, external_above=above)
+    made = convert_fp32(loaded, work, target.parent, external_above=above, graph_writer=options.graph_writer)
+    fp32, child_peak = made.path, made.ran_peak
     big = onnx_storage.stored_bytes(fp32) >= above  # intermediate files keep their weights outside too
     model = fix_batch(onnx.load(str(fp32)), 1, size, loaded.info.num_outputs)
     del model.metadata_props[:]  # qnn_preprocess_model (onnxruntime 1.32) fails on models that carry metadata
@@ -63,17 +64,20 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     add_metadata(model, loaded, precision)
     data = onnx_storage.save(model, target, above)
     recipe = {
-        "method": "tf2onnx, batch fixed to 1, every op QDQ-quantized with onnxruntime's QNN recipe",
+        "method": f"{made.method}; batch fixed to 1, every op QDQ-quantized with onnxruntime's QNN recipe",
         "weights": "int8 per-channel", "activations": "uint8 per-tensor (MinMax)" + (
             f"; {len(search['a16_tensors'])} tensors uint16 for the accuracy target" if search and search["a16_tensors"]
             else ""),
-        "target": "Qualcomm HTP via ONNX Runtime's QNN EP", "tf2onnx_peak_rss_mb": round(peak_rss / 2**20),
+        "target": "Qualcomm HTP via ONNX Runtime's QNN EP",
+        **({"tf2onnx_peak_rss_mb": round(made.converter_peak / 2**20)} if made.converter_peak else {}),
         "calibration": calibration.record,
         **({"accuracy_aware": search} if search is not None else {}),
         **({"external_data": external_data_record(data)} if data else {}),
     }
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe,
-                        tools=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-qnn"), child_peak_rss_bytes=child_peak,
+                        tools=(*(("tf2onnx",) if made.converter_peak else ()), "onnx", "onnxruntime",
+                               "onnxruntime-qnn"),
+                        child_peak_rss_bytes=child_peak,
                         runtime_settings=int8_settings())
 
 

@@ -48,9 +48,10 @@ def choose_graph(loaded: LoadedModel, graph: str = "auto") -> LoadedModel:
                                _routes=loaded._routes)
 
 
-def _own_graph(why: str) -> tuple[None, dict[str, Any]]:
-    """The module's graph untouched: asked for, or already hubedge's edge form."""
-    return None, {"route": "as-is", "why": why}
+def _own_graph(why: str, edge_form: bool = False) -> tuple[None, dict[str, Any]]:
+    """The module's graph untouched: asked for, or already hubedge's edge form (``edge_form``: the graph the
+    ONNX and OpenVINO writers of ``hubedge.exporter.formats.bit_graph`` write)."""
+    return None, {"route": "as-is", "why": why, **({"edge_form": True} if edge_form else {})}
 
 
 def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]]:
@@ -63,11 +64,12 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
     if graph == "as-is":
         return _as_is("asked for (--graph as-is): the module's own graph")
     if loaded.weights.get("graph") == "re-authored":
-        return _own_graph("re-authored by hubedge already: its graph is the edge form")
+        return _own_graph("re-authored by hubedge already: its graph is the edge form", edge_form=True)
     if loaded.weights.get("graph") == "rewritten":
         return _own_graph("rewritten by hubedge already: its GroupNorms are 4-D")
     if loaded.weights.get("source") in ("seeded", "npz", "package") and loaded.weights.get("graph") != "published":
-        return _own_graph("hubedge's own build: its graph is the edge form already")
+        return _own_graph("hubedge's own build: its graph is the edge form already",
+                          edge_form=loaded.weights.get("source") != "package")
     module = loaded.module()
     found = recognise([(variable.name, variable.numpy()) for variable in getattr(module, "variables", [])])
     if isinstance(found, Unrecognised):
@@ -91,7 +93,7 @@ def _route(loaded: LoadedModel, graph: str) -> tuple[Path | None, dict[str, Any]
     catalog = loaded.spec.architecture if loaded.spec is not None else None
     note = ({"note": f"the catalog lists {catalog.label} for {loaded.info.handle}; the module is a "
                      f"{found.architecture.label}"} if catalog is not None and catalog != found.architecture else {})
-    return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}", **note,
+    return rebuilt, {"route": "re-authored", "why": f"recognised as a {found.describe()}", **note, "edge_form": True,
                      "architecture": found.architecture.label, "units": list(found.architecture.units),
                      "width": found.architecture.width, "num_classes": found.num_classes,
                      "matched_by": found.matched_by,

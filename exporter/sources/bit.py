@@ -25,22 +25,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from hubedge.exporter.sources.bit_layout import GN_EPSILON, GN_GROUPS, WS_EPSILON, standardize_kernel
 from hubedge.exporter.sources.catalog import Architecture
 from hubedge.runtimes.errors import CorruptModelError
 
-WS_EPSILON = 1e-10
-GN_GROUPS = 32
-GN_EPSILON = 1e-5
 RESIDUAL_BRANCH_SCALE = 0.1
 ROOT_SMOOTHING_SIGMA = 2.0
-
-
-def standardize_kernel(kernel: np.ndarray) -> np.ndarray:
-    """BiT's weight standardization of an HWIO kernel, in float64: what the graph computes at every call."""
-    kernel = np.asarray(kernel, np.float64)
-    mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
-    variance = kernel.var(axis=(0, 1, 2), keepdims=True)
-    return ((kernel - mean) / np.sqrt(variance + WS_EPSILON)).astype(np.float32)
 
 
 class StandardizedConv2D(keras.layers.Layer):

@@ -26,6 +26,11 @@ import numpy as np
 
 from hubedge.exporter.sources.catalog import Architecture
 
+# BiT's arithmetic (bit_tf2): weight standardization over a kernel's HWI axes, GroupNorm's groups and epsilon
+WS_EPSILON = 1e-10
+GN_GROUPS = 32
+GN_EPSILON = 1e-5
+
 ROOT = "resnet/root_block/standardized_conv2d/kernel"
 PRE_HEAD = "resnet/group_norm"
 HEAD = "resnet/head/conv2d"
@@ -53,6 +58,14 @@ class Unrecognised:
 
     reason: str
     near_miss: bool
+
+
+def standardize_kernel(kernel: np.ndarray) -> np.ndarray:
+    """BiT's weight standardization of an HWIO kernel, in float64: what the graph computes at every call."""
+    kernel = np.asarray(kernel, np.float64)
+    mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
+    variance = kernel.var(axis=(0, 1, 2), keepdims=True)
+    return ((kernel - mean) / np.sqrt(variance + WS_EPSILON)).astype(np.float32)
 
 
 def expected_layout(architecture: Architecture, num_classes: int | None) -> list[tuple[str, tuple[int, ...]]]:
@@ -122,8 +135,10 @@ def _fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
 
 
 def recognise(variables: Sequence[tuple[str, np.ndarray]]) -> BitLayout | Unrecognised:
-    """Matches ``(name, value)`` pairs, in the module's order, against the BiT layout their shapes imply."""
-    variables = [(name, np.asarray(value)) for name, value in variables]
+    """Matches ``(name, value)`` pairs, in the module's order, against the BiT layout their shapes imply. A value
+    with a ``shape`` (an array, or a tensor read only when used) is kept as given; the layout's weights are those
+    values."""
+    variables = [(name, value if hasattr(value, "shape") else np.asarray(value)) for name, value in variables]
     if not variables:
         return Unrecognised("it has no variables", near_miss=False)
     near = _looks_like_bit(variables)

@@ -21,11 +21,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from hubedge.exporter.sources.bit_layout import GN_EPSILON, GN_GROUPS, WS_EPSILON
 from hubedge.exporter.sources.catalog import Architecture
-
-GN_GROUPS = 32
-GN_EPSILON = 1e-5
-WS_EPSILON = 1e-10
 
 
 class PublishedGroupNorm(keras.layers.Layer):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hubedge.exporter.fsutil import remove_stale_work
-from hubedge.exporter.memory_budget import estimate, model_bytes
+from hubedge.exporter.memory_budget import estimate, model_bytes, written_route
 from hubedge.exporter.zoo.jobs import CONVERTERS, Job, JobKey
 from hubedge.exporter.zoo.ledger import Ledger
 from hubedge.runtimes.errors import HubedgeError
@@ -37,8 +37,11 @@ OBJECT_STORE_BYTES = 256 * 2**20  # jobs pass small records, never arrays: the r
 def memory_request(job: Job) -> int:
     """Bytes a job asks Ray for: the larger of the estimated peaks of loading its model and of its format's
     export (``hubedge.exporter.memory_budget``); the job's export is then held to that budget."""
+    from hubedge.exporter.sources import catalog
+
     size = model_bytes(job.model)
-    return max(estimate("load", size).bytes, estimate(job.format, size).bytes)
+    written = written_route(catalog.find(job.model), None, job.options)
+    return max(estimate("load", size).bytes, estimate(job.format, size, written).bytes)
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from hubedge.exporter.formats import FORMATS
-from hubedge.exporter.options import (GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
+from hubedge.exporter.options import (GRAPH_WRITERS, GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
                                       ONNX_EXTERNAL_DATA_ABOVE, TFLITE_INT8_RECIPES)
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
@@ -57,6 +57,10 @@ def add_parser(commands) -> None:
                              "(static GroupNorm, weight standardization folded), verified against the module as "
                              "loaded; as-is: convert the module's own graph, its 5-D GroupNorms computed in 4-D "
                              "where that is proven equal on photos; verbatim: convert the module's graph untouched")
+    parser.add_argument("--graph-writer", choices=GRAPH_WRITERS, default="direct",
+                        help="onnx, ort, qnn, openvino: direct (default) writes a BiT in hubedge's edge graph straight "
+                             "from its weights, in the converters' ops and a fraction of their memory; converter: "
+                             "tf2onnx and ov.convert_model, as for any other model")
     parser.add_argument("--verify-cpu", default="native", metavar="native|all|CLASS[,CLASS]",
                         help="verify on this CPU (default); all: also as each CPU class it can emulate (x86 without "
                              "VNNI through qemu-user-static; arm64-dotprod and arm64-no-dotprod through qemu-aarch64 "
@@ -111,7 +115,8 @@ def checked_plan(args: argparse.Namespace) -> tuple:
                             int8_cpu=args.int8_cpu, graph=args.graph, verify_cpu=args.verify_cpu,
                             accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback,
                             batch=args.batch, require_offload=args.require_offload,
-                            onnx_external_data_above=args.onnx_external_data_above)
+                            onnx_external_data_above=args.onnx_external_data_above,
+                            graph_writer=args.graph_writer)
     pairs = planned_pairs(args.format, args.quantize, lambda _: None)  # --format: a comma list, or "all"
     check_options(pairs, options, not args.no_verify, lambda _: None)
     return options, pairs
