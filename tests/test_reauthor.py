@@ -99,7 +99,7 @@ def test_a_published_bit_is_re_authored_recorded_and_equal_to_the_module(tiny_pu
 
 
 def test_hubedges_own_edge_builds_and_as_is_requests_keep_their_graph(tiny_classifier, tiny_published):
-    assert choose_graph(tiny_classifier).graph == {"route": "as-is",
+    assert choose_graph(tiny_classifier).graph == {"route": "as-is", "edge_form": True,
                                                    "why": "hubedge's own build: its graph is the edge form already"}
     as_is = choose_graph(tiny_published, "as-is")  # its own graph, GroupNorms in 4-D: tests/test_graph_rewrite.py
     assert as_is.graph["route"] == "as-is" and as_is.graph["why"].startswith("asked for (--graph as-is)")

@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 class GraphWriter(Protocol, Generic[T]):
     """What a format adds for each layer; ``T`` is its handle on a tensor. Kernels are standardized HWIO arrays;
-    spatial tensors are NCHW after :meth:`images`."""
+    spatial tensors are NCHW after :meth:`images`. ``pooled_next`` marks the last GroupNorm, which the global pool
+    reads (tf2onnx computes its affine part in NHWC there)."""
 
     def images(self) -> T: ...
 
@@ -34,7 +35,7 @@ class GraphWriter(Protocol, Generic[T]):
 
     def pad_max_pool(self, x: T) -> T: ...
 
-    def group_norm(self, x: T, gamma: np.ndarray, beta: np.ndarray) -> T: ...
+    def group_norm(self, x: T, gamma: np.ndarray, beta: np.ndarray, pooled_next: bool = False) -> T: ...
 
     def relu(self, x: T) -> T: ...
 
@@ -74,8 +75,8 @@ def walk(writer: GraphWriter[T], layout: BitLayout) -> T:
     def kernel(name: str) -> np.ndarray:
         return standardize_kernel(take(name))
 
-    def norm(x: T, prefix: str) -> T:
-        return writer.relu(writer.group_norm(x, take(f"{prefix}/gamma"), take(f"{prefix}/beta")))
+    def norm(x: T, prefix: str, pooled_next: bool = False) -> T:
+        return writer.relu(writer.group_norm(x, take(f"{prefix}/gamma"), take(f"{prefix}/beta"), pooled_next))
 
     arch = layout.architecture
     x = writer.conv(writer.images(), kernel(ROOT), 2, 3)
@@ -94,7 +95,7 @@ def walk(writer: GraphWriter[T], layout: BitLayout) -> T:
             y = norm(y, f"{prefix}/c/group_norm")
             y = writer.conv(y, kernel(f"{prefix}/c/standardized_conv2d/kernel"), 1, 0)
             x = writer.add(y, shortcut)
-    x = writer.global_mean(norm(x, PRE_HEAD))
+    x = writer.global_mean(norm(x, PRE_HEAD, pooled_next=True))
     if layout.num_classes is not None:
         head = take(f"{HEAD}/kernel")
         x = writer.head(x, head.reshape(head.shape[-2:]), take(f"{HEAD}/bias"))

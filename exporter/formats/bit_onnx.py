@@ -3,7 +3,8 @@
 The ops are those tf2onnx and ONNX Runtime's constant folding leave for hubedge's edge graph: the input rescaled
 in NHWC and transposed to NCHW once; convolutions with their padding folded in; GroupNorm as per-channel means
 (``ReduceMean``) averaged within groups on static ``[N, 1, G, C/G]`` reshapes (times ones where a group has more
-than one channel), ``Sqrt`` then ``Reciprocal``, the scale transposed to NCHW; a ``Gemm`` head. What follows
+than one channel), ``Sqrt`` then ``Reciprocal``, the scale transposed to NCHW (the last GroupNorm's activation
+transposed to NHWC instead, where the global pool reads it); a ``Gemm`` head. What follows
 (``onnx_mobile``'s rewrites, fp16, int8, the QNN recipe) then sees the file tf2onnx would have written. Batch
 is dynamic (``runtimes.contract.BATCH_DIM``), the spatial size fixed. Opset and names follow ``formats.onnx``.
 """
@@ -31,6 +32,7 @@ class _OnnxWriter:
 
     def __init__(self, graph: Any, data: BinaryIO | None = None, data_name: str = "") -> None:
         self.graph, self.data, self.data_name = graph, data, data_name
+        self.nhwc = False  # the activation's layout: NCHW from the input's transpose on, NHWC after the last norm
         self._count = 0
         self._shared: dict[tuple, str] = {}
 
@@ -106,7 +108,7 @@ class _OnnxWriter:
             mean = self._node("Mul", [mean, self._const(np.ones((1, 1, 1, size), np.float32), "ones", share=True)])
         return self._node("Reshape", [mean, self._shape(*back)])
 
-    def group_norm(self, x: str, gamma: np.ndarray, beta: np.ndarray) -> str:
+    def group_norm(self, x: str, gamma: np.ndarray, beta: np.ndarray, pooled_next: bool = False) -> str:
         channels = gamma.shape[0]
         spatial = self._axes(2, 3)
         mean = self._node("ReduceMean", [x, spatial], keepdims=1)
@@ -116,6 +118,10 @@ class _OnnxWriter:
         variance = self._group_average(variance, channels, (-1, 1, 1, channels))  # NHWC, as the converter leaves it
         root = self._node("Sqrt", [self._node("Add", [variance, self._scalar(GN_EPSILON)])])
         scale = self._node("Mul", [self._node("Reciprocal", [root]), self._const(gamma.astype(np.float32), "gamma")])
+        if pooled_next:  # as tf2onnx leaves it: the activation to NHWC, where the pool reads it
+            self.nhwc = True
+            shifted = self._node("Mul", [self._node("Transpose", [centred], perm=[0, 2, 3, 1]), scale])
+            return self._node("Add", [shifted, self._const(beta.astype(np.float32), "beta")])
         scale = self._node("Transpose", [scale], perm=[0, 3, 1, 2])
         shifted = self._node("Mul", [centred, scale])
         return self._node("Add", [shifted, self._const(beta.astype(np.float32).reshape(1, channels, 1, 1), "beta")])
@@ -127,7 +133,7 @@ class _OnnxWriter:
         return self._node("Add", [a, b])
 
     def global_mean(self, x: str) -> str:
-        return self._node("ReduceMean", [x, self._axes(2, 3)], keepdims=0)
+        return self._node("ReduceMean", [x, self._axes(1, 2) if self.nhwc else self._axes(2, 3)], keepdims=0)
 
     def head(self, x: str, kernel: np.ndarray, bias: np.ndarray) -> str:
         return self._node("Gemm", [x, self._const(kernel.astype(np.float32), "head_kernel"),

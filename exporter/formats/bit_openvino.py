@@ -61,7 +61,7 @@ class _OpenVinoWriter:
             mean = ops.multiply(mean, self._filled(1.0, (1, 1, 1, size)))
         return ops.reshape(mean, self._ints(-1, channels, 1, 1), special_zero=False)
 
-    def group_norm(self, x: Any, gamma: np.ndarray, beta: np.ndarray) -> Any:
+    def group_norm(self, x: Any, gamma: np.ndarray, beta: np.ndarray, pooled_next: bool = False) -> Any:
         ops, channels = self.ops, gamma.shape[0]
         mean = ops.reduce_mean(x, self._ints(2, 3), keep_dims=True)
         centred = ops.subtract(x, self._group_average(mean, channels))
