@@ -117,6 +117,8 @@ def _expected_to_refuse(words: list[str]) -> str | None:
     return None
 
 
+# slow (about 4 minutes alone, 5 in CI beside the other worker): 30 commands, a dozen of them exports, some to every
+# format or as every emulated CPU class, because what the docs show is what must keep working
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_classifier, tiny_published, tiny_features) -> list[dict]:
     """Every command shown, run once in document order (a command shown twice runs once)."""
