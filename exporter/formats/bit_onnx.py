@@ -51,7 +51,7 @@ class _OnnxWriter:
         value = value if value.flags.c_contiguous else value.copy()
         tensor = self.graph.initializer.add()
         if self.data is not None and value.nbytes >= onnx_storage.MIN_EXTERNAL_TENSOR:
-            offset = -(-self.data.tell() // onnx_storage.ALIGNMENT) * onnx_storage.ALIGNMENT
+            offset = onnx_storage.aligned(self.data.tell())
             self.data.write(bytes(offset - self.data.tell()))
             self.data.write(memoryview(value).cast("B"))
             tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)

@@ -20,7 +20,7 @@ from typing import Any
 
 from hubedge.runtimes.contract import ONNX_DATA_SUFFIX
 
-__all__ = ["ALIGNMENT", "DATA_SUFFIX", "MIN_EXTERNAL_TENSOR", "data_file", "move", "remove", "save", "save_beside",
+__all__ = ["ALIGNMENT", "DATA_SUFFIX", "MIN_EXTERNAL_TENSOR", "aligned", "data_file", "move", "remove", "save", "save_beside",
            "stored_bytes", "weights_bytes"]
 
 DATA_SUFFIX = ONNX_DATA_SUFFIX  # replaces the artifact's ".onnx": <artifact>.onnx.data
@@ -31,6 +31,11 @@ MIN_EXTERNAL_TENSOR = 1024  # smaller tensors (shapes, scales, GroupNorm's const
 def data_file(path: Path) -> Path:
     """Where the weights of the ONNX file ``path`` go when they are stored outside it."""
     return path.with_suffix(DATA_SUFFIX)
+
+
+def aligned(offset: int) -> int:
+    """The first offset at or after ``offset`` where a tensor may start: a multiple of :data:`ALIGNMENT`."""
+    return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
 def stored_bytes(path: Path) -> int:
@@ -59,7 +64,7 @@ def save(model: Any, path: Path, external_above: int) -> Path | None:
     offset = 0
     for tensor in model.graph.initializer:
         if tensor.HasField("raw_data") and len(tensor.raw_data) >= MIN_EXTERNAL_TENSOR:
-            offset = -(-offset // ALIGNMENT) * ALIGNMENT
+            offset = aligned(offset)
             set_external_data(tensor, data.name, offset, len(tensor.raw_data))
             offset += len(tensor.raw_data)
     onnx.save(model, str(path))  # writes each marked tensor at its offset, padding the gaps with zeros
