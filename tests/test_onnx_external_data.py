@@ -167,3 +167,58 @@ def test_a_tiny_twin_exports_verifies_and_loads_with_its_weights_beside_the_grap
     tampered.unlink()
     with pytest.raises(CorruptModelError, match=f"{tampered.name} is missing"):
         runtimes.load(copy / fp32.name)
+
+
+def _model_for_fp16(blocked: bool) -> onnx.ModelProto:
+    """The small model with values fp16 cannot hold in its first weight (the tool clamps them) and, with
+    ``blocked``, a large weight read by an op the float16 tool keeps float32 (Max)."""
+    model = _small_model()
+    w1 = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w1[0, :4] = (1e6, -1e6, 1e-9, -1e-9)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
+    if blocked:
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros((2, 300), np.float32), "floor"))
+        model.graph.node.insert(1, helper.make_node("Max", ["h0", "floor"], ["h"]))
+        model.graph.node[0].output[0] = "h0"
+    return model
+
+
+def test_fp16_of_a_file_with_a_data_file_is_cast_one_weight_at_a_time_into_the_model_the_tool_makes(tmp_path):
+    """The streamed route (graph loaded without its weights) against onnxruntime's float16 tool on the whole model
+    in memory: the same nodes, types and shapes, and the same fp16 bytes in every weight, the clamped ones too."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from hubedge.exporter.formats import onnx_fp16
+
+    fp32 = tmp_path / "m.onnx.fp32.onnx"
+    onnx_storage.save(_model_for_fp16(blocked=False), fp32, 0)
+    target = tmp_path / "m.onnx.fp16.onnx"
+    streamed = onnx_fp16.convert(fp32, onnx_storage.data_file(target))
+    assert {info.location for info in map(ExternalDataInfo, streamed.graph.initializer)
+            if info.location} == {onnx_storage.data_file(target).name}
+    assert onnx_storage.weights_bytes(streamed) < 1024  # the large weights are not held in the model
+    onnx_storage.save(streamed, target, 0)
+    whole = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    assert np.array_equal(_run(target, x), ort.InferenceSession(whole.SerializeToString()).run(None, {"x": x})[0])
+    written = onnx.load(str(target))
+    assert [tensor.name for tensor in written.graph.initializer] == [tensor.name for tensor in whole.graph.initializer]
+    for mine, tools in zip(written.graph.initializer, whole.graph.initializer):
+        assert mine.data_type == tools.data_type == TensorProto.FLOAT16, mine.name
+        assert numpy_helper.to_array(mine).tobytes() == numpy_helper.to_array(tools).tobytes(), mine.name
+    del written.graph.initializer[:], whole.graph.initializer[:]
+    assert written.graph == whole.graph
+
+
+def test_fp16_refuses_to_stream_a_large_weight_the_tool_would_keep_float32(tmp_path):
+    from hubedge.exporter.formats import onnx_fp16
+    from hubedge.runtimes.errors import HubedgeError
+
+    fp32 = tmp_path / "m.onnx.fp32.onnx"
+    onnx_storage.save(_model_for_fp16(blocked=True), fp32, 0)
+    with pytest.raises(HubedgeError, match=r"would keep 1 large float32 weight\(s\) of this ONNX graph \(floor\)"):
+        onnx_fp16.convert(fp32, onnx_storage.data_file(tmp_path / "m.onnx.fp16.onnx"))
+    inline = tmp_path / "inline.onnx"
+    onnx_storage.save(_model_for_fp16(blocked=True), inline, 2**40)
+    kept = {t.name: t.data_type for t in onnx_fp16.convert(inline, tmp_path / "unused.data").graph.initializer}
+    assert kept["floor"] == TensorProto.FLOAT and kept["w1"] == TensorProto.FLOAT16

@@ -42,7 +42,7 @@ class _OnnxWriter:
 
     def _const(self, value: np.ndarray, kind: str = "const", share: bool = False) -> str:
         """An initializer; ``share``: one per distinct small value (axes, shapes, ones), as the converter's."""
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import numpy_helper
 
         key = (value.dtype.str, value.shape, value.tobytes()) if share else None
         if key is not None and key in self._shared:
@@ -51,15 +51,8 @@ class _OnnxWriter:
         value = value if value.flags.c_contiguous else value.copy()
         tensor = self.graph.initializer.add()
         if self.data is not None and value.nbytes >= onnx_storage.MIN_EXTERNAL_TENSOR:
-            offset = onnx_storage.aligned(self.data.tell())
-            self.data.write(bytes(offset - self.data.tell()))
-            self.data.write(memoryview(value).cast("B"))
-            tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
-            tensor.dims.extend(value.shape)
-            tensor.data_location = TensorProto.EXTERNAL  # onnx's set_external_data wants the bytes inline first
-            for field, text in (("location", self.data_name), ("offset", str(offset)), ("length", str(value.nbytes))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = field, text
+            tensor.name = name
+            onnx_storage.write_external(tensor, value, self.data, self.data_name)
         else:
             tensor.CopyFrom(numpy_helper.from_array(value, name))
         if key is not None:

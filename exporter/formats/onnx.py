@@ -390,10 +390,11 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     if precision == "fp32":
         model = onnx.load(str(fp32))
     elif precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
         from onnxruntime.transformers.onnx_model import OnnxModel
 
-        model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        from hubedge.exporter.formats import onnx_fp16
+
+        model = onnx_fp16.convert(fp32, onnx_storage.data_file(target))  # weights outside: one at a time
         # the tool appends the casts of the float32 input after the nodes that read them: ONNX Runtime loads that
         # graph, but it is not valid ONNX (the checker wants nodes in topological order), so it is sorted
         try:

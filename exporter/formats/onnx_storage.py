@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from hubedge.runtimes.contract import ONNX_DATA_SUFFIX
 
-__all__ = ["ALIGNMENT", "DATA_SUFFIX", "MIN_EXTERNAL_TENSOR", "aligned", "data_file", "move", "remove", "save", "save_beside",
-           "stored_bytes", "weights_bytes"]
+__all__ = ["ALIGNMENT", "DATA_SUFFIX", "MIN_EXTERNAL_TENSOR", "aligned", "data_file", "move", "read_external", "remove",
+           "save", "save_beside", "stored_bytes", "weights_bytes", "write_external"]
 
 DATA_SUFFIX = ONNX_DATA_SUFFIX  # replaces the artifact's ".onnx": <artifact>.onnx.data
 ALIGNMENT = 4096  # the page size the ONNX external-data specification names for offsets that can be mapped
@@ -38,6 +40,41 @@ def aligned(offset: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
+def write_external(tensor: Any, value: np.ndarray, data: BinaryIO, data_name: str) -> None:
+    """Appends ``value`` to the open data file ``data`` (named ``data_name`` beside the model) at the next aligned
+    offset, and makes ``tensor`` (name and type already set, or set here from ``value``) point at it. onnx's own
+    ``set_external_data`` wants the bytes inline first, which is the copy of the model this avoids."""
+    from onnx import TensorProto, helper
+
+    value = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    offset = aligned(data.tell())
+    data.write(bytes(offset - data.tell()))
+    data.write(memoryview(value).cast("B"))
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+    del tensor.dims[:]
+    tensor.dims.extend(value.shape)
+    tensor.ClearField("raw_data")
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.EXTERNAL
+    for field, text in (("location", data_name), ("offset", str(offset)), ("length", str(value.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = field, text
+
+
+def read_external(tensor: Any, folder: Path) -> np.ndarray:
+    """The values of ``tensor``, whose bytes are in a data file in ``folder``, mapped from disk (read-only)."""
+    from onnx import helper
+    from onnx.external_data_helper import ExternalDataInfo
+
+    info = ExternalDataInfo(tensor)
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if info.length and info.length != count * dtype.itemsize:
+        raise ValueError(f"{tensor.name}: {info.length} bytes stored for {count} values of {dtype}")
+    values = np.memmap(folder / info.location, dtype=dtype, mode="r", offset=info.offset or 0, shape=(count,))
+    return values.reshape(tuple(tensor.dims))
+
+
 def stored_bytes(path: Path) -> int:
     """Bytes of the ONNX file ``path`` and of its data file, if it has one."""
     data = data_file(path)
@@ -52,11 +89,21 @@ def weights_bytes(model: Any) -> int:
 def save(model: Any, path: Path, external_above: int) -> Path | None:
     """Writes ``model`` at ``path``, with its weights in :func:`data_file` when they total ``external_above``
     bytes or more; returns the data file, or None. A data file left from an earlier save is removed first (onnx
-    appends to one that exists). The saved tensors' bytes leave ``model``: onnx moves them to the file."""
+    appends to one that exists). The saved tensors' bytes leave ``model``: onnx moves them to the file. A model
+    whose large tensors were already written to :func:`data_file` as they were made keeps it there, or, below the
+    threshold, takes them back inside."""
     import onnx
-    from onnx.external_data_helper import set_external_data
+    from onnx.external_data_helper import (ExternalDataInfo, load_external_data_for_model, set_external_data,
+                                           uses_external_data)
 
     data = data_file(path)
+    outside = [ExternalDataInfo(tensor).length or 0 for tensor in model.graph.initializer
+               if uses_external_data(tensor)]
+    if outside and weights_bytes(model) + sum(outside) >= external_above:
+        save_beside(model, path)
+        return data
+    if outside:
+        load_external_data_for_model(model, str(path.parent))
     data.unlink(missing_ok=True)
     if weights_bytes(model) < external_above:
         onnx.save(model, str(path))
