@@ -113,14 +113,14 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     # sized as a catalog run sized the job when it asked Ray for memory (by name or path), else from the model
     size = (0 if isinstance(model, LoadedModel) else memory.model_bytes(str(model))) or memory.model_bytes(loaded)
 
-    def estimates_for(written: bool) -> dict[str, memory.Estimate]:
-        return {fmt.name: memory.estimate(fmt.name, size, written) for fmt, _ in pairs}
+    def estimates_for(written: bool) -> dict[tuple[str, str], memory.Estimate]:
+        return {(fmt.name, precision): memory.estimate(fmt.name, size, written, precision) for fmt, precision in pairs}
 
     estimates = estimates_for(memory.written_route(loaded.spec, None, options))
 
     def refused(fmt: Format, precision: str) -> str:
-        return memory.refusal(estimates[fmt.name], memory_budget, f"{loaded.info.name} {fmt.name} {precision}",
-                              list(estimates.values()))
+        return memory.refusal(estimates[fmt.name, precision], memory_budget,
+                              f"{loaded.info.name} {fmt.name} {precision}", list(estimates.values()))
 
     if all(refused(fmt, precision) for fmt, precision in pairs):  # before the graph route and the reference
         failures = [(fmt.name, precision, memory.MemoryRefused(refused(fmt, precision))) for fmt, precision in pairs]

@@ -22,17 +22,18 @@ from hubedge.exporter.sources.catalog import Architecture
 from hubedge.runtimes.errors import HubedgeError
 from hubedge.runtimes.memory import current_rss_bytes
 
-__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_PER_MODEL_BYTE", "Estimate", "MemoryRefused",
-           "available_bytes", "check_load", "estimate", "format_bytes", "model_bytes", "parse_size", "refusal",
-           "step_budget", "total_bytes", "written_route"]
+__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_ONNX", "WRITTEN_OPENVINO", "WRITTEN_PER_MODEL_BYTE",
+           "Estimate", "MemoryRefused", "available_bytes", "check_load", "estimate", "format_bytes", "model_bytes",
+           "parse_size", "refusal", "step_budget", "total_bytes", "written_route"]
 
 GiB = 2**30
 BASE = 3.5 * GiB
-# written from the weights, a seeded R50x3 21k (1.38 GB) exported onnx fp32 / fp16 / int8 at 10.3 / 13.0 / 14.3 GB and
-# openvino at 12.5 / 12.5 / 11.9 GB (one run, in that order: each step's peak includes what the run holds by then);
-# a seeded R101x3 21k (2.06 GB) exported onnx fp32 at 14.9 GB, then was killed at 24.2 GB converting it to fp16
-# under an estimate of 8x: fp16 needs more than 9.9x here (benchmarks/records/bit-writer.md)
-WRITTEN_ONNX = 11.0
+# written from the weights, per precision: a seeded R101x3 21k (2.06 GB) exported onnx fp32, fp16 and int8 in one run
+# with the machine's used memory (this process and its verification child together) at most 17.6, 20.0 and 20.0 GB
+# above the idle machine (this process alone: 12.0, 13.5 and 19.3 GB); a R50x3 21k (1.38 GB) at 10.3, 13.0 and
+# 14.3 GB, this process alone. Before fp16 cast its weights one at a time (hubedge.exporter.formats.onnx_fp16), the
+# R101x3 was killed at 24.2 GB converting it (benchmarks/records/bit-writer.md)
+WRITTEN_ONNX = {"fp32": 7.0, "fp16": 8.5, "int8": 9.0}
 WRITTEN_OPENVINO = 6.5
 # onnx, ort and qnn convert in a tf2onnx child while this process holds the model and its reference: on a seeded
 # R101x3 21k (2.06 GB) this process held 12.2 GB and the child alone peaked at 22.9 GB (benchmarks/records/
@@ -67,13 +68,17 @@ class Estimate:
                 f"{format_bytes(self.model_bytes)} of fp32 weights)")
 
 
-def estimate(step: str, size: int, written: bool = False) -> Estimate:
-    """The estimate for ``step``: ``"load"`` (loading or building the model) or a format's name; ``written``: the
-    format's graph is written from the weights, not converted (:func:`written_route`)."""
+def estimate(step: str, size: int, written: bool = False, precision: str | None = None) -> Estimate:
+    """The estimate for ``step``: ``"load"`` (loading or building the model) or a format's name, at ``precision``
+    where the format's ratios differ by precision (None: the largest); ``written``: the format's graph is written
+    from the weights, not converted (:func:`written_route`)."""
     if step == "load":
         return Estimate(step, size, LOAD_PER_MODEL_BYTE)
-    ratios = {**PER_MODEL_BYTE, **WRITTEN_PER_MODEL_BYTE} if written else PER_MODEL_BYTE
-    return Estimate(step, size, ratios.get(step, UNKNOWN_FORMAT_PER_MODEL_BYTE))
+    ratio = (WRITTEN_PER_MODEL_BYTE.get(step) if written else None) or PER_MODEL_BYTE.get(
+        step, UNKNOWN_FORMAT_PER_MODEL_BYTE)
+    if isinstance(ratio, dict):
+        ratio = ratio.get(precision or "", max(ratio.values()))
+    return Estimate(f"{step} {precision}" if precision else step, size, ratio)
 
 
 def written_route(spec, graph: dict | None, options: ExportOptions) -> bool:

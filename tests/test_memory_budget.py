@@ -50,10 +50,18 @@ def test_a_bits_graphs_written_from_its_weights_are_estimated_by_that_routes_own
     from hubedge.exporter.sources import catalog
 
     size = memory.model_bytes("bit-m-r101x3-in21k")
-    for name in ("onnx", "ort", "qnn", "openvino"):
-        written = memory.estimate(name, size, written=True)
-        assert written.ratio == memory.WRITTEN_PER_MODEL_BYTE[name]
+    assert memory.estimate("openvino", size, written=True).ratio == memory.WRITTEN_OPENVINO
+    for name in ("onnx", "ort", "qnn"):  # per precision; unnamed, the largest
+        for precision, ratio in memory.WRITTEN_ONNX.items():
+            written = memory.estimate(name, size, written=True, precision=precision)
+            assert written.ratio == ratio and written.step == f"{name} {precision}"
+        assert memory.estimate(name, size, written=True).ratio == max(memory.WRITTEN_ONNX.values())
     assert memory.estimate("onnx", size, written=True).bytes < memory.estimate("onnx", size).bytes
+    # R101x3 (measured 17.6, 20.0 and 20.0 GB with the verification child) under a 22 GB budget: int8 alone is
+    # refused, and the refusal names what fits
+    fits = [memory.estimate("onnx", size, True, precision) for precision in ("fp32", "fp16", "int8")]
+    assert [memory.refusal(estimate, 22 * GB, "r101x3", fits) == "" for estimate in fits] == [True, True, False]
+    assert "these fit: onnx fp32, onnx fp16" in memory.refusal(fits[2], 22 * GB, "r101x3", fits)
     assert memory.estimate("tflite", size, written=True) == memory.estimate("tflite", size)  # converted anyway
     bit, yardstick = catalog.get("bit-m-r101x3-in21k"), catalog.get("efficientnet-lite0")
     default, converter = ExportOptions(), ExportOptions(graph_writer="converter")

@@ -41,7 +41,7 @@ def memory_request(job: Job) -> int:
 
     size = model_bytes(job.model)
     written = written_route(catalog.find(job.model), None, job.options)
-    return max(estimate("load", size).bytes, estimate(job.format, size, written).bytes)
+    return max(estimate("load", size).bytes, estimate(job.format, size, written, job.precision).bytes)
 
 
 @dataclasses.dataclass
