@@ -22,9 +22,9 @@ from hubedge.exporter.sources.catalog import Architecture
 from hubedge.runtimes.errors import HubedgeError
 from hubedge.runtimes.memory import current_rss_bytes
 
-__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_ONNX", "WRITTEN_OPENVINO", "WRITTEN_PER_MODEL_BYTE",
-           "Estimate", "MemoryRefused", "available_bytes", "check_load", "estimate", "format_bytes", "model_bytes",
-           "parse_size", "refusal", "step_budget", "total_bytes", "written_route"]
+__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_ONNX", "WRITTEN_OPENVINO",
+           "WRITTEN_PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes", "check_load", "estimate",
+           "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget", "total_bytes", "written_route"]
 
 GiB = 2**30
 BASE = 3.5 * GiB
