@@ -208,6 +208,11 @@ def test_fp16_of_a_file_with_a_data_file_is_cast_one_weight_at_a_time_into_the_m
         assert numpy_helper.to_array(mine).tobytes() == numpy_helper.to_array(tools).tobytes(), mine.name
     del written.graph.initializer[:], whole.graph.initializer[:]
     assert written.graph == whole.graph
+    # below the threshold, a streamed model takes its weights back into the one file
+    single = tmp_path / "single.onnx"
+    assert onnx_storage.save(onnx_fp16.convert(fp32, onnx_storage.data_file(single)), single, 2**40) is None
+    assert not onnx_storage.data_file(single).exists() and not _external(single)
+    assert np.array_equal(_run(single, x), _run(target, x))
 
 
 def test_fp16_refuses_to_stream_a_large_weight_the_tool_would_keep_float32(tmp_path):

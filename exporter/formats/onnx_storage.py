@@ -97,9 +97,10 @@ def save(model: Any, path: Path, external_above: int) -> Path | None:
                                            uses_external_data)
 
     data = data_file(path)
-    outside = [ExternalDataInfo(tensor).length or 0 for tensor in model.graph.initializer
-               if uses_external_data(tensor)]
-    if outside and weights_bytes(model) + sum(outside) >= external_above:
+    outside = [ExternalDataInfo(tensor) for tensor in model.graph.initializer if uses_external_data(tensor)]
+    if {info.location for info in outside} - {data.name}:
+        raise ValueError(f"{path.name}: weights already outside the graph must be in {data.name}")
+    if outside and weights_bytes(model) + sum(info.length or 0 for info in outside) >= external_above:
         save_beside(model, path)
         return data
     if outside:
