@@ -20,16 +20,14 @@ from hubedge.exporter.formats import onnx_storage
 __all__ = ["convert", "converted_weights"]
 
 
-def convert(fp32: Path, data: Path | None = None) -> Any:
-    """The fp16 model of the ONNX file ``fp32``, float32 input and output kept (``keep_io_types``). With ``data``
-    (the fp16 model's data file, named as it will sit beside it) and an fp32 file with a data file, the weights go
-    there one at a time and the model returned holds its graph only; otherwise the tool converts the whole model in
-    memory."""
+def convert(fp32: Path, data: Path) -> Any:
+    """The fp16 model of the ONNX file ``fp32``, float32 input and output kept (``keep_io_types``). Where ``fp32``
+    has a data file, the weights go to ``data`` (the fp16 model's data file, named as it will sit beside it) one at
+    a time and the model returned holds its graph only; otherwise the tool converts the whole model in memory."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    external = onnx_storage.data_file(fp32).is_file()
-    if data is None or not external:
+    if not onnx_storage.data_file(fp32).is_file():
         return convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
     model = onnx.shape_inference.infer_shapes(onnx.load(str(fp32), load_external_data=False))
     _cast_weights(model, fp32.parent, data)
@@ -73,4 +71,3 @@ def _cast_weights(model: Any, folder: Path, data: Path) -> None:
         for tensor in outside:
             values = onnx_storage.read_external(tensor, folder)
             onnx_storage.write_external(tensor, convert_np_to_float16(values), out, data.name)
-            del values
