@@ -7,8 +7,9 @@ and ``--twin-form`` go with them: the stand-in is a SavedModel), ``--twin-form p
 the published graph form, an expert the tiny feature-vector twin (a catalog glob: both twins, so it is still a
 catalog run on a local Ray instance), a BiT ``.npz`` checkpoint a tiny one, ``photo.jpg`` a bundled photo, and an
 artifact path the artifact an earlier command shown wrote with the same format and precision. Every other flag is
-kept. All commands run in one folder, so that ``artifacts/``, ``zoo/`` and the baselines one command writes are
-what the next one reads, as for a reader who follows the docs.
+kept; a gate command (``--baseline``) that writes no report gets ``--json``, to tell its timing verdict, noise beside
+the other test worker, from any other failure. All commands run in one folder, so that ``artifacts/``, ``zoo/``
+and the baselines one command writes are what the next one reads, as for a reader who follows the docs.
 
 Two kinds are not run here, and are listed with why (``NOT_RUN``): commands for a Ray cluster at a made-up address
 (``tests/test_zoo_cluster.py`` runs the same flags on a real two-node cluster), and ``make`` targets (``.ci/run``
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -107,6 +109,21 @@ class StandIns:
         return out
 
 
+def _failed_on_timing_alone(run: dict) -> bool:
+    """Whether a gate command failed only because rows timed slower than in the baseline saved minutes before.
+
+    Beside the other test worker, that verdict on a tiny twin's sub-millisecond latencies is noise, not a defect;
+    the gate's timing claims (a doctored baseline fails, a second bench raises no false alarm) are tested with
+    nothing else running, in the timing tier (tests/test_bench.py). Any other failure still fails here: an agreement
+    floor missed, a row that failed or went missing, a bad baseline."""
+    if run["code"] != 1 or "gate_report" not in run:
+        return False
+    report = json.loads(run["gate_report"].read_text(encoding="utf-8"))
+    regressions = report["gate"]["regressions"]
+    return (bool(regressions) and all(" slower relative to " in message for message in regressions)
+            and not any(row["status"] == "failed" and row["targeted"] for row in report["rows"]))
+
+
 def _expected_to_refuse(words: list[str]) -> str | None:
     """The device a shown command must be refused for on this machine (asked for strictly, and absent here for the
     runtime of the artifact it runs), else None."""
@@ -143,6 +160,9 @@ def runs(tmp_path_factory, tiny_classifier, tiny_published, tiny_features) -> li
             if run["not_run"]:
                 continue
             run["command"] = stand_ins.command(words)
+            if "--baseline" in words and "--json" not in words:  # the verdict, to tell timing from other failures
+                run["gate_report"] = folder / f"gate-{len(done)}.json"
+                run["command"] += ["--json", str(run["gate_report"])]
             start = time.monotonic()
             with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
                 run["code"] = main(run["command"])
@@ -158,7 +178,9 @@ def test_every_command_shown_runs_on_tiny_twins_or_is_refused_as_this_machine_mu
             continue
         refuse = _expected_to_refuse(run["command"])
         said = f"{run['document']}: hubedge {' '.join(run['shown'])}\n  ran: {' '.join(run['command'])}"
-        if refuse is None and run["code"] != 0:
+        if refuse is None and _failed_on_timing_alone(run):
+            print(f"{said}\n  its gate failed on timing alone, which beside another worker is noise; not counted")
+        elif refuse is None and run["code"] != 0:
             wrong.append(f"{said}\n  exit {run['code']}: {run['stderr'].strip()[-1500:]}")
         elif refuse is not None and (run["code"] == 0 or refuse not in run["stderr"].splitlines()[-1]):
             wrong.append(f"{said}\n  must be refused in one line naming {refuse}; exit {run['code']}: "
