@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hubedge.exporter.formats import FORMATS, Format, parse_precisions, plan
 from hubedge.exporter.options import INT8_CPU_PORTABLE, ExportOptions, Workspace, flag
-from hubedge.exporter.pipeline import ExportResult, evaluation_set, export_one
+from hubedge.exporter.pipeline import ExportResult, compute_reference, evaluation_set, export_one
 from hubedge.runtimes.errors import HubedgeError
 
 __all__ = ["ExportOptions", "ExportsFailed", "check_options", "export", "load_step", "planned_pairs"]
@@ -142,7 +142,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
             reference = shared.outputs
         else:
             say(f"computing the FP32 reference on the {images.description} …")
-            reference = loaded.reference().predict(images.images)
+            reference = compute_reference(loaded, images.images, say)
     results: list[ExportResult] = []
     failures: list[tuple[str, str, HubedgeError]] = []
     for stale in remove_stale_work(folder):

@@ -36,6 +36,7 @@ from hubedge.runtimes.isolated import RuntimeCrashed, predict_isolated
 from hubedge.runtimes.manifest import manifest_path
 from hubedge.runtimes.memory import PeakMemory
 from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.progress import REFERENCE_CHUNK_IMAGES, Progress, predict_in_chunks
 from hubedge.runtimes.preprocess import load_image, preprocess, resize_square
 
 __all__ = ["EVALUATION_CROPS", "EvaluationSet", "ExportResult", "VerificationFailed",
@@ -126,9 +127,18 @@ def verification_device(fmt: Format) -> str:
     return next((d for d in fmt.devices if status(fmt.runtime, d).available), "cpu")
 
 
+def compute_reference(loaded: LoadedModel, images: np.ndarray,
+                      progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """The FP32 module's outputs on ``images``, a chunk at a time: one chunk's activations held, not the whole
+    batch's (gigabytes on the largest BiTs), and ``progress`` hears how far it is on a long pass."""
+    said = Progress(progress, "FP32 reference", len(images))
+    return predict_in_chunks(loaded.reference().predict, images, said.update, size=REFERENCE_CHUNK_IMAGES)
+
+
 def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.ndarray, images: EvaluationSet,
            info: ModelInfo, floor: Floor, target: Floor | None = None, right_on: tuple[str, ...] = (),
-           verify_cpu: str = "native", accuracy_target: AccuracyTarget | None = None) -> dict[str, Any]:
+           verify_cpu: str = "native", accuracy_target: AccuracyTarget | None = None,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs ``artifact`` through its runtime, in a child process that a crashing runtime cannot take the export
     down with (``hubedge.runtimes.isolated``), and compares with the reference outputs on the same images.
 
@@ -141,7 +151,8 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
     compile the artifact is recorded as unsupported (``cpu_classes_unsupported``), not as a failure.
 
     An accuracy-aware artifact was chosen to meet ``accuracy_target`` on the tuning split; whether it holds on
-    these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on."""
+    these images too is recorded (``accuracy_target``, and per emulated class), beside the floor it is gated on.
+    ``progress`` hears how far each run is, with the time left, when a run takes long."""
     checker = None
     if fmt.suffix == ".onnx":  # valid ONNX, as stricter consumers than ONNX Runtime need (ort: before conversion)
         from hubedge.exporter.formats.onnx import full_check
@@ -149,7 +160,9 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
         checker = full_check(artifact)
     device = verification_device(fmt)
     simulator = status(fmt.runtime, device).simulated  # the HTP simulator: one child per core, far sooner done
-    outputs, note, cpu = predict_isolated(artifact, device, images.images, one_core_each=simulator)
+    outputs, note, cpu = predict_isolated(artifact, device, images.images, one_core_each=simulator,
+                                          on_done=Progress(progress, f"verifying on the {device}",
+                                                           len(images.images)).update)
     figures = agreement_with_reference(reference_outputs, outputs, info)
     shortfalls = floor.shortfalls(figures)
     if target is not None:  # a goal not yet gated: recorded with what it misses, never hidden
@@ -177,7 +190,9 @@ def verify(artifact: Path, fmt: Format, precision: str, reference_outputs: np.nd
             if precision == "fp32" or (precision in FLOAT_PRECISIONS and other not in ARM64_CLASSES):
                 photos, photo_references = photos[::EMULATED_FLOAT_STRIDE], photo_references[::EMULATED_FLOAT_STRIDE]
             try:  # the emulator runs a child on one core whatever the runtime's threads: one child per core
-                other_outputs, _, other_cpu = predict_isolated(artifact, device, photos, emulator, one_core_each=True)
+                other_outputs, _, other_cpu = predict_isolated(
+                    artifact, device, photos, emulator, one_core_each=True,
+                    on_done=Progress(progress, f"verifying as {other}", len(photos)).update)
             except CannotCompileError as error:
                 unsupported[other] = f"not supported: {error}"
                 continue
@@ -294,7 +309,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         if verify_output:
             images = evaluation_set(loaded.info.input_size)
             if reference_outputs is None:
-                reference_outputs = loaded.reference().predict(images.images)
+                reference_outputs = compute_reference(loaded, images.images, progress)
             source = loaded.weights.get("source", "")
             floor = floor_for(fmt, precision, source)
 
@@ -302,7 +317,7 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
                 try:
                     return verify(temp, fmt, precision, reference_outputs, images, info, floor,
                                   yardstick_target(precision, source), tuple(manifest["cpu_classes"]["right_on"]),
-                                  options.verify_cpu, options.accuracy_target)
+                                  options.verify_cpu, options.accuracy_target, progress)
                 except RuntimeCrashed as crash:
                     raise RuntimeCrashed(f"{crash}; {final.name} was not written") from None
 

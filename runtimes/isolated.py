@@ -9,7 +9,9 @@ which runtime crashed on which artifact, and the caller goes on (an export remov
 those of any failed export).
 
 The child imports ``hubedge.runtimes`` only, and so TensorFlow only for a SavedModel artifact. Images go in, and
-outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file.
+outputs come back, as ``.npy`` files in a temporary folder. The report is a small JSON file. The child runs the
+images a chunk at a time and writes how many are done beside the report (``progress``), so that a caller can say how
+far a long verification is (``hubedge.runtimes.progress``).
 
 The child can run under a CPU emulator (``hubedge.exporter.verify.cpu_emulation``), so that an artifact is verified as
 the runtime behaves on another CPU class; the report then carries the CPU the child saw, and a child that did not
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +40,7 @@ from hubedge.runtimes import errors
 from hubedge.runtimes.cpu import EMULATION_ENV, machine_record
 from hubedge.runtimes.devices import DeviceUnavailableError
 from hubedge.runtimes.errors import HubedgeError
+from hubedge.runtimes.progress import predict_in_chunks
 
 __all__ = ["CPU_BUDGET_ENV", "EmulationFailed", "Emulator", "IsolatedRun", "RuntimeCrashed", "cpu_budget",
            "predict_isolated", "run_isolated"]
@@ -93,19 +97,25 @@ class IsolatedRun:
     cores: tuple[int, ...] = ()  # the CPU cores the child was allowed to run on, as it saw them
 
 
+OnDone = Callable[[int], None]  # hears how many images are done so far
+
+
 def run_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
                  strict: bool = True, threads: int | None = None,
-                 timeout_s: float | None = TIMEOUT_S) -> IsolatedRun:
+                 timeout_s: float | None = TIMEOUT_S, on_done: OnDone | None = None) -> IsolatedRun:
     """``hubedge.runtimes.load(artifact, device, threads, strict).predict(images)`` in a child process.
 
     ``emulator`` runs the child as another CPU class. Raises the child's HubedgeError as the same type. If the
     runtime crashed the child, or it ran past ``timeout_s`` (None: no limit), raises :class:`RuntimeCrashed`,
-    quoting the last line the runtime printed.
+    quoting the last line the runtime printed. With no time limit, ``on_done`` hears how many images the child has
+    run, as it goes.
     """
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
         child = _Child(Path(artifact), device, images, Path(work), emulator, strict, threads)
         try:
             child.start()
+            if on_done is not None and timeout_s is None:
+                return _collect_as_they_end([child], on_done)[0]
             return child.collect(timeout_s)
         except BaseException:  # Ctrl-C must not leave a runtime running on its own
             _stop_all([child])
@@ -124,7 +134,8 @@ def cpu_budget() -> int | None:
 
 
 def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: Emulator | None = None,
-                     strict: bool = True, one_core_each: bool = False) -> tuple[np.ndarray, str, dict[str, Any]]:
+                     strict: bool = True, one_core_each: bool = False,
+                     on_done: OnDone | None = None) -> tuple[np.ndarray, str, dict[str, Any]]:
     """:func:`run_isolated`'s outputs, device note and CPU record, as export verification uses them (no time
     limit: a large model verified under a CPU emulator takes long).
 
@@ -134,13 +145,15 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
     and for a CPU emulator, whose child is slow and runs LiteRT's kernels on one core.
     The outputs come back in the images' order, the CPU record names each child's core
     (``one_child_per_core``), and the first child to fail fails the run and stops the others. Under a
-    :func:`cpu_budget`, one child with that many threads instead."""
+    :func:`cpu_budget`, one child with that many threads instead. ``on_done`` hears how many images all the children
+    have run, as they go."""
     budget = cpu_budget()
     cores = sorted(os.sched_getaffinity(0)) if one_core_each and not budget and hasattr(os, "sched_getaffinity") \
         else []
     shards = min(len(cores), MAX_SHARDS, len(images))
     if shards < 2:
-        run = run_isolated(artifact, device, images, emulator, strict, threads=budget, timeout_s=None)
+        run = run_isolated(artifact, device, images, emulator, strict, threads=budget, timeout_s=None,
+                           on_done=on_done)
         return run.outputs, run.device_note, run.cpu
     with tempfile.TemporaryDirectory(prefix="hubedge-isolated-") as work:
         children = []
@@ -151,7 +164,7 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
         try:
             for child in children:
                 child.start()
-            runs = _collect_as_they_end(children)
+            runs = _collect_as_they_end(children, on_done)
         except BaseException:  # a failed child, or Ctrl-C: the others' work is void
             _stop_all(children)
             raise
@@ -159,14 +172,18 @@ def predict_isolated(artifact: Path, device: str, images: np.ndarray, emulator: 
     return np.concatenate([run.outputs for run in runs]), runs[0].device_note, cpu
 
 
-def _collect_as_they_end(children: list[_Child]) -> list[IsolatedRun]:
+def _collect_as_they_end(children: list[_Child], on_done: OnDone | None = None) -> list[IsolatedRun]:
     """Each child's run, in the children's order, collected as each ends: a failure raises as soon as its child
-    has ended, whatever the others are still doing."""
+    has ended, whatever the others are still doing. ``on_done`` hears the images done whenever the count grows."""
     runs: dict[int, IsolatedRun] = {}
+    said = 0
     while len(runs) < len(children):
         ended = [i for i, child in enumerate(children) if i not in runs and child.process.poll() is not None]
         for i in ended:
             runs[i] = children[i].collect(None)
+        if on_done is not None and (done := sum(child.images_done() for child in children)) > said:
+            said = done
+            on_done(done)
         if not ended:
             time.sleep(0.05)
     return [runs[i] for i in range(len(children))]
@@ -202,6 +219,13 @@ class _Child:
     def start(self) -> None:
         self.log = open(self.paths["log"], "w+", encoding="utf-8", errors="replace")
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+
+    def images_done(self) -> int:
+        """How many images the child says it has run."""
+        try:
+            return int(progress_path(self.paths["report.json"]).read_text(encoding="ascii") or 0)
+        except (OSError, ValueError):
+            return 0
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -265,6 +289,17 @@ def _crash_message(artifact: Path, device: str, returncode: int, lines: list[str
             f"{said}); the artifact is damaged, or this runtime cannot run it")
 
 
+def progress_path(report: Path) -> Path:
+    """Where the child writes how many images it has run: beside its report."""
+    return report.with_name("progress")
+
+
+def _write_progress(report: Path, done: int) -> None:
+    temp = report.with_name("progress.tmp")
+    temp.write_text(str(done), encoding="ascii")
+    os.replace(temp, progress_path(report))  # whole, so that the caller never reads half a number
+
+
 def _take_number(argv: list[str], flag: str) -> tuple[int | None, list[str]]:
     """The integer after ``flag`` (None without it), and ``argv`` without the two."""
     if flag not in argv:
@@ -288,7 +323,8 @@ def main(argv: list[str]) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor = runtimes.load(artifact, device=device, threads=threads, strict=strict)
-        np.save(outputs, predictor.predict(np.load(images)))
+        np.save(outputs, predict_in_chunks(predictor.predict, np.load(images),
+                                           lambda done: _write_progress(Path(report), done)))
         note = predictor.device_status.note if predictor.device_status else ""
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         Path(report).write_text(json.dumps({"device_note": note, "cpu": machine_record(), "cores": cores,

@@ -16,6 +16,7 @@ from hubedge.runtimes.base import Predictor
 from hubedge.runtimes.devices import DeviceUnavailableError, require
 from hubedge.runtimes.errors import CorruptModelError, HubedgeError
 from hubedge.runtimes.modelinfo import ModelInfo
+from hubedge.runtimes.progress import REFERENCE_CHUNK_IMAGES, predict_in_chunks
 
 __all__ = ["TFReferencePredictor", "load_savedmodel", "set_threads"]
 
@@ -87,6 +88,10 @@ class TFReferencePredictor(Predictor):
         return lambda: self._module(images).numpy()
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        """A chunk of images at a time (``hubedge.runtimes.progress``): one chunk's activations are held, not the
+        whole batch's, and a pass made at once gives the outputs of the same pass made chunk by chunk with
+        progress (``hubedge.exporter.pipeline.compute_reference``)."""
         import tensorflow as tf
 
-        return self._module(tf.constant(batch)).numpy()
+        return predict_in_chunks(lambda chunk: self._module(tf.constant(chunk)).numpy(), batch,
+                                 size=REFERENCE_CHUNK_IMAGES)

@@ -54,12 +54,16 @@ def _cores() -> list[int]:
 def test_one_child_per_core_gives_the_outputs_of_one_child_in_the_images_order(tiny_exports):
     cores = _cores()
     artifact = tiny_exports[("onnx", "fp32")].artifact
-    images = np.random.default_rng(0).random((5, 64, 64, 3), dtype=np.float32)
-    whole, _, _ = isolated.predict_isolated(artifact, "cpu", images)
-    sharded, _, cpu = isolated.predict_isolated(artifact, "cpu", images, one_core_each=True)
+    images = np.random.default_rng(0).random((21, 64, 64, 3), dtype=np.float32)
+    counts: dict[str, list[int]] = {"whole": [], "sharded": []}
+    whole, _, _ = isolated.predict_isolated(artifact, "cpu", images, on_done=counts["whole"].append)
+    sharded, _, cpu = isolated.predict_isolated(artifact, "cpu", images, one_core_each=True,
+                                                on_done=counts["sharded"].append)
     children = min(len(cores), isolated.MAX_SHARDS, len(images))
     assert cpu["one_child_per_core"] == [[core] for core in cores[:children]]  # each pinned, as it saw itself
     np.testing.assert_array_equal(sharded, whole)
+    for count in counts.values():  # each child's own count of the images it ran, read back as it grows
+        assert count and count[-1] == len(images) and count == sorted(set(count)), counts
 
 
 def test_children_keep_within_the_cpus_a_scheduler_gave_this_process(tiny_exports, monkeypatch):

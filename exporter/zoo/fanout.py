@@ -13,7 +13,6 @@ recorded with its reason and the run goes on. Only the driver writes the ledger 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from hubedge.exporter.memory_budget import estimate, model_bytes, written_route
 from hubedge.exporter.zoo.jobs import CONVERTERS, Job, JobKey
 from hubedge.exporter.zoo.ledger import Ledger
 from hubedge.runtimes.errors import HubedgeError
+from hubedge.runtimes.progress import time_left
 
 __all__ = ["RunSummary", "memory_request", "ray_session", "run_jobs"]
 
@@ -182,7 +182,7 @@ def _eta(done_seconds: list[float], remaining: int, parallel: int) -> str:
     if not done_seconds or not remaining:
         return ""
     left = sum(done_seconds) / len(done_seconds) * remaining / max(parallel, 1)
-    return f", about {datetime.timedelta(seconds=round(left))} left"
+    return f", about {time_left(left)} left"
 
 
 def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry_failed: bool = False,
