@@ -337,7 +337,8 @@ def export_one(loaded: LoadedModel, fmt: Format, precision: str, output_dir: Pat
         else:
             _settle_cpu_classes(manifest["cpu_classes"], {})
             manifest["reference"] = {"skipped": "exported with --no-verify: no reference was computed"}
-        manifest["deployability"] = deployability.report(temp, fmt.name, fmt.runtime)
+        manifest["deployability"] = deployability.report(temp, fmt.name, fmt.runtime,
+                                                         manifest["artifact"]["size_bytes"])
         if options.require_offload and fmt.name in deployability.OFFLOAD_TARGETS[options.require_offload]:
             if why := deployability.offload_shortfall(options.require_offload, manifest["deployability"]):
                 raise deployability.OffloadRefused(f"{final.name} refused by --require-offload "

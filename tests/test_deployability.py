@@ -122,6 +122,31 @@ def test_xnnpack_not_taking_the_whole_graph_is_reported(capsys, tiny_classifier,
     assert manifest["deployability"]["xnnpack"]["whole_graph"] is False and "XNNPACK: part of the graph" in out
 
 
+def test_a_phone_format_too_large_for_a_phone_app_is_written_and_said_so(capsys, tiny_classifier, tmp_path,
+                                                                         monkeypatch):
+    """The size past which a phone app cannot ship a file (1 GB; a 2 GB R101x3 fp32 .tflite is past it) lowered so
+    that the tiny twin is past it: the tflite and onnx files are still written and verified, their summary lines
+    and manifests say why a phone is not their place; OpenVINO's file, not made for phones, says nothing."""
+    from hubedge.exporter.verify import deployability
+
+    monkeypatch.setattr(deployability, "PHONE_APP_BYTES", 1_000_000)  # the tiny files are about 3.3 MB
+    code, out, err = run(capsys, "export", "--model", str(tiny_classifier.savedmodel_dir), "--format",
+                         "tflite,onnx,openvino", "--output", str(tmp_path))
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if "too large to ship in a phone app (over 0.001 GB)" in line]
+    assert len(notes) == 2 and all(line.startswith("  deployability: ") for line in notes), out
+    for name, fits in (("tflite.fp32", False), ("onnx.fp32", False)):
+        manifest = json.loads((tmp_path / f"tiny-bit-ilsvrc.{name}.json").read_text())
+        size = manifest["deployability"]["phone_size"]
+        assert size["fits"] is fits and size["bytes"] == manifest["artifact"]["size_bytes"] > 1_000_000
+        assert manifest["verification"]["passed"]
+    openvino = json.loads((tmp_path / "tiny-bit-ilsvrc.openvino.fp32.json").read_text())
+    assert "phone_size" not in openvino["deployability"]
+    monkeypatch.undo()
+    assert deployability.report(tmp_path / "tiny-bit-ilsvrc.onnx.fp32.onnx", "onnx", "onnxruntime",
+                                3_300_000)["phone_size"] == {"bytes": 3_300_000, "limit_bytes": 10**9, "fits": True}
+
+
 def test_require_offload_refuses_a_file_below_the_level_and_writes_nothing(capsys, tiny_classifier, tmp_path):
     model = str(tiny_classifier.savedmodel_dir)
     code, _, err = run(capsys, "export", "--model", model, "--format", "onnx", "--quantize", "none",

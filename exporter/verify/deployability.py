@@ -15,6 +15,9 @@ hubedge runs those tools here and records what they say, never its own guess:
   this machine has none.
 
 A tool that is not installed gives ``{"checked": False, "reason": ...}``, never a figure.
+
+The report also says when a file made for phones (tflite, onnx, ort, qnn) is too large to ship in a phone app
+(``phone_size``): the file is still written, since the format holds it and a desktop or server can use it.
 ``--require-offload nnapi|coreml|gpu`` fails an export whose report falls short of the tool's ``YES``.
 """
 
@@ -32,7 +35,7 @@ from typing import Any
 
 from hubedge.runtimes.errors import HubedgeError
 
-__all__ = ["OFFLOAD_TARGETS", "OffloadRefused", "offload_shortfall", "report", "summary_line"]
+__all__ = ["OFFLOAD_TARGETS", "PHONE_APP_BYTES", "OffloadRefused", "offload_shortfall", "report", "summary_line"]
 
 # --require-offload: the accelerator, the formats whose report speaks of it, and what meets it
 OFFLOAD_TARGETS = {"nnapi": ("onnx", "qnn"), "coreml": ("onnx", "qnn"), "gpu": ("tflite",)}
@@ -45,21 +48,41 @@ ORT_FORMAT_UNCHECKED = ("ONNX Runtime's mobile usability checker reads ONNX file
                         "NNAPI and CoreML report")
 
 
+# the formats a phone app ships, and the stored size (file and data file) past which one is too large for that: every
+# inference reads all the weights, from memory a phone shares with the system and every other app, and Google Play
+# ships an app's content past its 200 MB download only in asset packs (the one delivered with the install was capped
+# at 1 GB when they came)
+PHONE_FORMATS = ("tflite", "onnx", "ort", "qnn")
+PHONE_APP_BYTES = 1_000_000_000
+
+
 class OffloadRefused(HubedgeError):
     """An artifact that the accelerator ``--require-offload`` names would not take, by its vendor's tool."""
 
 
-def report(artifact: Path, fmt_name: str, runtime: str) -> dict[str, Any]:
-    """The deployability report of one artifact (``fmt_name`` and ``runtime`` as the formats table names them)."""
+def report(artifact: Path, fmt_name: str, runtime: str, size_bytes: int | None = None) -> dict[str, Any]:
+    """The deployability report of one artifact (``fmt_name`` and ``runtime`` as the formats table names them);
+    ``size_bytes``, what it stores (its data file included), judges a phone format's size."""
+    phone = {} if size_bytes is None or fmt_name not in PHONE_FORMATS else {"phone_size": _phone_size(size_bytes)}
     if fmt_name == "ort":
-        return {"ort_mobile": {"checked": False, "reason": ORT_FORMAT_UNCHECKED}}
+        return {"ort_mobile": {"checked": False, "reason": ORT_FORMAT_UNCHECKED}, **phone}
     if runtime == "onnxruntime":
-        return {"ort_mobile": _ort_mobile(artifact)}
+        return {"ort_mobile": _ort_mobile(artifact), **phone}
     if fmt_name == "tflite":
-        return {"gpu_delegate": _tflite_gpu(artifact), "xnnpack": _xnnpack(artifact)}
+        return {"gpu_delegate": _tflite_gpu(artifact), "xnnpack": _xnnpack(artifact), **phone}
     if runtime == "openvino":
         return {"openvino": _openvino(artifact)}
     return {}
+
+
+def _phone_size(size_bytes: int) -> dict[str, Any]:
+    fits = size_bytes <= PHONE_APP_BYTES
+    record: dict[str, Any] = {"bytes": size_bytes, "limit_bytes": PHONE_APP_BYTES, "fits": fits}
+    if not fits:
+        record["note"] = (f"{size_bytes / 1e9:.2f} GB, too large to ship in a phone app (over "
+                          f"{PHONE_APP_BYTES / 1e9:g} GB): written because the format holds it, for desktops and "
+                          "servers; for a phone, take a lower precision or a smaller model")
+    return record
 
 
 def _ort_mobile(path: Path) -> dict[str, Any]:
@@ -199,4 +222,5 @@ def summary_line(deploy: dict[str, Any]) -> str:
         parts.append(f"OpenVINO CPU {openvino['cpu']['supported_ops']}/{openvino['cpu']['ops']} ops")
     missing = [f"{name} not checked" for name, value in deploy.items() if isinstance(value, dict)
                and value.get("checked") is False]
-    return "; ".join(parts + missing)
+    size = deploy.get("phone_size", {})
+    return "; ".join(parts + missing + ([size["note"]] if "note" in size else []))
