@@ -15,10 +15,10 @@ hubedge runs those tools here and records what they say, never its own guess:
   this machine has none.
 
 A tool that is not installed gives ``{"checked": False, "reason": ...}``, never a figure.
+``--require-offload nnapi|coreml|gpu`` fails an export whose report falls short of the tool's ``YES``.
 
 The report also says when a file made for phones (tflite, onnx, ort, qnn) is too large to ship in a phone app
 (``phone_size``): the file is still written, since the format holds it and a desktop or server can use it.
-``--require-offload nnapi|coreml|gpu`` fails an export whose report falls short of the tool's ``YES``.
 """
 
 from __future__ import annotations
