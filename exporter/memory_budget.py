@@ -101,20 +101,15 @@ def model_bytes(model) -> int:
     """The fp32 size of a model's weights: from the catalog's architecture for a catalog model (a name, a handle,
     or a loaded model with its spec), else the size of its files (a local SavedModel's or ``.npz``); 0 if
     unknown (no estimate is then made)."""
-    from hubedge.exporter.sources import catalog
+    from hubedge.exporter.sources import LoadedModel, catalog
 
-    spec = getattr(model, "spec", None)
-    if spec is None and isinstance(model, (str, Path)):
-        local = Path(model).expanduser()
-        if local.exists():
-            return size_of(local)
-        spec = catalog.find(str(model))
-    if spec is not None and spec.architecture is not None:
-        return 4 * catalog.parameter_count(spec)
-    folder = getattr(model, "savedmodel_dir", None)
-    if folder is not None and Path(folder, "variables").is_dir():
-        return size_of(Path(folder, "variables"))
-    return 0
+    if isinstance(model, LoadedModel):
+        return model.fp32_weights_bytes
+    local = Path(model).expanduser()
+    if local.exists():
+        return size_of(local)
+    spec = catalog.find(str(model))
+    return 4 * catalog.parameter_count(spec) if spec is not None and spec.architecture is not None else 0
 
 
 def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:

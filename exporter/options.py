@@ -19,8 +19,8 @@ from hubedge.runtimes.cpu import ALL_CLASSES
 from hubedge.runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "GRAPH_WRITERS", "INT8_CPUS", "INT8_CPU_PORTABLE",
-           "INT8_CPU_VNNI", "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES", "ONNX_EXTERNAL_DATA_ABOVE",
-           "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
+           "INT8_CPU_VNNI", "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES",
+           "ONNX_EXTERNAL_DATA_ABOVE", "TFLITE_BUFFER_OFFSET_ABOVE", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
 TFLITE_INT8_RECIPES = ("xnnpack", "full")
@@ -49,6 +49,9 @@ OFFLOADS = ("nnapi", "coreml", "gpu")
 # protobuf message cannot reach 2 GiB, and the graph, small tensors and metadata need room beside the weights;
 # exporter.formats.onnx_storage)
 ONNX_EXTERNAL_DATA_ABOVE = 2**31 - 2**28  # 1.88 GB (1.75 GiB)
+# a .tflite file keeps its weights after the flatbuffer, at offsets, from this many bytes of weights on: a flatbuffer
+# cannot address 2 GiB, and the graph and metadata need room beside the weights (exporter.formats.tflite_offset)
+TFLITE_BUFFER_OFFSET_ABOVE = 2**31 - 2**28
 
 # options every format takes; the others are declared per format and precision in the formats table
 GENERAL_OPTIONS = ("graph", "verify_cpu")
@@ -90,6 +93,10 @@ class ExportOptions:
         onnx_external_data_above: onnx and qnn: from this many bytes of weights on, they go in a data file beside
             the ``.onnx`` file (``<artifact>.onnx.data``), as files past protobuf's 2 GiB limit must; 0 always.
             At most (and by default) ``ONNX_EXTERNAL_DATA_ABOVE``.
+        tflite_buffer_offset_above: tflite fp32, fp16 and dynamic: from this many bytes of weights on (the model's
+            fp32 weights, halved for fp16, quartered for dynamic), they follow the flatbuffer at offsets (the
+            buffer-offset layout), as files past the flatbuffer's 2 GiB limit must; 0 always. At most (and by
+            default) ``TFLITE_BUFFER_OFFSET_ABOVE``.
     """
 
     calibration_data: str | Path | None = None
@@ -104,6 +111,7 @@ class ExportOptions:
     batch: int | None = None
     require_offload: Literal["nnapi", "coreml", "gpu"] | None = None
     onnx_external_data_above: int = ONNX_EXTERNAL_DATA_ABOVE
+    tflite_buffer_offset_above: int = TFLITE_BUFFER_OFFSET_ABOVE
     graph_writer: Literal["direct", "converter"] = "direct"
 
     def __post_init__(self) -> None:
@@ -126,11 +134,13 @@ class ExportOptions:
                                        or not 1 <= self.batch <= MAX_FIXED_BATCH):
             raise UnsupportedError(f"batch takes a number of images from 1 (what mobile accelerators need) to "
                                    f"{MAX_FIXED_BATCH}; got {self.batch!r}")
-        above = self.onnx_external_data_above
-        if not isinstance(above, int) or isinstance(above, bool) or not 0 <= above <= ONNX_EXTERNAL_DATA_ABOVE:
-            raise InvalidInputError(f"onnx_external_data_above takes a number of bytes from 0 (weights always in a "
-                                    f"data file) to {ONNX_EXTERNAL_DATA_ABOVE} (the default, under protobuf's 2 GiB "
-                                    f"limit); got {above!r}")
+        for name, most, where, limit in (
+                ("onnx_external_data_above", ONNX_EXTERNAL_DATA_ABOVE, "in a data file", "protobuf's"),
+                ("tflite_buffer_offset_above", TFLITE_BUFFER_OFFSET_ABOVE, "after the flatbuffer", "the flatbuffer's")):
+            above = getattr(self, name)
+            if not isinstance(above, int) or isinstance(above, bool) or not 0 <= above <= most:
+                raise InvalidInputError(f"{name} takes a number of bytes from 0 (weights always {where}) to {most} "
+                                        f"(the default, under {limit} 2 GiB limit); got {above!r}")
         if self.calibration_size is not None and (not isinstance(self.calibration_size, int)
                                                   or isinstance(self.calibration_size, bool)
                                                   or self.calibration_size < 1):

@@ -84,6 +84,7 @@ INNER_LOOP = {
         "test_atomic_publishing_moves_a_written_data_file_and_removes_a_stale_one",
         "test_the_integrity_check_covers_a_data_file_beside_an_onnx_artifact",
         "test_the_threshold_is_refused_where_no_format_takes_it_and_out_of_range"),
+    "test_tflite_buffer_offset.py": ("test_the_tflite_threshold_is_refused_where_no_format_takes_it_and_out_of_range",),
     "test_export_formats.py": ("test_every_format_and_precision_is_verified_and_runs_through_its_runtime[tflite-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[onnx-int8]",
                                "test_every_format_and_precision_is_verified_and_runs_through_its_runtime[openvino-int8]",

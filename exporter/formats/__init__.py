@@ -193,7 +193,8 @@ FORMATS: dict[str, Format] = {
         description="LiteRT (TFLite) flatbuffer, batch 1, run by ai-edge-litert",
         options={**CALIBRATED, **ACCURACY_AWARE, "int8_io": ("int8",), "tflite_int8_recipe": ("int8",),
                  "require_offload": ("fp32", "fp16", "dynamic", "int8"),
-                 "batch": ("fp32", "fp16", "dynamic", "int8")},
+                 "batch": ("fp32", "fp16", "dynamic", "int8"),
+                 "tflite_buffer_offset_above": ("fp32", "fp16", "dynamic")},
         own_batch=1,  # mobile runtimes run one image at a time, and MediaPipe Tasks feeds one
     ),
     "onnx": Format(

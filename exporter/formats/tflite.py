@@ -24,6 +24,10 @@ softmax in the graph (outputs are probabilities; the manifest's model record say
 in int8 so small probabilities keep their precision; an all-integer file (``int8_io="int8"``,
 ``tflite_int8_recipe="full"``) keeps integer logits instead (:func:`artifact_info`). hubedge's own contract stays
 in the flatbuffer's metadata list as ``hubedge.model``.
+
+Past ``ExportOptions.tflite_buffer_offset_above`` bytes of weights (fp32, fp16, dynamic: BiT R101x3 fp32 and up),
+the converter lays the weights out after the flatbuffer, at offsets, and the metadata is added around them
+(``hubedge.exporter.formats.tflite_offset``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hubedge.exporter.formats import FormatResult
+from hubedge.exporter.formats import FormatResult, tflite_offset
 from hubedge.exporter.formats.tflite_metadata import with_standard_metadata
 from hubedge.exporter.options import ExportOptions, Workspace
 from hubedge.exporter.sources import LoadedModel
@@ -71,17 +75,21 @@ def _converter(loaded: LoadedModel, size: int, in_graph: bool):
     return tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], module)
 
 
-def fp32_conversion(loaded: LoadedModel, size: int, in_graph: bool, work: Workspace, beside: Path) -> bytes:
+def fp32_conversion(loaded: LoadedModel, size: int, in_graph: bool, work: Workspace, beside: Path,
+                    offsets: bool = False) -> bytes:
     """The fp32 conversion, made once per run (``work.memo``, the file in ``work.scratch`` or ``beside``): the fp32
     artifact is it, and selective int8 reads the normalizations' tensors from it, so ``--quantize none,int8`` runs
-    the converter's float pass once."""
-    key = ("tflite-float", str(loaded.export_savedmodel), size, in_graph)
+    the converter's float pass once. ``offsets``: in the buffer-offset layout (:func:`uses_buffer_offsets`)."""
+    key = ("tflite-float", str(loaded.export_savedmodel), size, in_graph, offsets)
     if key in work.memo and work.memo[key].is_file():
         return work.memo[key].read_bytes()
-    content = _converter(loaded, size, in_graph).convert()
+    converter = _converter(loaded, size, in_graph)
+    converter._experimental_use_buffer_offset = offsets  # the converter's only switch for it (TF 2.15+)
+    content = converter.convert()
     graph = hashlib.sha256(str(loaded.export_savedmodel).encode()).hexdigest()[:8]  # one file per graph route
     head = "softmax" if in_graph else "logits"
-    path = Path(work.scratch or beside) / f"{loaded.info.name}.{size}.{graph}.{head}.fp32.tflite"
+    layout = ".offsets" if offsets else ""
+    path = Path(work.scratch or beside) / f"{loaded.info.name}.{size}.{graph}.{head}{layout}.fp32.tflite"
     path.write_bytes(content)
     work.memo[key] = path
     return content
@@ -97,7 +105,10 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
                                "default xnnpack recipe")
     all_integer = precision == "int8" and (options.int8_io == "int8" or options.tflite_int8_recipe == "full")
     info = artifact_info(loaded.info, all_integer)
+    offsets = uses_buffer_offsets(loaded, precision, options.tflite_buffer_offset_above)
     converter = _converter(loaded, size, info.activation_in_graph) if precision != "fp32" else None
+    if converter is not None:
+        converter._experimental_use_buffer_offset = offsets
     recipe: dict[str, Any] = {"method": "none (fp32)"}
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,13 +120,35 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
     if precision == "int8":
         content, recipe = _int8(converter, loaded, info, options, work, target.parent)
     elif precision == "fp32":
-        content = fp32_conversion(loaded, size, info.activation_in_graph, work, target.parent)
+        content = fp32_conversion(loaded, size, info.activation_in_graph, work, target.parent, offsets)
     else:
         content = converter.convert()
-    content = with_metadata(content, metadata_entries(loaded, info, precision))
-    target.write_bytes(with_standard_metadata(content, info, _description(loaded, precision)))
+    entries = metadata_entries(loaded, info, precision)
+    if offsets:  # flatbuffer_utils and MediaPipe's populator would inline the weights again: laid out here
+        recipe["layout"] = BUFFER_OFFSET_LAYOUT
+        description = _description(loaded, precision)
+        tflite_offset.write_with_metadata(content, entries,
+                                          lambda flat: with_standard_metadata(flat, info, description), target)
+    else:
+        content = with_metadata(content, entries)
+        target.write_bytes(with_standard_metadata(content, info, _description(loaded, precision)))
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe, tools=("tensorflow", "ai-edge-litert",
                         "mediapipe"), io=_io_quantization(target), info=info)
+
+
+# the manifest's word for a file whose weights follow the flatbuffer
+BUFFER_OFFSET_LAYOUT = ("buffer offsets: the weights follow the flatbuffer, each at an offset into the file, as past "
+                        "the flatbuffer's 2 GiB limit they must")
+# the stored weights per fp32 weight byte, by precision: what the threshold is compared with before converting
+STORED_PER_FP32_BYTE = {"fp32": 1.0, "fp16": 0.5, "dynamic": 0.25}
+
+
+def uses_buffer_offsets(loaded: LoadedModel, precision: str, above: int) -> bool:
+    """Whether the file must keep its weights after the flatbuffer: the model's fp32 weights, at what ``precision``
+    stores of them, reach ``above`` (decided before converting: the converter stops past 2 GB otherwise). int8
+    stores a quarter: no catalog model comes near, and its selective recipe rewrites the flatbuffer whole."""
+    share = STORED_PER_FP32_BYTE.get(precision)
+    return share is not None and loaded.fp32_weights_bytes * share >= above
 
 
 def _description(loaded: LoadedModel, precision: str) -> str:

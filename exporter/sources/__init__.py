@@ -20,7 +20,7 @@ from typing import Any
 
 from hubedge.exporter.sources import catalog
 from hubedge.exporter.sources.catalog import ModelSpec
-from hubedge.exporter.fsutil import sha256_of
+from hubedge.exporter.fsutil import sha256_of, size_of
 from hubedge.runtimes.cache import cache_dir
 from hubedge.runtimes.errors import CorruptModelError, HubedgeError, ModelNotFoundError, SourceUnavailableError
 from hubedge.runtimes.modelinfo import ModelInfo
@@ -98,6 +98,15 @@ class LoadedModel:
         from hubedge.runtimes.tf_reference import TFReferencePredictor
 
         return TFReferencePredictor(self.module(), self.info, threads=threads)
+
+    @property
+    def fp32_weights_bytes(self) -> int:
+        """The fp32 size of the weights: from the catalog's architecture for a catalog model, else the size of the
+        SavedModel's variables; 0 where neither is known."""
+        if self.spec is not None and self.spec.architecture is not None:
+            return 4 * catalog.parameter_count(self.spec)
+        variables = self.savedmodel_dir / "variables"
+        return size_of(variables) if variables.is_dir() else 0
 
     def weights_record(self) -> dict[str, Any]:
         """The weight record with a content hash of the variables (computed on first use)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hubedge.exporter.formats import FORMATS
 from hubedge.exporter.options import (GRAPH_WRITERS, GRAPHS, INT8_CPUS, INT8_FALLBACKS, INT8_IO_CHOICES, OFFLOADS,
-                                      ONNX_EXTERNAL_DATA_ABOVE, TFLITE_INT8_RECIPES)
+                                      ONNX_EXTERNAL_DATA_ABOVE, TFLITE_BUFFER_OFFSET_ABOVE, TFLITE_INT8_RECIPES)
 from hubedge.cli.common import (INTERRUPTED, SEEDED_NOTE, add_image_limit_argument, add_model_arguments, load_model,
                                 positive_int, say)
 from hubedge.runtimes.errors import HubedgeError
@@ -92,6 +92,11 @@ def add_parser(commands) -> None:
                         help="onnx, qnn: from this much weight on, keep the weights in <artifact>.onnx.data beside the "
                              ".onnx file (ONNX external data, offsets aligned for memory mapping), as files past "
                              "protobuf's 2 GiB limit must; 0: always (default: 1.88 GB, the most allowed)")
+    parser.add_argument("--tflite-buffer-offset-above", type=memory_size, default=TFLITE_BUFFER_OFFSET_ABOVE,
+                        metavar="SIZE",
+                        help="tflite fp32, fp16, dynamic: from this much weight on, keep the weights after the "
+                             "flatbuffer at offsets (the buffer-offset layout, with its metadata), as files past the "
+                             "flatbuffer's 2 GiB limit must; 0: always (default: 1.88 GB, the most allowed)")
     add_image_limit_argument(parser)
     parser.set_defaults(run=run)
 
@@ -116,6 +121,7 @@ def checked_plan(args: argparse.Namespace) -> tuple:
                             accuracy_target=args.accuracy_target, int8_fallback=args.int8_fallback,
                             batch=args.batch, require_offload=args.require_offload,
                             onnx_external_data_above=args.onnx_external_data_above,
+                            tflite_buffer_offset_above=args.tflite_buffer_offset_above,
                             graph_writer=args.graph_writer)
     pairs = planned_pairs(args.format, args.quantize, lambda _: None)  # --format: a comma list, or "all"
     check_options(pairs, options, not args.no_verify, lambda _: None)
