@@ -107,6 +107,8 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     pairs = planned_pairs(formats, precisions, say)
     check_options(pairs, options, verify, say)
     folder = ensure_writable_dir(Path(output))
+    for stale in remove_stale_work(folder):  # first: a run refused before any work still clears a killed run's
+        say(f"note: removed {stale.name}, left by an earlier run on this host that was killed")
     if not isinstance(model, LoadedModel):
         memory.check_load(str(model), memory_budget, load_step(str(model), weights))
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)
@@ -145,8 +147,6 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
             reference = compute_reference(loaded, images.images, say)
     results: list[ExportResult] = []
     failures: list[tuple[str, str, HubedgeError]] = []
-    for stale in remove_stale_work(folder):
-        say(f"note: removed {stale.name}, left by an earlier run on this host that was killed")
     with tempfile.TemporaryDirectory(prefix=work_prefix(WORK_PREFIX), dir=folder) as scratch:
         work = Workspace.for_model(loaded.info.input_size, options, Path(scratch), announce=say)
         for step, (fmt, precision) in enumerate(pairs, 1):

@@ -22,7 +22,7 @@ from hubedge.exporter.sources.catalog import Architecture
 from hubedge.runtimes.errors import HubedgeError
 from hubedge.runtimes.memory import current_rss_bytes
 
-__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "WRITTEN_ONNX", "WRITTEN_OPENVINO",
+__all__ = ["BASE", "LOAD_PER_MODEL_BYTE", "PER_MODEL_BYTE", "TFLITE", "WRITTEN_ONNX", "WRITTEN_OPENVINO",
            "WRITTEN_PER_MODEL_BYTE", "Estimate", "MemoryRefused", "available_bytes", "check_load", "estimate",
            "format_bytes", "model_bytes", "parse_size", "refusal", "step_budget", "total_bytes", "written_route"]
 
@@ -43,8 +43,13 @@ WRITTEN_OPENVINO = 4.25
 # onnx, ort and qnn convert in a tf2onnx child while this process holds the model and its reference: on a seeded
 # R101x3 21k (2.06 GB) this process held 12.2 GB and the child alone peaked at 22.9 GB (benchmarks/records/
 # big-models.md), 15.3 times the model above BASE together (8 had let the child start, and the kernel killed it)
-# tflite converts in this process: the same R101x3 peaked at 22.1 GB over its fp32 export and verification
-PER_MODEL_BYTE = {"tflite": 9.0, "onnx": 15.5, "ort": 15.5, "qnn": 15.5, "openvino": 6.0, "savedmodel": 3.0}
+# tflite converts in this process, which keeps some 2.2x the model after its first conversion (TensorFlow's, not freed
+# by gc or malloc_trim), so a later step starts higher. A seeded R101x3 21k (2.06 GB) with the reference in chunks,
+# the machine's used memory above the idle machine: fp32 as the run's only step 16.3 GB; fp16, dynamic and int8 in one
+# run 17.3 GB (first), 21.9 GB (second: 8.8x the model above BASE), and int8, third, was killed by the kernel past
+# 23.3 GB (over 9.5x; benchmarks/records/big-models.md, session 13): int8 is given 12x, which refuses it here
+TFLITE = {"fp32": 9.0, "fp16": 9.0, "dynamic": 9.0, "int8": 12.0}
+PER_MODEL_BYTE = {"tflite": TFLITE, "onnx": 15.5, "ort": 15.5, "qnn": 15.5, "openvino": 6.0, "savedmodel": 3.0}
 # a BiT in hubedge's edge graph is written from its weights instead (hubedge.exporter.formats.bit_graph): no
 # converter, and the weights held about once while they are written (benchmarks/records/bit-writer.md)
 WRITTEN_PER_MODEL_BYTE = {"onnx": WRITTEN_ONNX, "ort": WRITTEN_ONNX, "qnn": WRITTEN_ONNX, "openvino": WRITTEN_OPENVINO}

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from hubedge.exporter.fsutil import TEMP_PREFIX, sha256_of
 
 HUBEDGE = str(Path(sys.executable).with_name("hubedge"))
@@ -50,6 +52,15 @@ def test_a_killed_export_leaves_no_finished_looking_artifact(tiny_classifier, tm
     assert process.returncode == -signal.SIGKILL
     _assert_only_complete_artifacts(tmp_path)
     assert len(list(tmp_path.glob("*.tflite"))) < 3
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]  # what the killed run left
+
+    from hubedge.exporter.api import ExportsFailed, export
+
+    lines: list[str] = []
+    with pytest.raises(ExportsFailed):  # a later run into the folder clears it, even one refused before any work
+        export(tiny_classifier, formats="tflite", output=tmp_path, memory_budget=1, progress=lines.append)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hubedge-")]
+    assert any("left by an earlier run on this host that was killed" in line for line in lines), lines
 
 
 def test_ctrl_c_stops_cleanly_and_removes_temporary_files(tiny_classifier, tmp_path):

@@ -63,6 +63,9 @@ def test_a_bits_graphs_written_from_its_weights_are_estimated_by_that_routes_own
     assert [memory.refusal(estimate, 22 * GB, "r101x3", fits) == "" for estimate in fits] == [True, True, False]
     assert "these fit: onnx fp32, onnx fp16" in memory.refusal(fits[2], 22 * GB, "r101x3", fits)
     assert memory.estimate("tflite", size, written=True) == memory.estimate("tflite", size)  # converted anyway
+    # tflite per precision: int8 was killed on R101x3 past 23.3 GB, and is refused under 24 GB now; fp32 starts
+    tflite = [memory.estimate("tflite", size, precision=precision) for precision in ("fp32", "int8")]
+    assert [memory.refusal(estimate, 24 * GB, "r101x3", tflite) == "" for estimate in tflite] == [True, False]
     bit, yardstick = catalog.get("bit-m-r101x3-in21k"), catalog.get("efficientnet-lite0")
     default, converter = ExportOptions(), ExportOptions(graph_writer="converter")
     assert memory.written_route(bit, None, default)  # a catalog BiT before its route is chosen

@@ -486,18 +486,10 @@ def metadata_entries(loaded: LoadedModel, info: ModelInfo, precision: str) -> di
 
 def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
     """Adds named entries to the flatbuffer's own ``metadata`` list (TF's flatbuffer_utils, schema types)."""
-    from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    model.metadata = model.metadata or []
-    for name, data in entries.items():
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(data, dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name, entry.buffer = name, len(model.buffers) - 1
-        model.metadata.append(entry)
+    tflite_offset.add_entries(model, entries)
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 

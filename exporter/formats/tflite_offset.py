@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ALIGNMENT", "has_offset_buffers", "write_with_metadata"]
+__all__ = ["ALIGNMENT", "add_entries", "has_offset_buffers", "write_with_metadata"]
 
 ALIGNMENT = 64  # the weights keep their offsets modulo this: the converter aligns each to 16 bytes, mmap to 64
 
@@ -43,14 +43,6 @@ def has_offset_buffers(content: bytes | memoryview) -> bool:
     return bool(_weights(_model(content)))
 
 
-def _packed(model) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _added_entries(before, after_content: bytes) -> tuple[dict[str, bytes], list[tuple[zipfile.ZipInfo, bytes]]]:
     """What MediaPipe's writers added to the weightless flatbuffer: its new metadata entries, and the associated
     files zipped after it."""
@@ -66,12 +58,26 @@ def _added_entries(before, after_content: bytes) -> tuple[dict[str, bytes], list
     return entries, files
 
 
+def add_entries(model, entries: dict[str, bytes]) -> None:
+    """Appends named entries to a model object's own ``metadata`` list, each in an inline buffer of its own."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model.metadata = model.metadata or []
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+
+
 def write_with_metadata(content: bytes | memoryview, entries: dict[str, bytes],
                         standard: Callable[[bytes], bytes], target: Path) -> None:
     """Writes the converter's buffer-offset ``content`` to ``target`` with ``entries`` and the standard metadata
     that ``standard`` (MediaPipe's writers: flatbuffer in, flatbuffer and zip out) adds, the weights unchanged."""
-    import numpy as np
-    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
 
     from hubedge.exporter.formats.tflite_metadata import ZIP_TIME
 
@@ -81,19 +87,12 @@ def write_with_metadata(content: bytes | memoryview, entries: dict[str, bytes],
     start = min(buffer.offset for buffer in weights)
     end = max(buffer.offset + buffer.size for buffer in weights)
     added, files = _added_entries(model, standard(bytes(view[:start])))
-    model.metadata = model.metadata or []
-    for name, data in {**entries, **added}.items():
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(data, dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name, entry.buffer = name, len(model.buffers) - 1
-        model.metadata.append(entry)
+    add_entries(model, {**entries, **added})
     shift = 0
     while True:  # offsets are fixed-width fields: a second packing with the final shift has the same length
         for buffer in weights:
             buffer.offset += shift
-        flat = _packed(model)
+        flat = flatbuffer_utils.convert_object_to_bytearray(model)
         new_start = -(-len(flat) // ALIGNMENT) * ALIGNMENT + start % ALIGNMENT
         for buffer in weights:
             buffer.offset -= shift
