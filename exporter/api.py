@@ -107,8 +107,7 @@ def export(model, *, weights: str = "hub", twin_form: str = "edge", formats: str
     pairs = planned_pairs(formats, precisions, say)
     check_options(pairs, options, verify, say)
     folder = ensure_writable_dir(Path(output))
-    for stale in remove_stale_work(folder):  # first: a run refused before any work still clears a killed run's
-        say(f"note: removed {stale.name}, left by an earlier run on this host that was killed")
+    remove_stale_work(folder, say)  # first: a run refused before any work still clears a killed run's
     if not isinstance(model, LoadedModel):
         memory.check_load(str(model), memory_budget, load_step(str(model), weights))
     loaded = model if isinstance(model, LoadedModel) else load_model(str(model), weights, twin_form)

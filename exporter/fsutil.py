@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hubedge.runtimes.errors import HubedgeError
@@ -40,9 +40,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_work(folder: Path) -> list[Path]:
+def remove_stale_work(folder: Path, say: Callable[[str], None] | None = None) -> list[Path]:
     """Removes the hidden folders that runs on this host left in ``folder`` when they were killed (their process
-    is gone); returns them. Folders of live processes, and of other hosts, are left alone."""
+    is gone), telling ``say`` of each; returns them. Folders of live processes, and of other hosts, are left
+    alone."""
     host, removed = socket.gethostname(), []
     for path in folder.iterdir() if folder.is_dir() else ():
         kind = next((kind for kind in (TEMP_PREFIX, WORK_PREFIX) if path.name.startswith(kind)), None)
@@ -55,6 +56,8 @@ def remove_stale_work(folder: Path) -> list[Path]:
         if pid.isdigit() and not _alive(int(pid)):
             _remove(path)
             removed.append(path)
+            if say is not None:
+                say(f"note: removed {path.name}, left by an earlier run on this host that was killed")
     return removed
 
 

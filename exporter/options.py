@@ -20,7 +20,8 @@ from hubedge.runtimes.errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExportOptions", "GENERAL_OPTIONS", "GRAPHS", "GRAPH_WRITERS", "INT8_CPUS", "INT8_CPU_PORTABLE",
            "INT8_CPU_VNNI", "MAX_FIXED_BATCH", "OFFLOADS", "INT8_FALLBACKS", "INT8_IO_CHOICES",
-           "ONNX_EXTERNAL_DATA_ABOVE", "TFLITE_BUFFER_OFFSET_ABOVE", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace", "flag"]
+           "ONNX_EXTERNAL_DATA_ABOVE", "TFLITE_BUFFER_OFFSET_ABOVE", "TFLITE_INT8_RECIPES", "VERIFY_CPUS", "Workspace",
+           "flag"]
 
 INT8_IO_CHOICES = ("int8", "uint8")  # tflite int8 I/O: integer in and out, or raw uint8 pixels in, float out
 TFLITE_INT8_RECIPES = ("xnnpack", "full")

@@ -87,6 +87,22 @@ def test_the_cli_refuses_to_build_a_twin_that_cannot_fit_before_anything_is_read
     assert not out.exists() or not list(out.iterdir())
 
 
+def test_a_cli_run_refused_before_loading_still_clears_what_a_killed_run_left(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from hubedge.exporter.fsutil import TEMP_PREFIX
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{TEMP_PREFIX}{socket.gethostname()}-{ended.stdout.strip()}-x"  # a process now gone
+    stale.mkdir()
+    code = main(["export", "--model", "bit-m-r152x4-in21k", "--weights", "seeded", "--format", "onnx",
+                 "--memory-budget", "12GB", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and not stale.exists() and f"note: removed {stale.name}" in err, err
+
+
 def test_the_cli_refuses_a_budget_that_is_not_a_size(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--model", "bit-m-r50x1", "--format", "onnx", "--memory-budget", "lots"])

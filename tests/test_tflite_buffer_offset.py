@@ -56,7 +56,7 @@ def test_the_layout_keeps_the_converters_weights_byte_for_byte_after_a_larger_fl
     assert after[0][0] > before[0][0]  # the flatbuffer grew by the metadata
     for (old, length), (new, same) in zip(before, after):
         assert same == length and written[new:new + length] == content[old:old + length]
-        assert (new - old) % tflite_offset.ALIGNMENT == 0
+        assert (new - old) % tflite_offset.ALIGNMENT == 0 and new % 4 == 0  # the converter's alignment kept
     assert {"hubedge.test", "TFLITE_METADATA"} <= set(read_metadata(target))
     assert read_standard_metadata(written)["metadata"]["name"] == tiny_classifier.info.name
     labels_start = max(offset + length for offset, length in after)
@@ -67,16 +67,16 @@ def test_the_layout_keeps_the_converters_weights_byte_for_byte_after_a_larger_fl
 
 def test_a_tiny_twin_in_the_buffer_offset_layout_verifies_on_litert_and_mediapipe_and_loads(tiny_classifier,
                                                                                           tmp_path, photos):
-    """fp32 and fp16 through the whole export: the layout, verification on the 132 images by LiteRT and by
+    """fp32, fp16 and dynamic through the whole export: the layout, verification on the 132 images by LiteRT and by
     MediaPipe's ImageClassifier, the deployability report, publishing and the manifest; then loaded, run, and
     refused once a weight is tampered with."""
     from hubedge.exporter import ExportOptions, export
     from hubedge.exporter.formats.tflite import BUFFER_OFFSET_LAYOUT
     from hubedge.exporter.formats.tflite_offset import has_offset_buffers
 
-    results = export(tiny_classifier, formats="tflite", precisions="fp32,fp16", output=tmp_path,
+    results = export(tiny_classifier, formats="tflite", precisions="fp32,fp16,dynamic", output=tmp_path,
                      options=ExportOptions(tflite_buffer_offset_above=0))
-    assert len(results) == 2
+    assert len(results) == 3
     for result in results:
         content = result.artifact.read_bytes()
         assert has_offset_buffers(content), result.artifact.name
@@ -103,6 +103,20 @@ def test_a_tiny_twin_in_the_buffer_offset_layout_verifies_on_litert_and_mediapip
     tampered.write_bytes(bytes(content))
     with pytest.raises(CorruptModelError, match=f"{tampered.name} is not the file its manifest describes"):
         runtimes.load(tampered)
+
+
+def test_a_feature_vector_in_the_buffer_offset_layout_verifies_on_mediapipes_image_embedder(tiny_features,
+                                                                                          tmp_path):
+    """A feature vector has no associated files, so nothing is zipped after its weights."""
+    from hubedge.exporter import ExportOptions, export
+    from hubedge.exporter.formats.tflite_offset import has_offset_buffers
+
+    (result,) = export(tiny_features, formats="tflite", precisions="fp32", output=tmp_path,
+                       options=ExportOptions(tflite_buffer_offset_above=0))
+    content = result.artifact.read_bytes()
+    assert has_offset_buffers(content) and not zipfile.is_zipfile(result.artifact)
+    assert result.verification["passed"] and result.verification["mobile_sdk"]["task"] == "ImageEmbedder"
+    assert result.verification["mobile_sdk"]["passed"]
 
 
 def test_the_tflite_threshold_is_refused_where_no_format_takes_it_and_out_of_range(capsys, tmp_path):

@@ -145,8 +145,9 @@ STORED_PER_FP32_BYTE = {"fp32": 1.0, "fp16": 0.5, "dynamic": 0.25}
 
 def uses_buffer_offsets(loaded: LoadedModel, precision: str, above: int) -> bool:
     """Whether the file must keep its weights after the flatbuffer: the model's fp32 weights, at what ``precision``
-    stores of them, reach ``above`` (decided before converting: the converter stops past 2 GB otherwise). int8
-    stores a quarter: no catalog model comes near, and its selective recipe rewrites the flatbuffer whole."""
+    stores of them, reach ``above`` (decided before converting: the converter stops past 2 GB otherwise). An int8
+    file stores a quarter, so no catalog model comes near; its selective recipe reads the fp32 conversion in
+    whichever layout that has."""
     share = STORED_PER_FP32_BYTE.get(precision)
     return share is not None and loaded.fp32_weights_bytes * share >= above
 
@@ -168,7 +169,10 @@ def _int8(converter, loaded: LoadedModel, info: ModelInfo, options: ExportOption
     int8_io = options.int8_io
     io_type = {"int8": (tf.int8, tf.int8), "uint8": (tf.uint8, tf.float32)}.get(int8_io)
     selective = options.tflite_int8_recipe != "full"
-    fp32 = fp32_conversion(loaded, info.input_size, info.activation_in_graph, work, beside) if selective else b""
+    # the fp32 artifact's own conversion where it is one (its threshold is the default here: int8 does not take it)
+    offsets = uses_buffer_offsets(loaded, "fp32", options.tflite_buffer_offset_above)
+    fp32 = (fp32_conversion(loaded, info.input_size, info.activation_in_graph, work, beside, offsets) if selective
+            else b"")
     epsilons = epsilon_adds(fp32) if selective else []
     statistics = normalization_arithmetic(fp32) if selective else []
     float_nodes = [*epsilons, *statistics]
@@ -512,7 +516,8 @@ def _io_quantization(path: Path) -> dict[str, Any]:
 
     interpreter = Interpreter(model_path=str(path))
     io: dict[str, Any] = {}
-    for role, details in (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0])):
+    ends = (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0]))
+    for role, details in ends:
         if details["dtype"].__name__ in ("int8", "uint8"):
             scale, zero_point = details["quantization"]
             io[role] = {"dtype": details["dtype"].__name__, "scale": float(scale), "zero_point": int(zero_point)}

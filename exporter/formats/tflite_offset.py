@@ -10,8 +10,8 @@ that now point at the wrong bytes, since the flatbuffer grew. So the file is lai
 
 1. the entries (hubedge's own, and ``TFLITE_METADATA`` from MediaPipe's writers, run on the weightless flatbuffer
    alone) are added to the flatbuffer as small inline buffers;
-2. the flatbuffer is packed with every weight offset moved by how much it grew, rounded so that each weight keeps
-   its alignment (:data:`ALIGNMENT`), and written;
+2. the flatbuffer is packed with every weight offset moved by how much it grew, rounded up to a multiple of
+   :data:`ALIGNMENT` so that each weight keeps the alignment the converter gave it, and written;
 3. the converter's weight region is copied after it unchanged, and the associated files (labels) are zipped after
    that, as TFLite Metadata places them at the end of a model file.
 """
@@ -23,9 +23,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hubedge.runtimes.errors import HubedgeError, UnsupportedError
+
 __all__ = ["ALIGNMENT", "add_entries", "has_offset_buffers", "write_with_metadata"]
 
-ALIGNMENT = 64  # the weights keep their offsets modulo this: the converter aligns each to 16 bytes, mmap to 64
+ALIGNMENT = 64  # the weights keep their offsets modulo this, so each keeps the alignment the converter gave it
 
 
 def _model(content: bytes | memoryview):
@@ -84,6 +86,12 @@ def write_with_metadata(content: bytes | memoryview, entries: dict[str, bytes],
     view = memoryview(content)
     model = _model(view)
     weights = _weights(model)
+    if not weights:
+        raise HubedgeError("the TFLite converter did not lay the weights out at offsets; this TensorFlow may not "
+                           "support the buffer-offset layout (TF 2.15 or later does)")
+    if any(op.largeCustomOptionsOffset for graph in model.subgraphs for op in graph.operators or ()):
+        raise UnsupportedError("this model keeps custom-op options at offsets too, which hubedge does not move; "
+                               "export it below the threshold (--tflite-buffer-offset-above)")
     start = min(buffer.offset for buffer in weights)
     end = max(buffer.offset + buffer.size for buffer in weights)
     added, files = _added_entries(model, standard(bytes(view[:start])))
@@ -103,8 +111,8 @@ def write_with_metadata(content: bytes | memoryview, entries: dict[str, bytes],
         out.write(flat)
         out.write(bytes(new_start - len(flat)))
         out.write(view[start:end])
-    if files:
-        with zipfile.ZipFile(target, "a") as packed:  # the model is no zip: "a" appends one after it
-            for info, data in files:
-                packed.writestr(zipfile.ZipInfo(info.filename, date_time=ZIP_TIME), data,
-                                compress_type=info.compress_type)
+        if files:  # a new archive from here on, never one read out of the weights' last bytes
+            with zipfile.ZipFile(out, "w") as packed:
+                for info, data in files:
+                    packed.writestr(zipfile.ZipInfo(info.filename, date_time=ZIP_TIME), data,
+                                    compress_type=info.compress_type)

@@ -251,7 +251,8 @@ def _twin_key(spec: ModelSpec, weights: str) -> tuple[str, Path | None]:
     kind = weights if weights in ("seeded", "package") else "npz"
     if kind not in spec.offline_weights:
         offered = " or ".join(spec.offline_weights)
-        raise HubedgeError(f"{spec.name} cannot be built with --weights {weights}: offline it takes --weights {offered}")
+        raise HubedgeError(f"{spec.name} cannot be built with --weights {weights}: offline it takes --weights "
+                           f"{offered}")
     if kind == "seeded":
         return f"seeded-{DEFAULT_SEED}", None
     if kind == "package":

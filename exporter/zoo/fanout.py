@@ -196,8 +196,7 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
     from hubedge.exporter.manifest import tool_versions
 
     started = time.perf_counter()
-    for stale in remove_stale_work(output):
-        progress(f"note: removed {stale.name}, left by an earlier run on this host that was killed")
+    remove_stale_work(output, progress)
     ledger = Ledger(output)
     versions = tool_versions(CONVERTERS)
     keys = {job: JobKey.of(job, versions) for job in jobs}
@@ -270,8 +269,8 @@ def run_jobs(jobs: list[Job], output: Path, *, cluster: str | None = None, retry
                 outcome = {"status": "failed", "reason": f"the worker died: {_first_line(error)}"}
             except ray.exceptions.RayTaskError as error:  # a fault of hubedge's, not of the export's inputs
                 cause = error.cause if isinstance(error.cause, BaseException) else error
-                outcome = {"status": "failed", "reason": f"the job raised {type(cause).__name__}: "
-                                                         f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"}
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+                outcome = {"status": "failed", "reason": f"the job raised {type(cause).__name__}: {first}"}
             outcome.update(model=job.model, format=job.format, precision=job.precision, weights=job.weights,
                            attempts=attempt, memory_request_mb=round(requests[digest][1] / 2**20))
             ledger.record(digest, outcome)

@@ -130,12 +130,12 @@ def checked_plan(args: argparse.Namespace) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     from hubedge.exporter.api import ExportsFailed, export
-    from hubedge.exporter.fsutil import ensure_writable_dir
+    from hubedge.exporter.fsutil import ensure_writable_dir, remove_stale_work
     from hubedge.exporter.zoo import expand_models
 
     options, pairs = checked_plan(args)
     formats = args.format
-    ensure_writable_dir(Path(args.output))
+    remove_stale_work(ensure_writable_dir(Path(args.output)), say)  # even where loading is refused next
     models = expand_models(args.model)
     cluster = args.cluster or os.environ.get("RAY_ADDRESS")
     if len(models) > 1 or cluster or args.retry_failed:
