@@ -235,6 +235,29 @@ def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
         assert verification["passed"] and "top1" not in verification and verification["cosine_min"] > 0.9
 
 
+def test_the_tflite_converter_saves_the_captured_variables_only_and_writes_the_same_file(tiny_classifier,
+                                                                                           tiny_exports):
+    """The converter saves what it is given and loads it back, for the serving signature: the traced function's
+    variables give the file the whole hub module gives, byte for byte and a third of the time; a function that
+    captures anything else keeps the module. Every exported file has the signature (the export refuses one without)."""
+    import tensorflow as tf
+
+    from hubedge.exporter.formats import tflite
+
+    converter = tflite._converter(tiny_classifier, 64, True)
+    assert converter._trackable_obj is not tiny_classifier.export_module()
+    assert len(converter._trackable_obj.variables) == len(tiny_classifier.export_module().variables)
+    whole = tf.lite.TFLiteConverter.from_concrete_functions(converter._funcs, tiny_classifier.export_module())
+    assert converter.convert() == whole.convert()
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer([1], [2.0]), 0.0)
+    captures_more = tf.function(lambda x: x * table.lookup(tf.constant(1)), input_signature=[tf.TensorSpec([1])])
+    module = tf.Module()
+    assert tflite._holder(module, captures_more.get_concrete_function()) is module
+    for precision in ("fp32", "int8"):
+        assert tflite.has_serving_signature(tiny_exports[("tflite", precision)].artifact.read_bytes()), precision
+    assert not tflite.has_serving_signature(tf.lite.TFLiteConverter.from_concrete_functions(converter._funcs).convert())
+
+
 def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

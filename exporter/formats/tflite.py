@@ -47,7 +47,7 @@ from hubedge.exporter.formats.tflite_metadata import with_standard_metadata
 from hubedge.exporter.options import ExportOptions, Workspace
 from hubedge.exporter.sources import LoadedModel
 from hubedge.runtimes.contract import metadata_key
-from hubedge.runtimes.errors import UnsupportedError
+from hubedge.runtimes.errors import HubedgeError, UnsupportedError
 from hubedge.runtimes.modelinfo import ModelInfo
 
 
@@ -72,7 +72,24 @@ def _converter(loaded: LoadedModel, size: int, in_graph: bool):
     # A restored function keeps the shapes it was saved with ([None, None, None, 3]); calling it from a new
     # function with a static signature lets the converter's shape inference make every tensor static.
     fixed = tf.function(scores, input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
-    return tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], module)
+    concrete = fixed.get_concrete_function()
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], _holder(module, concrete))
+
+
+def _holder(module: Any, concrete: Any) -> Any:
+    """What the converter saves as a SavedModel (and loads back) to give the file its ``serving_default`` signature.
+
+    The hub module carries every function it was restored with, and saving and reloading them was most of a small
+    model's conversion (3.3 s of a tiny twin's 4.4 s). Where the traced function captures nothing but variables, a
+    module holding just those gives the same file, byte for byte (tests/test_export_formats.py). Anything else it
+    captures (a table, an asset) keeps the whole module."""
+    import tensorflow as tf
+
+    if len(concrete.captured_inputs) != len(concrete.variables):
+        return module
+    holder = tf.Module()
+    holder.captured = list(concrete.variables)
+    return holder
 
 
 def fp32_conversion(loaded: LoadedModel, size: int, in_graph: bool, work: Workspace, beside: Path,
@@ -123,6 +140,9 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         content = fp32_conversion(loaded, size, info.activation_in_graph, work, target.parent, offsets)
     else:
         content = converter.convert()
+    if not has_serving_signature(content):  # TF's converter drops the signature silently where its save fails
+        raise HubedgeError(f"the TFLite converter wrote {loaded.info.name} {precision} without its serving_default "
+                           "signature, which LiteRT's signature runner calls; report this with the model")
     entries = metadata_entries(loaded, info, precision)
     if offsets:  # flatbuffer_utils and MediaPipe's populator would inline the weights again: laid out here
         recipe["layout"] = BUFFER_OFFSET_LAYOUT
@@ -134,6 +154,15 @@ def export(loaded: LoadedModel, precision: str, target: Path, options: ExportOpt
         target.write_bytes(with_standard_metadata(content, info, _description(loaded, precision)))
     return FormatResult(input_shape=[1, size, size, 3], recipe=recipe, tools=("tensorflow", "ai-edge-litert",
                         "mediapipe"), io=_io_quantization(target), info=info)
+
+
+def has_serving_signature(content: bytes) -> bool:
+    """Whether the flatbuffer has the ``serving_default`` SignatureDef (read in place: no weights are copied)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    return any(model.SignatureDefs(index).SignatureKey() == b"serving_default"
+               for index in range(model.SignatureDefsLength()))
 
 
 # the manifest's word for a file whose weights follow the flatbuffer
