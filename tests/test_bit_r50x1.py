@@ -21,6 +21,13 @@ def images(photos):
     return preprocess(photos, 224)
 
 
+@pytest.fixture(scope="module")
+def outputs(in21k, images):
+    """The edge twin's and the published form's outputs on the photos: two full-geometry passes, made once."""
+    published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
+    return published, in21k.reference().predict(images), published.reference().predict(images)
+
+
 def test_in21k_twin_is_a_hub_module_with_21843_logits(in21k, images):
     import tensorflow_hub as hub
     import tf_keras as keras
@@ -61,25 +68,24 @@ def test_conveyance_expert_twin_gives_2048_features(images):
     assert np.all(np.linalg.norm(features, axis=1) > 0)
 
 
-# slow (1.5 minutes): builds the full-geometry twin in the published graph form and runs both forms on the images
-def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(in21k, images):
+# slow (1.5 minutes with its fixture): builds the full-geometry twin in the published graph form and runs both forms
+# on the images
+def test_the_published_form_r50x1_computes_what_the_edge_twin_computes(outputs):
     """The stand-in for --weights hub at full geometry: the published modules' graph with the twin's weights."""
-    published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
-    edge = in21k.reference().predict(images)
+    published, edge, original = outputs
     assert published.weights["graph"] == "published"
-    assert np.abs(published.reference().predict(images) - edge).max() <= 1e-5 * np.abs(edge).max()
+    assert np.abs(original - edge).max() <= 1e-5 * np.abs(edge).max()
 
 
-def test_the_published_form_r50x1_is_re_authored_into_the_edge_twins_graph(in21k, images):
+def test_the_published_form_r50x1_is_re_authored_into_the_edge_twins_graph(outputs, images):
     """Full geometry: all 153 variables recognised by layer order, the rebuilt graph equal to the module."""
     from hubedge.exporter.graph.reauthor import choose_graph
 
-    published = load_model("bit-m-r50x1-in21k", "seeded", twin_form="published")
+    published, edge, original = outputs
     chosen = choose_graph(published)
     assert chosen.graph["route"] == "re-authored", chosen.graph
     assert (chosen.graph["architecture"], chosen.graph["num_classes"]) == ("R50x1", 21843)
     assert chosen.graph["matched_by"] == "layer order" and len(published.module().variables) == 153
-    original = published.reference().predict(images)
     rebuilt = np.asarray(chosen.export_module()(images))
     assert np.abs(rebuilt - original).max() <= 1e-5 * np.abs(original).max()
-    assert np.abs(rebuilt - in21k.reference().predict(images)).max() <= 1e-5 * np.abs(original).max()
+    assert np.abs(rebuilt - edge).max() <= 1e-5 * np.abs(original).max()
