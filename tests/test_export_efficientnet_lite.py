@@ -31,8 +31,8 @@ QUANTIZED = ("dynamic", "int8")
 
 # slow (4-7 minutes alone, the longest item of the suite): a trained model to every CPU format and precision, each
 # verified on the 132 images, the quantized ones also under QEMU as an x86 CPU without VNNI (on the 44 photos);
-# exported once. qnn int8 is left to benchmarks/records/yardstick_qnn.py: its verification on the HTP simulator
-# (84 s of a worker's time, 0.6 s an image) checks an agreement figure, not a code path tiny twins miss
+# exported once. qnn int8 is left to benchmarks/records/yardstick_qnn.py: its verification on the HTP simulator,
+# the slowest step of the suite, checks an agreement figure, not a code path that tiny twins miss
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, efficientnet_lite0):
     out = tmp_path_factory.mktemp("yardstick-exports")

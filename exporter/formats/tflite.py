@@ -80,9 +80,9 @@ def _holder(module: Any, concrete: Any) -> Any:
     """What the converter saves as a SavedModel (and loads back) to give the file its ``serving_default`` signature.
 
     The hub module carries every function it was restored with, and saving and reloading them was most of a small
-    model's conversion (3.3 s of a tiny twin's 4.4 s). Where the traced function captures nothing but variables, a
-    module holding just those gives the same file, byte for byte (tests/test_export_formats.py). Anything else it
-    captures (a table, an asset) keeps the whole module."""
+    model's conversion time (benchmarks/records/test-timing.md). Where the traced function captures nothing but
+    variables, a module holding just those gives the same file, byte for byte (tests/test_export_formats.py).
+    Anything else it captures (a table, an asset) keeps the whole module."""
     import tensorflow as tf
 
     if len(concrete.captured_inputs) != len(concrete.variables):
