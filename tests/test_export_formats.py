@@ -236,7 +236,8 @@ def test_feature_vector_exports_keep_their_embeddings(tiny_features, tmp_path):
 
 
 def test_the_tflite_converter_saves_the_captured_variables_only_and_writes_the_same_file(tiny_classifier,
-                                                                                           tiny_exports):
+                                                                                           tiny_exports, tmp_path,
+                                                                                           monkeypatch):
     """The converter saves what it is given and loads it back, for the serving signature: the traced function's
     variables give the file the whole hub module gives, byte for byte and a third of the time; a function that
     captures anything else keeps the module. Every exported file has the signature (the export refuses one without)."""
@@ -256,6 +257,13 @@ def test_the_tflite_converter_saves_the_captured_variables_only_and_writes_the_s
     for precision in ("fp32", "int8"):
         assert tflite.has_serving_signature(tiny_exports[("tflite", precision)].artifact.read_bytes()), precision
     assert not tflite.has_serving_signature(tf.lite.TFLiteConverter.from_concrete_functions(converter._funcs).convert())
+    from hubedge.exporter.options import ExportOptions, Workspace
+
+    monkeypatch.setattr(tflite, "_holder", lambda module, concrete: None)  # nothing to save: no signature
+    with pytest.raises(HubedgeError, match="without its serving_default signature"):
+        tflite.export(tiny_classifier, "fp32", tmp_path / "m.tflite", ExportOptions(),
+                      Workspace(calibration=lambda: None, scratch=tmp_path))
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_tflite_int8_io_dequantizes_exactly_as_by_hand(tiny_classifier, tmp_path):
